@@ -1,0 +1,117 @@
+"""The one settings object: environment variables and `.env`, validated once at start."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A setting, or a combination of settings, that callstatus refuses to start with."""
+
+
+def _split_csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    plivo_auth_token: str | None = Field(default=None, alias="PLIVO_AUTH_TOKEN")
+    public_base_url: str | None = Field(default=None, alias="PUBLIC_BASE_URL")
+    db: Path = Field(default=Path("data/callstatus.duckdb"), alias="CALLSTATUS_DB")
+    dial_numbers_raw: str | None = Field(default=None, alias="DIAL_NUMBERS")
+    dial_timeout: int | None = Field(default=None, alias="DIAL_TIMEOUT", ge=1, le=3600)
+    dial_caller_id: str | None = Field(default=None, alias="DIAL_CALLER_ID")
+    answer_speak_text: str = Field(default="Connecting your call", alias="ANSWER_SPEAK_TEXT")
+    plivo_timezone: str = Field(default="UTC", alias="PLIVO_TIMEZONE")
+    dashboard_password: str | None = Field(default=None, alias="DASHBOARD_PASSWORD")
+    snapshot_interval_s: float = Field(
+        default=60.0, alias="CALLSTATUS_SNAPSHOT_INTERVAL", ge=1, le=86400
+    )
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"PUBLIC_BASE_URL must be an absolute http(s) URL such as "
+                f"https://calls.example.com, got {value!r}"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("PUBLIC_BASE_URL must not carry a query string or a fragment")
+        return value.strip().rstrip("/")
+
+    @field_validator("plivo_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"PLIVO_TIMEZONE must be an IANA zone such as UTC or Asia/Kolkata, got {value!r}"
+            ) from exc
+        return value
+
+    @field_validator("plivo_auth_token", "dashboard_password", "dial_caller_id")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @property
+    def auth_tokens(self) -> list[str]:
+        return _split_csv(self.plivo_auth_token)
+
+    @property
+    def dial_numbers(self) -> list[str]:
+        return _split_csv(self.dial_numbers_raw)
+
+    @property
+    def development_mode(self) -> bool:
+        return not self.auth_tokens
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.db.parent / "spool"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.db.with_name(f"{self.db.stem}-snapshot{self.db.suffix or '.duckdb'}")
+
+    def check_serving(self, host: str) -> None:
+        """Refuse to expose call data or accept unsigned webhooks beyond this machine."""
+        if _is_loopback(host):
+            return
+        missing = []
+        if not self.dashboard_password:
+            missing.append("DASHBOARD_PASSWORD (the dashboard shows callers' numbers)")
+        if self.development_mode:
+            missing.append("PLIVO_AUTH_TOKEN (without it anyone can post fake calls)")
+        if missing:
+            raise SettingsError(
+                f"refusing to listen on {host} without " + " and ".join(missing) + ". "
+                "Set them, or listen on 127.0.0.1 behind your own proxy."
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

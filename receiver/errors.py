@@ -1,0 +1,17 @@
+"""The one error shape every refusal uses: {"error": {"code": ..., "message": ...}}."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+
+class RequestRefused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)

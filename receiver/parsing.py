@@ -1,0 +1,80 @@
+"""Reading a webhook request: size, content type, query string and form body."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from callstatus.events import Params
+from receiver.errors import RequestRefused
+
+MAX_BODY = 64 * 1024
+MAX_FIELDS = 1000
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+Fields = dict[str, list[str]]
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > MAX_BODY
+        except ValueError:
+            raise RequestRefused(400, "bad_request", "Content-Length is not a number") from None
+        if too_big:
+            raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> RequestRefused:
+    return RequestRefused(413, "body_too_large", f"request body is over {MAX_BODY} bytes")
+
+
+def check_content_type(request: Request, body: bytes) -> None:
+    if not body:
+        return
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != FORM_TYPE:
+        raise RequestRefused(
+            415,
+            "unsupported_media_type",
+            f"expected {FORM_TYPE} (as Plivo sends), got {media_type or 'no content type'}",
+        )
+
+
+def parse_fields(raw: bytes, where: str) -> Fields:
+    try:
+        text = raw.decode("utf-8")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise RequestRefused(400, "undecodable", f"the {where} is not valid UTF-8") from None
+    except ValueError as exc:
+        raise RequestRefused(400, "undecodable", f"the {where} cannot be parsed: {exc}") from None
+    fields: Fields = {}
+    for key, value in pairs:
+        fields.setdefault(key, []).append(value)
+    return fields
+
+
+def merge_params(query: Fields, body: Fields) -> Params:
+    """URL query and body together, query first; a key that comes twice becomes a list."""
+    merged: Fields = {}
+    for source in (query, body):
+        for key, values in source.items():
+            merged.setdefault(key, []).extend(values)
+    return {key: values[0] if len(values) == 1 else values for key, values in merged.items()}

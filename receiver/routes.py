@@ -1,0 +1,205 @@
+"""HTTP routes: the seven Plivo webhook paths, /healthz and /metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from callstatus.events import make_record
+from receiver import metrics, runtime, signatures
+from receiver.errors import RequestRefused, error_response
+from receiver.parsing import MAX_BODY, check_content_type, merge_params, parse_fields, read_body
+from receiver.writer import RejectedRecord, WriteFailed
+from receiver.xml import answer_xml, empty_xml
+
+log = logging.getLogger("callstatus.receiver")
+
+XML_TYPE = "application/xml"
+# Headers kept with a refused request: enough to tell a proxy or URL mismatch from a forgery.
+KEPT_HEADERS = (
+    "host",
+    "user-agent",
+    "content-type",
+    "content-length",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-plivo-signature-v3",
+    "x-plivo-signature-ma-v3",
+    "x-plivo-signature-v3-nonce",
+)
+
+Reply = Callable[[runtime.Runtime, str], Response]
+
+
+def _xml_answer(rt: runtime.Runtime, base_url: str) -> Response:
+    return Response(answer_xml(rt.settings, base_url), media_type=XML_TYPE)
+
+
+def _xml_empty(rt: runtime.Runtime, base_url: str) -> Response:
+    return Response(empty_xml(), media_type=XML_TYPE)
+
+
+def _empty(rt: runtime.Runtime, base_url: str) -> Response:
+    return Response(status_code=200)
+
+
+# path -> (kind stored, reply)
+WEBHOOKS: dict[str, tuple[str, Reply]] = {
+    "/plivo/answer": ("answer", _xml_answer),
+    "/plivo/fallback": ("fallback", _xml_answer),
+    "/plivo/dial/action": ("dial_action", _xml_empty),
+    "/plivo/dial/callback": ("dial_callback", _empty),
+    "/plivo/hangup": ("hangup", _empty),
+    "/plivo/ring": ("ring", _empty),
+    "/plivo/machine-detection": ("machine_detection", _empty),
+}
+
+
+def base_url(rt: runtime.Runtime, request: Request) -> str:
+    if rt.settings.public_base_url:
+        return rt.settings.public_base_url
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}"
+
+
+def signed_url(rt: runtime.Runtime, request: Request) -> str:
+    """The URL as Plivo called it: the public base, our path, the query exactly as sent."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return base_url(rt, request) + request.url.path + (f"?{query}" if query else "")
+
+
+def _require_runtime() -> runtime.Runtime:
+    rt = runtime.current()
+    if rt is None:
+        raise RequestRefused(503, "starting", "the receiver is starting; try again shortly")
+    return rt
+
+
+def make_webhook_endpoint(kind: str, reply: Reply) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            rt = _require_runtime()
+            if request.method not in ("GET", "POST"):
+                raise RequestRefused(405, "method_not_allowed", "use GET or POST")
+            return await _receive(rt, request, kind, reply)
+        except RequestRefused as refused:
+            metrics.WEBHOOKS.labels(kind, "invalid").inc()
+            return error_response(refused.status, refused.code, refused.message)
+
+    endpoint.__name__ = f"plivo_{kind}"
+    return endpoint
+
+
+async def _receive(rt: runtime.Runtime, request: Request, kind: str, reply: Reply) -> Response:
+    received_at = datetime.now(UTC)
+    body = await read_body(request)
+    check_content_type(request, body)
+    query = parse_fields(request.scope.get("query_string", b""), "query string")
+    form = parse_fields(body, "body")
+    params = merge_params(query, form)
+    signature = "unchecked"
+    if rt.settings.auth_tokens:
+        url = signed_url(rt, request)
+        try:
+            signatures.verify(request.method, url, form, request.headers, rt.settings.auth_tokens)
+        except signatures.SignatureError as exc:
+            _reject(rt, request, exc.reason, url, params, received_at)
+            metrics.WEBHOOKS.labels(kind, "rejected").inc()
+            raise RequestRefused(403, exc.reason, str(exc)) from None
+        signature = "valid"
+    record = make_record(kind, request.method, params, signature, received_at)
+    try:
+        await rt.writer.store(record)
+    except WriteFailed as exc:
+        raise RequestRefused(503, "storage_unavailable", f"could not store the webhook: {exc}")
+    return reply(rt, base_url(rt, request))
+
+
+def _reject(
+    rt: runtime.Runtime,
+    request: Request,
+    reason: str,
+    url: str,
+    params: dict[str, str | list[str]],
+    received_at: datetime,
+) -> None:
+    metrics.REJECTIONS.labels(reason).inc()
+    if not rt.rejections.take():
+        metrics.REJECTIONS_NOT_STORED.inc()
+        return
+    headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    headers_json = json.dumps(headers, ensure_ascii=False)
+    params_json = json.dumps(params, ensure_ascii=False)
+    truncated = len(headers_json) + len(params_json) > MAX_BODY
+    if truncated:
+        params_json = json.dumps({"_truncated": params_json[: MAX_BODY // 2]})
+    rt.writer.store_rejected(
+        RejectedRecord(
+            rejected_id=str(uuid.uuid4()),
+            received_at=received_at,
+            reason=reason,
+            path=request.url.path,
+            http_method=request.method,
+            checked_url=url,
+            headers_json=headers_json,
+            params_json=params_json,
+            truncated=truncated,
+        )
+    )
+    log.warning("refused %s %s: %s (checked against %s)", request.method, url, reason, url)
+
+
+async def healthz(request: Request) -> Response:
+    rt = runtime.current()
+    if rt is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    spool_depth = rt.spool.depth()
+    database = "ok" if rt.writer.last_error is None else rt.writer.last_error
+    last = rt.writer.last_event_at
+    body = {
+        "status": "ok" if database == "ok" and spool_depth == 0 else "degraded",
+        "database": database,
+        "writer_queue_depth": rt.writer.queue_depth(),
+        "last_event_at": last.isoformat() if last else None,
+        "spool_depth": spool_depth,
+        "snapshot_age_s": rt.snapshot_age_s(),
+        "signature_checks": "off (development mode)" if rt.settings.development_mode else "on",
+    }
+    return JSONResponse(body, status_code=200)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    rt = runtime.current()
+    if rt is not None:
+        metrics.QUEUE_DEPTH.set(rt.writer.queue_depth())
+        metrics.SPOOL_DEPTH.set(rt.spool.depth())
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def plivo_not_found(request: Request) -> Response:
+    return error_response(
+        404, "not_found", f"no webhook at {request.url.path}; see the README for the paths"
+    )
+
+
+def routes() -> list[BaseRoute]:
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    webhook_routes: list[BaseRoute] = [
+        Route(path, make_webhook_endpoint(kind, reply), methods=methods)
+        for path, (kind, reply) in WEBHOOKS.items()
+    ]
+    return [
+        *webhook_routes,
+        Route("/plivo/{rest:path}", plivo_not_found, methods=methods),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]

@@ -1,0 +1,218 @@
+"""The single database writer: group commit, spool on failure, replies only after durability.
+
+Request handlers hand records to `Writer.store` and await it; the writer thread takes whatever
+is waiting, writes it in one transaction, and settles every waiting request at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from callstatus.db import Database
+from callstatus.events import DuplicateTracker, EventRecord, insert_events
+from receiver import metrics
+from receiver.spool import Spool
+
+log = logging.getLogger("callstatus.writer")
+
+MAX_BATCH = 5000
+SPOOL_RETRY_S = 5.0
+
+
+@dataclass(slots=True)
+class RejectedRecord:
+    rejected_id: str
+    received_at: datetime
+    reason: str
+    path: str
+    http_method: str
+    checked_url: str | None
+    headers_json: str
+    params_json: str
+    truncated: bool
+
+
+class WriteFailed(Exception):
+    """Neither the database nor the spool could take a webhook."""
+
+
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
+_Item = tuple[EventRecord | RejectedRecord, _Waiter | None]
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, database: Database, spool: Spool, plivo_timezone: str) -> None:
+        self.database = database
+        self.spool = spool
+        self.plivo_timezone = plivo_timezone
+        self.duplicates = DuplicateTracker()
+        self.last_event_at: datetime | None = None
+        self.last_error: str | None = None
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="callstatus-writer", daemon=True)
+        self._spool_pending = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        cur = self.database.cursor()
+        self.duplicates.warm(cur)
+        row = cur.execute("SELECT max(received_at) FROM webhook_events").fetchone()
+        self.last_event_at = row[0] if row else None
+        self._replay_spool()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Drain what is queued, checkpoint, and stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        try:
+            self.database.cursor().execute("CHECKPOINT")
+        except Exception as exc:  # a failing disk must not block shutdown
+            log.warning("checkpoint at shutdown failed: %s", exc)
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- request side -------------------------------------------------------------------------
+    async def store(self, record: EventRecord) -> str:
+        """Return 'stored' or 'spooled' once the record is durable; raise WriteFailed if not."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._queue.put((record, (loop, future)))
+        return await future
+
+    def store_rejected(self, record: RejectedRecord) -> None:
+        """Best effort: a refused request is recorded without making anyone wait."""
+        self._queue.put((record, None))
+
+    # -- writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            timeout = SPOOL_RETRY_S if self._spool_pending else None
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._replay_spool()
+                continue
+            if first is _STOP:
+                break
+            batch: list[_Item] = [first]  # type: ignore[list-item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+            self._write(batch)
+
+    def _write(self, batch: Sequence[_Item]) -> None:
+        events = [record for record, _ in batch if isinstance(record, EventRecord)]
+        rejected = [record for record, _ in batch if isinstance(record, RejectedRecord)]
+        self.duplicates.mark(events)
+        outcome, error = "stored", None
+        started = time.perf_counter()
+        try:
+            self._commit(events, rejected)
+            metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+            metrics.BATCH_SIZE.observe(len(batch))
+            self.last_error = None
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("database write failed, spooling %d webhooks: %s", len(events), exc)
+            outcome, error = self._spool(events)
+        if events and outcome == "stored":
+            self.last_event_at = max(
+                (r.received_at for r in events), default=self.last_event_at
+            )
+            if self._spool_pending:
+                self._replay_spool()
+        for record in events:
+            metrics.WEBHOOKS.labels(record.kind, outcome if error is None else "failed").inc()
+        _settle([waiter for _, waiter in batch if waiter is not None], outcome, error)
+
+    def _commit(self, events: Sequence[EventRecord], rejected: Sequence[RejectedRecord]) -> None:
+        cur = self.database.cursor()
+        cur.execute("BEGIN")
+        try:
+            insert_events(cur, events, self.plivo_timezone)
+            if rejected:
+                cur.executemany(
+                    "INSERT INTO rejected_webhooks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.rejected_id,
+                            r.received_at,
+                            r.reason,
+                            r.path,
+                            r.http_method,
+                            r.checked_url,
+                            r.headers_json,
+                            r.params_json,
+                            r.truncated,
+                        )
+                        for r in rejected
+                    ],
+                )
+            cur.execute("COMMIT")
+        except Exception:
+            try:
+                cur.execute("ROLLBACK")
+            except Exception as rollback_error:
+                log.debug("rollback after failed write: %s", rollback_error)
+            raise
+
+    def _spool(self, events: Sequence[EventRecord]) -> tuple[str, Exception | None]:
+        if not events:
+            return "spooled", None
+        try:
+            self.spool.write(events)
+        except Exception as exc:
+            log.critical("spool write failed too, %d webhooks not stored: %s", len(events), exc)
+            return "failed", WriteFailed(str(exc))
+        self._spool_pending = True
+        metrics.SPOOL_DEPTH.inc(len(events))
+        return "spooled", None
+
+    def _replay_spool(self) -> None:
+        try:
+            moved = self.spool.replay(self.database.cursor(), self.plivo_timezone)
+        except Exception as exc:
+            self._spool_pending = True
+            log.warning("spool replay failed, will retry: %s", exc)
+            return
+        self._spool_pending = False
+        metrics.SPOOL_DEPTH.set(0)
+        if moved:
+            log.info("spool replayed: %d webhooks", moved)
+
+
+def _settle(waiters: Sequence[_Waiter], outcome: str, error: Exception | None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str]]] = {}
+    for loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_resolve, futures, outcome, error)
+
+
+def _resolve(futures: Sequence[asyncio.Future[str]], outcome: str, error: Exception | None) -> None:
+    for future in futures:
+        if future.done():  # the client went away and the request was cancelled
+            continue
+        if error is None:
+            future.set_result(outcome)
+        else:
+            future.set_exception(error)
