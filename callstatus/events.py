@@ -12,7 +12,9 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -70,19 +72,25 @@ KINDS = (
 class EventRecord:
     """One received webhook before it is stored."""
 
-    event_id: str
+    event_id: str | None  # None: DuckDB assigns one at insert (uuid4 costs the event loop)
     received_at: datetime
     kind: str
     http_method: str
     params_json: str
     signature: str
     params_hash: int
+    params: Params
     duplicate: bool = False
+
+    def ensure_id(self) -> str:
+        if self.event_id is None:
+            self.event_id = str(uuid.uuid4())
+        return self.event_id
 
     def to_json(self) -> str:
         return json.dumps(
             {
-                "event_id": self.event_id,
+                "event_id": self.ensure_id(),
                 "received_at": self.received_at.isoformat(),
                 "kind": self.kind,
                 "http_method": self.http_method,
@@ -97,6 +105,7 @@ class EventRecord:
     def from_json(cls, line: str) -> EventRecord:
         data = json.loads(line)
         return cls(
+            params=json.loads(data["params"]),
             event_id=data["event_id"],
             received_at=datetime.fromisoformat(data["received_at"]),
             kind=data["kind"],
@@ -124,13 +133,14 @@ def make_record(
     event_id: str | None = None,
 ) -> EventRecord:
     return EventRecord(
-        event_id=event_id or str(uuid.uuid4()),
+        event_id=event_id,
         received_at=received_at,
         kind=kind,
         http_method=http_method,
         params_json=json.dumps(params, ensure_ascii=False, separators=(",", ":")),
         signature=signature,
         params_hash=params_hash(kind, params),
+        params=params,
     )
 
 
@@ -167,65 +177,114 @@ class DuplicateTracker:
             self._seen.popitem(last=False)
 
 
-def _typed_expression(param: str, sql_type: str) -> str:
-    # A parameter sent twice arrives as a JSON list: typed copies take its last value.
-    key = f"$.{param}"  # names in TYPED_COLUMNS are plain identifiers
-    raw = (
-        f"CASE WHEN json_type(b.params, '{key}') = 'ARRAY' "
-        f"THEN json_extract_string(b.params, '{key}[#-1]') "
-        f"ELSE json_extract_string(b.params, '{key}') END"
-    )
-    text = f"NULLIF(trim({raw}), '')"
-    if sql_type == "VARCHAR":
-        return text
-    if sql_type == "INTEGER":
-        return f"TRY_CAST(TRY_CAST({text} AS DOUBLE) AS INTEGER)"
-    if sql_type == "BOOLEAN":
-        return f"TRY_CAST(lower({text}) AS BOOLEAN)"
-    if sql_type == "TIMESTAMPTZ":
-        parsed = f"try_strptime({text}, ['%Y-%m-%d %H:%M:%S', '%Y-%m-%d %H:%M:%S.%f'])"
-        return f"timezone($tz, {parsed})"
-    raise ValueError(sql_type)
+_TRUE = frozenset({"true", "t", "1", "yes", "y"})
+_FALSE = frozenset({"false", "f", "0", "no", "n"})
+_INT32 = (-(2**31), 2**31 - 1)
 
 
-INSERT_SQL = (
-    "INSERT INTO webhook_events (event_id, received_at, kind, http_method, params, signature, "
-    "duplicate, params_hash, "
-    + ", ".join(column for column, _, _ in TYPED_COLUMNS)
-    + ") SELECT b.event_id::UUID, b.received_at, b.kind, b.http_method, b.params::JSON, "
-    "b.signature, b.duplicate, b.params_hash, "
-    + ", ".join(_typed_expression(param, sql_type) for _, param, sql_type in TYPED_COLUMNS)
-    + " FROM __batch b"
-)
+def _text(value: str | list[str] | None) -> str | None:
+    # A parameter sent twice arrives as a list: typed copies take its last value.
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
 
+
+def _integer(text: str) -> int | None:
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            number = int(float(text))
+        except (ValueError, OverflowError):
+            return None
+    return number if _INT32[0] <= number <= _INT32[1] else None
+
+
+def _boolean(text: str) -> bool | None:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return None
+
+
+def _timestamp(text: str, zone: ZoneInfo) -> datetime | None:
+    """Plivo's 'YYYY-MM-DD HH:MM:SS' (no offset) in PLIVO_TIMEZONE, as UTC."""
+    try:
+        naive = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    local = naive.replace(tzinfo=zone) if naive.tzinfo is None else naive
+    return local.astimezone(UTC)
+
+
+def typed_values(params: Params, zone: ZoneInfo) -> list[object]:
+    """The typed copies of `params`, in TYPED_COLUMNS order; unusable values become NULL."""
+    values: list[object] = []
+    for _, param, sql_type in TYPED_COLUMNS:
+        text = _text(params.get(param))
+        if text is None:
+            values.append(None)
+        elif sql_type == "VARCHAR":
+            values.append(text)
+        elif sql_type == "INTEGER":
+            values.append(_integer(text))
+        elif sql_type == "BOOLEAN":
+            values.append(_boolean(text))
+        else:
+            values.append(_timestamp(text, zone))
+    return values
+
+
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "INTEGER": pa.int32(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+}
+_BASE_FIELDS = [
+    ("event_id", pa.string()),
+    ("received_at", pa.timestamp("us", tz="UTC")),
+    ("kind", pa.string()),
+    ("http_method", pa.string()),
+    ("params", pa.string()),
+    ("signature", pa.string()),
+    ("duplicate", pa.bool_()),
+    ("params_hash", pa.int64()),
+]
 _SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("received_at", pa.timestamp("us", tz="UTC")),
-        ("kind", pa.string()),
-        ("http_method", pa.string()),
-        ("params", pa.string()),
-        ("signature", pa.string()),
-        ("duplicate", pa.bool_()),
-        ("params_hash", pa.int64()),
-    ]
+    _BASE_FIELDS + [(column, _ARROW_TYPES[sql_type]) for column, _, sql_type in TYPED_COLUMNS]
+)
+_CASTS = {
+    "event_id": "coalesce(b.event_id::UUID, gen_random_uuid())",
+    "params": "b.params::JSON",
+}
+INSERT_SQL = (
+    f"INSERT INTO webhook_events ({', '.join(_SCHEMA.names)}) SELECT "
+    + ", ".join(_CASTS.get(name, f"b.{name}") for name in _SCHEMA.names)
+    + " FROM {source} b"
 )
 
 
-def records_table(records: Sequence[EventRecord]) -> pa.Table:
-    return pa.table(
-        [
-            [r.event_id for r in records],
-            [r.received_at for r in records],
-            [r.kind for r in records],
-            [r.http_method for r in records],
-            [r.params_json for r in records],
-            [r.signature for r in records],
-            [r.duplicate for r in records],
-            [r.params_hash for r in records],
-        ],
-        schema=_SCHEMA,
-    )
+def records_table(records: Sequence[EventRecord], plivo_timezone: str) -> pa.Table:
+    zone = ZoneInfo(plivo_timezone)
+    typed = [typed_values(r.params, zone) for r in records]
+    columns: list[list[Any]] = [
+        [r.event_id for r in records],
+        [r.received_at for r in records],
+        [r.kind for r in records],
+        [r.http_method for r in records],
+        [r.params_json for r in records],
+        [r.signature for r in records],
+        [r.duplicate for r in records],
+        [r.params_hash for r in records],
+    ]
+    columns.extend([row[i] for row in typed] for i in range(len(TYPED_COLUMNS)))
+    return pa.table(columns, schema=_SCHEMA)
 
 
 def insert_events(
@@ -235,21 +294,19 @@ def insert_events(
     *,
     skip_existing: bool = False,
 ) -> None:
-    """Insert records in the caller's transaction; with skip_existing, known event_ids are
-    left out (spool replay after a crash that happened between commit and acknowledgement)."""
+    """Insert records, in the caller's transaction or as one of their own.
+
+    With skip_existing, known event_ids are left out (spool replay after a crash between
+    commit and acknowledgement)."""
     if not records:
         return
-    cur.register("__batch_all", records_table(records))
-    try:
-        source = "__batch_all"
-        if skip_existing:
-            source = (
-                "(SELECT * FROM __batch_all a WHERE a.event_id::UUID NOT IN "
-                "(SELECT event_id FROM webhook_events))"
-            )
-        cur.execute(
-            INSERT_SQL.replace("FROM __batch b", f"FROM {source} b"),
-            {"tz": plivo_timezone},
+    # One execute() per batch: DuckDB finds `batch` among this frame's locals (a replacement
+    # scan), and every extra call would wait again for the GIL held by the event loop.
+    batch = records_table(records, plivo_timezone)  # noqa: F841
+    source = "batch"
+    if skip_existing:
+        source = (
+            "(SELECT * FROM batch a WHERE a.event_id::UUID NOT IN "
+            "(SELECT event_id FROM webhook_events))"
         )
-    finally:
-        cur.unregister("__batch_all")
+    cur.execute(INSERT_SQL.format(source=source))

@@ -17,7 +17,8 @@ from callstatus.events import make_record
 from receiver import metrics, runtime, signatures
 from receiver.errors import RequestRefused, error_response
 from receiver.parsing import MAX_BODY, check_content_type, merge_params, parse_fields, read_body
-from receiver.writer import RejectedRecord, WriteFailed
+from receiver.rejected import RejectedRecord
+from receiver.writer import WriteFailed
 from receiver.xml import answer_xml, empty_xml
 
 log = logging.getLogger("callstatus.receiver")
@@ -92,7 +93,11 @@ def make_webhook_endpoint(kind: str, reply: Reply) -> Callable[[Request], Awaita
                 raise RequestRefused(405, "method_not_allowed", "use GET or POST")
             return await _receive(rt, request, kind, reply)
         except RequestRefused as refused:
-            metrics.WEBHOOKS.labels(kind, "invalid").inc()
+            metrics.REJECTIONS.labels(refused.code).inc()
+            # A webhook the writer could not store is already counted there as "failed".
+            if refused.code != "storage_unavailable":
+                result = "rejected" if refused.status == 403 else "invalid"
+                metrics.WEBHOOKS.labels(kind, result).inc()
             return error_response(refused.status, refused.code, refused.message)
 
     endpoint.__name__ = f"plivo_{kind}"
@@ -113,14 +118,15 @@ async def _receive(rt: runtime.Runtime, request: Request, kind: str, reply: Repl
             signatures.verify(request.method, url, form, request.headers, rt.settings.auth_tokens)
         except signatures.SignatureError as exc:
             _reject(rt, request, exc.reason, url, params, received_at)
-            metrics.WEBHOOKS.labels(kind, "rejected").inc()
             raise RequestRefused(403, exc.reason, str(exc)) from None
         signature = "valid"
     record = make_record(kind, request.method, params, signature, received_at)
     try:
         await rt.writer.store(record)
     except WriteFailed as exc:
-        raise RequestRefused(503, "storage_unavailable", f"could not store the webhook: {exc}")
+        raise RequestRefused(
+            503, "storage_unavailable", f"could not store the webhook: {exc}"
+        ) from exc
     return reply(rt, base_url(rt, request))
 
 
@@ -132,16 +138,18 @@ def _reject(
     params: dict[str, str | list[str]],
     received_at: datetime,
 ) -> None:
-    metrics.REJECTIONS.labels(reason).inc()
     if not rt.rejections.take():
         metrics.REJECTIONS_NOT_STORED.inc()
         return
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
     headers_json = json.dumps(headers, ensure_ascii=False)
     params_json = json.dumps(params, ensure_ascii=False)
-    truncated = len(headers_json) + len(params_json) > MAX_BODY
+    truncated = _utf8_len(headers_json) + _utf8_len(params_json) + _utf8_len(url) > MAX_BODY
     if truncated:
-        params_json = json.dumps({"_truncated": params_json[: MAX_BODY // 2]})
+        # Shares of the 64 KiB row; quoting a JSON text again at most doubles it.
+        url = _clip(url, MAX_BODY // 8)
+        headers_json = _clip_json(headers_json, MAX_BODY // 8)
+        params_json = _clip_json(params_json, MAX_BODY // 4)
     rt.writer.store_rejected(
         RejectedRecord(
             rejected_id=str(uuid.uuid4()),
@@ -156,6 +164,22 @@ def _reject(
         )
     )
     log.warning("refused %s %s: %s (checked against %s)", request.method, url, reason, url)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` UTF-8 bytes of `text`, cut on a character boundary."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
+
+
+def _clip_json(text: str, limit: int) -> str:
+    if _utf8_len(text) <= limit:
+        return text
+    return json.dumps({"_truncated": _clip(text, limit)}, ensure_ascii=False)
 
 
 async def healthz(request: Request) -> Response:
@@ -186,6 +210,8 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 async def plivo_not_found(request: Request) -> Response:
+    # Counted: a webhook URL mistyped in Plivo's console loses every event sent to it.
+    metrics.REJECTIONS.labels("not_found").inc()
     return error_response(
         404, "not_found", f"no webhook at {request.url.path}; see the README for the paths"
     )

@@ -54,12 +54,14 @@ class Runtime:
         self.writer.start()
 
     def stop(self) -> None:
+        self.writer.stop()
+        # After the writer drained, before the database closes: the final snapshot then holds
+        # every webhook that was acknowledged.
         for callback in self.on_stop:
             try:
                 callback()
             except Exception as exc:
                 log.warning("stopping a background job failed: %s", exc)
-        self.writer.stop()
         self.database.close()
 
 

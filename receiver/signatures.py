@@ -82,10 +82,12 @@ def verify(
         raise SignatureError(
             "missing_signature", "no X-Plivo-Signature-V3 header and nonce on the request"
         )
+    # Header text may hold any latin-1 character; compare_digest only takes non-ASCII as bytes.
+    offered_bytes = [candidate.encode("utf-8") for candidate in offered]
     for token in auth_tokens:
-        expected = sign(method, url, body, nonce, token)
+        expected = sign(method, url, body, nonce, token).encode("ascii")
         # Every comparison runs, so timing says nothing about which one matched.
-        matches = [hmac.compare_digest(expected, candidate) for candidate in offered]
+        matches = [hmac.compare_digest(expected, candidate) for candidate in offered_bytes]
         if any(matches):
             return
     raise SignatureError(

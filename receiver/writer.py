@@ -12,31 +12,18 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from callstatus.db import Database
 from callstatus.events import DuplicateTracker, EventRecord, insert_events
 from receiver import metrics
+from receiver.rejected import RejectedRecord, insert_rejected
 from receiver.spool import Spool
 
 log = logging.getLogger("callstatus.writer")
 
 MAX_BATCH = 5000
 SPOOL_RETRY_S = 5.0
-
-
-@dataclass(slots=True)
-class RejectedRecord:
-    rejected_id: str
-    received_at: datetime
-    reason: str
-    path: str
-    http_method: str
-    checked_url: str | None
-    headers_json: str
-    params_json: str
-    truncated: bool
 
 
 class WriteFailed(Exception):
@@ -135,9 +122,7 @@ class Writer:
             log.error("database write failed, spooling %d webhooks: %s", len(events), exc)
             outcome, error = self._spool(events)
         if events and outcome == "stored":
-            self.last_event_at = max(
-                (r.received_at for r in events), default=self.last_event_at
-            )
+            self.last_event_at = max((r.received_at for r in events), default=self.last_event_at)
             if self._spool_pending:
                 self._replay_spool()
         for record in events:
@@ -146,34 +131,13 @@ class Writer:
 
     def _commit(self, events: Sequence[EventRecord], rejected: Sequence[RejectedRecord]) -> None:
         cur = self.database.cursor()
-        cur.execute("BEGIN")
-        try:
-            insert_events(cur, events, self.plivo_timezone)
-            if rejected:
-                cur.executemany(
-                    "INSERT INTO rejected_webhooks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            r.rejected_id,
-                            r.received_at,
-                            r.reason,
-                            r.path,
-                            r.http_method,
-                            r.checked_url,
-                            r.headers_json,
-                            r.params_json,
-                            r.truncated,
-                        )
-                        for r in rejected
-                    ],
-                )
-            cur.execute("COMMIT")
-        except Exception:
+        # Without BEGIN the INSERT is its own transaction: committed when execute() returns.
+        insert_events(cur, events, self.plivo_timezone)
+        if rejected:
             try:
-                cur.execute("ROLLBACK")
-            except Exception as rollback_error:
-                log.debug("rollback after failed write: %s", rollback_error)
-            raise
+                insert_rejected(cur, rejected)
+            except Exception as exc:  # losing a refused request's record must not fail the batch
+                log.warning("could not record %d refused requests: %s", len(rejected), exc)
 
     def _spool(self, events: Sequence[EventRecord]) -> tuple[str, Exception | None]:
         if not events:

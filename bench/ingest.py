@@ -1,0 +1,280 @@
+"""Ingest benchmark: durable, signed webhooks against a bare form-parsing endpoint.
+
+Starts `callstatus serve` (token set) and a bare FastAPI app on the same uvicorn settings whose
+endpoint only parses the form body and returns 200, drives both with `wrk` on 127.0.0.1 in
+alternating rounds, and prints requests/s, p50/p99 and the ratio to the bare endpoint. Then it
+checks that every acknowledged webhook is in webhook_events, and measures latency at a fixed
+offered load with an open-loop generator.
+
+Needs `wrk` (Debian: `apt-get install wrk`). Usage:
+    python bench/ingest.py [--duration 10] [--rounds 3] [--rate 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import duckdb
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from receiver.signatures import sign  # noqa: E402
+from tests.servers import free_port, start_server  # noqa: E402
+
+TOKEN = "bench-token-0123456789"
+PATH = "/plivo/hangup"
+BARE_APP = textwrap.dedent(
+    """
+    from fastapi import FastAPI, Request, Response
+
+    app = FastAPI()
+
+    @app.post("/plivo/hangup")
+    async def hangup(request: Request) -> Response:
+        await request.form()
+        return Response(status_code=200)
+    """
+)
+
+
+def hangup_params(i: int) -> dict[str, str]:
+    uuid = f"{i:08d}-bench-4000-8000-{secrets.token_hex(6)}"
+    return {
+        "CallUUID": uuid,
+        "ALegUUID": uuid,
+        "Direction": "inbound",
+        "From": "+14155550100",
+        "To": "+14155550199",
+        "CallStatus": "completed",
+        "Event": "Hangup",
+        "HangupCause": "NORMAL_CLEARING",
+        "HangupCauseCode": "4000",
+        "HangupCauseName": "Normal Hangup",
+        "HangupSource": "Caller",
+        "Duration": "42",
+        "BillDuration": "60",
+        "BillRate": "0.0085",
+        "TotalCost": "0.00850",
+        "StartTime": "2026-11-26 10:00:00",
+        "AnswerTime": "2026-11-26 10:00:04",
+        "EndTime": "2026-11-26 10:00:46",
+        "SessionStart": "2026-11-26 10:00:00.123456",
+        "ParentAuthID": "MAXXXXXXXXXXXXXXXXXX",
+        "RequestUUID": uuid,
+        "STIRVerification": "Not Applicable",
+    }
+
+
+def lua_script(base_url: str, count: int, out: Path) -> Path:
+    """A wrk script cycling through `count` distinct, correctly signed POSTs."""
+    lines = ["local reqs = {}"]
+    for i in range(count):
+        params = hangup_params(i)
+        nonce = secrets.token_hex(10)
+        signature = sign("POST", base_url + PATH, {k: [v] for k, v in params.items()}, nonce, TOKEN)
+        body = urlencode(params)
+        lines.append(
+            f'reqs[{i + 1}] = wrk.format("POST", "{PATH}", '
+            '{["Content-Type"]="application/x-www-form-urlencoded", '
+            f'["X-Plivo-Signature-V3"]="{signature}", ["X-Plivo-Signature-V3-Nonce"]="{nonce}"}}, '
+            f'"{body}")'
+        )
+    lines += [
+        "local i = 0",
+        "request = function() i = i % #reqs + 1; return reqs[i] end",
+        "done = function(summary, latency, requests)",
+        '  io.write(string.format("BENCH requests=%d non2xx=%d errors=%d p50=%d p99=%d\\n",',
+        "    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read"
+        " + summary.errors.write + summary.errors.timeout,",
+        "    latency:percentile(50), latency:percentile(99)))",
+        "end",
+    ]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
+    output = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency",
+         "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=duration + 60,
+    ).stdout
+    match = re.search(
+        r"BENCH requests=(\d+) non2xx=(\d+) errors=(\d+) p50=(\d+) p99=(\d+)", output
+    )
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if not match or not rps:
+        raise RuntimeError(f"could not read wrk output:\n{output}")
+    requests, non2xx, errors, p50, p99 = (int(g) for g in match.groups())
+    return {
+        "rps": float(rps.group(1)),
+        "requests": requests,
+        "non2xx": non2xx,
+        "errors": errors,
+        "p50_ms": p50 / 1000,
+        "p99_ms": p99 / 1000,
+    }
+
+
+def start_bare(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    (folder / "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--host",
+         "127.0.0.1", "--loop", "uvloop", "--http", "httptools", "--workers", "1",
+         "--no-access-log", "--log-level", "warning"],
+        cwd=folder,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(url + PATH, data={"a": "b"}, timeout=1)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("bare app did not start")
+
+
+async def fixed_rate(url: str, rate: float, seconds: float) -> list[float]:
+    """Open loop: send at `rate`/s regardless of replies; return each reply's latency (ms)."""
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        async def one(i: int) -> None:
+            nonlocal failures
+            params = hangup_params(10_000_000 + i)
+            nonce = secrets.token_hex(10)
+            headers = {
+                "X-Plivo-Signature-V3": sign(
+                    "POST", url + PATH, {k: [v] for k, v in params.items()}, nonce, TOKEN
+                ),
+                "X-Plivo-Signature-V3-Nonce": nonce,
+            }
+            started = time.perf_counter()
+            response = await client.post(url + PATH, data=params, headers=headers)
+            if response.status_code == 200:
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                failures += 1
+
+        tasks = []
+        begin = time.perf_counter()
+        total = int(rate * seconds)
+        for i in range(total):
+            delay = begin + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    if failures:
+        print(f"  fixed-rate: {failures} non-200 replies")
+    return latencies
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk round")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per connection count")
+    parser.add_argument("--connections", default="16,64")
+    parser.add_argument("--rate", type=float, default=500.0, help="fixed offered load, req/s")
+    parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument("--distinct", type=int, default=5000, help="distinct signed requests")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    folder = Path(tempfile.mkdtemp(prefix="callstatus-bench-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"PLIVO_AUTH_TOKEN": TOKEN, "PUBLIC_BASE_URL": base, "CALLSTATUS_SNAPSHOT_INTERVAL": "3600"}
+    server = start_server(folder / "bench.duckdb", env, port=port)
+    bare, bare_url = start_bare(folder)
+    script = lua_script(base, args.distinct, folder / "signed.lua")
+    bare_script = lua_script(bare_url, min(args.distinct, 500), folder / "bare.lua")
+    acked = 0
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    print(f"machine: {os.cpu_count()} cores; {args.rounds} rounds of {args.duration}s each")
+    try:
+        # Warm both up (caches, JIT-free but allocator and page cache).
+        run_wrk(base + PATH, script, 16, 2)
+        run_wrk(bare_url + PATH, bare_script, 16, 2)
+        rss_start = rss_mb(server.process.pid)
+        for connections in (int(c) for c in args.connections.split(",")):
+            for _ in range(args.rounds):
+                for name, url, s in (("callstatus", base, script), ("bare", bare_url, bare_script)):
+                    r = run_wrk(url + PATH, s, connections, args.duration)
+                    results.setdefault((name, connections), []).append(r)
+                    print(f"  {name:10s} c={connections:3d} {r['rps']:8.0f} req/s "
+                          f"p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:7.2f} ms "
+                          f"non2xx {r['non2xx']} errors {r['errors']}")
+        for key, rounds in results.items():
+            if key[0] == "callstatus":
+                acked += sum(int(r["requests"] - r["non2xx"]) for r in rounds)
+        latencies = asyncio.run(fixed_rate(base, args.rate, args.rate_seconds))
+        rss_end = rss_mb(server.process.pid)
+    finally:
+        bare.send_signal(signal.SIGTERM)
+        bare.wait(timeout=30)
+        status = server.stop(signal.SIGTERM, timeout=60)
+
+    print("\nsummary (medians over rounds)")
+    ok = True
+    for connections in (int(c) for c in args.connections.split(",")):
+        ours = statistics.median(r["rps"] for r in results[("callstatus", connections)])
+        bare_rps = statistics.median(r["rps"] for r in results[("bare", connections)])
+        ours_p99 = statistics.median(r["p99_ms"] for r in results[("callstatus", connections)])
+        bare_p99 = statistics.median(r["p99_ms"] for r in results[("bare", connections)])
+        ratio = ours / bare_rps
+        print(f"  c={connections:3d}: callstatus {ours:7.0f} req/s (p99 {ours_p99:.1f} ms) | "
+              f"bare {bare_rps:7.0f} req/s (p99 {bare_p99:.1f} ms) | ratio {ratio:.2f}")
+        if connections == 64 and ratio < 0.75:
+            ok = False
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] if latencies else float("nan")
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    print(f"  fixed load {args.rate:.0f}/s for {args.rate_seconds:.0f}s: "
+          f"{len(latencies)} ok, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"  server RSS: {rss_start:.0f} MiB after warm-up, {rss_end:.0f} MiB at the end")
+
+    con = duckdb.connect(str(folder / "bench.duckdb"), read_only=True)
+    stored = con.execute("SELECT count(*) FROM webhook_events").fetchone()[0]  # type: ignore[index]
+    con.close()
+    expected = acked + len(latencies)
+    print(f"  acknowledged by wrk+fixed load (excl. warm-up): {expected}; rows stored: {stored}; "
+          f"server exit status {status}")
+    if stored < expected:
+        print("  LOST WEBHOOKS: fewer rows than acknowledgements")
+        ok = False
+    shutil.rmtree(folder, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""`callstatus seed`: simulated calls written straight into a database, as if received over HTTP.
+
+Rows go through the receiver's own path (`make_record`, `DuplicateTracker`, `insert_events`), so
+seeded and received calls read the same in every view; `received_at` is the webhook's call time
+plus the model's delivery delay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from callstatus.db import Database
+from callstatus.events import DuplicateTracker, EventRecord, insert_events, make_record
+from callstatus.progress import Progress
+from callstatus.settings import Settings
+from callstatus.traffic import TrafficModel
+from callstatus.traffic_config import TrafficConfig
+
+BATCH_RECORDS = 50_000
+
+
+class DatabaseBusy(Exception):
+    """Another process (a running server, usually) holds the database file."""
+
+
+@dataclass(slots=True)
+class SeedResult:
+    calls: int = 0
+    events: int = 0
+    first: float | None = None
+    last: float | None = None
+
+
+def signature_for(settings: Settings) -> str:
+    """What the receiver with these settings would have stored for a genuine webhook."""
+    return "valid" if settings.auth_tokens else "unchecked"
+
+
+def open_database(path: Path) -> Database:
+    try:
+        return Database(path)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DatabaseBusy(
+                f"cannot open {path}: another process holds it (is `callstatus serve` running "
+                "on it?). Stop that process, or seed another file with --db."
+            ) from exc
+        raise
+
+
+def seed_calls(
+    db: Database,
+    model: TrafficModel,
+    starts: Iterable[float],
+    *,
+    signature: str,
+    plivo_timezone: str,
+    progress: Progress | None = None,
+    first_index: int = 0,
+) -> SeedResult:
+    """Store one simulated call per start time, in batches of one transaction each."""
+    cur = db.cursor()
+    tracker = DuplicateTracker()
+    tracker.warm(cur)
+    result = SeedResult()
+    batch: list[EventRecord] = []
+    pending_calls = 0
+    for index, started_at in enumerate(starts, first_index):
+        call = model.call(index, started_at)
+        for hook in call.webhooks:
+            received_at = datetime.fromtimestamp(hook.delivered_at, UTC)
+            batch.append(make_record(hook.kind, hook.method, hook.params(), signature, received_at))
+        result.calls += 1
+        pending_calls += 1
+        result.first = started_at if result.first is None else min(result.first, started_at)
+        result.last = started_at if result.last is None else max(result.last, started_at)
+        if len(batch) >= BATCH_RECORDS:
+            result.events += _write(cur, tracker, batch, plivo_timezone)
+            if progress is not None:
+                progress.advance(pending_calls)
+            batch, pending_calls = [], 0
+    result.events += _write(cur, tracker, batch, plivo_timezone)
+    if progress is not None:
+        progress.advance(pending_calls)
+    return result
+
+
+def _write(
+    cur: duckdb.DuckDBPyConnection,
+    tracker: DuplicateTracker,
+    batch: list[EventRecord],
+    plivo_timezone: str,
+) -> int:
+    if not batch:
+        return 0
+    # In arrival order, as the receiver's writer sees them: a retry is the later copy.
+    batch.sort(key=lambda record: record.received_at)
+    tracker.mark(batch)
+    cur.execute("BEGIN")
+    try:
+        insert_events(cur, batch, plivo_timezone)
+        cur.execute("COMMIT")
+    except Exception:
+        cur.execute("ROLLBACK")
+        raise
+    return len(batch)
+
+
+def load_config(path: Path | None) -> TrafficConfig:
+    return TrafficConfig.from_file(path) if path is not None else TrafficConfig()
+
+
+def run_seed(args: argparse.Namespace, settings: Settings) -> int:
+    if args.calls < 0 or args.days <= 0:
+        print("callstatus seed: --calls must be >= 0 and --days > 0", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    model = TrafficModel(seed, load_config(getattr(args, "traffic", None)), settings.plivo_timezone)
+    try:
+        db = open_database(settings.db)
+    except DatabaseBusy as exc:
+        print(f"callstatus seed: {exc}", file=sys.stderr)
+        return 1
+    began = time.monotonic()
+    try:
+        result = seed_database(db, model, settings, args.calls, args.days)
+    finally:
+        db.close()
+    elapsed = time.monotonic() - began
+    print(summary(result, settings.db, seed, elapsed))
+    return 0
+
+
+def seed_database(
+    db: Database, model: TrafficModel, settings: Settings, calls: int, days: float
+) -> SeedResult:
+    """`calls` calls spread over the `days` before now, all ended by now."""
+    end = time.time() - model.max_span_s
+    starts = model.starts(calls, end, days, random.Random(model.seed))
+    progress = Progress(calls, "seeding calls")
+    result = seed_calls(
+        db,
+        model,
+        starts,
+        signature=signature_for(settings),
+        plivo_timezone=settings.plivo_timezone,
+        progress=progress,
+    )
+    progress.close()
+    return result
+
+
+def summary(result: SeedResult, path: Path, seed: int, elapsed: float) -> str:
+    span = ""
+    if result.first is not None and result.last is not None:
+        first = datetime.fromtimestamp(result.first, UTC).strftime("%Y-%m-%d %H:%M")
+        last = datetime.fromtimestamp(result.last, UTC).strftime("%Y-%m-%d %H:%M")
+        span = f", calls from {first} to {last} UTC"
+    rate = result.calls / elapsed if elapsed > 0 else 0.0
+    return (
+        f"seeded {result.calls:,} calls ({result.events:,} webhooks) into {path} in "
+        f"{elapsed:.1f} s ({rate:,.0f} calls/s), random seed {seed}{span}"
+    )

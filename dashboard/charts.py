@@ -1,0 +1,350 @@
+"""Pure chart builders: a query's DataFrame in, an Altair chart out (no Streamlit here)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+# One colour per outcome, the same in every chart: green is good, amber is "try again",
+# red is broken, grey is nobody's fault, purple a machine, light blue a race lost to a colleague.
+OUTCOME_COLORS: dict[str, str] = {
+    "answered": "#2ca02c",
+    "lost-race": "#9ecae9",
+    "machine": "#8e6bbf",
+    "busy": "#f2a93b",
+    "no-answer": "#f6d06f",
+    "canceled": "#a5a5a5",
+    "rejected": "#e4572e",
+    "unreachable": "#a83b3b",
+    "failed": "#d62728",
+    "in-progress": "#4c78a8",
+    "(A leg not seen)": "#dddddd",
+}
+OUTCOMES = list(OUTCOME_COLORS)
+RATE_COLORS = {
+    "dial answer rate": "#1f77b4",
+    "call answer rate": "#2ca02c",
+    "B-leg answer rate": "#ff7f0e",
+}
+KIND_COLORS = {
+    "answer": "#4c78a8",
+    "fallback": "#e45756",
+    "dial_action": "#72b7b2",
+    "dial_callback": "#54a24b",
+    "hangup": "#b279a2",
+    "ring": "#eeca3b",
+    "machine_detection": "#9d755d",
+}
+
+
+def outcome_scale() -> alt.Scale:
+    return alt.Scale(domain=OUTCOMES, range=list(OUTCOME_COLORS.values()))
+
+
+def _outcome_color(field: str = "outcome", title: str = "outcome") -> alt.Color:
+    return alt.Color(f"{field}:N", scale=outcome_scale(), sort=OUTCOMES, title=title)
+
+
+def _time_x(title: str) -> alt.X:
+    return alt.X("bucket:T", title=title, axis=alt.Axis(labelOverlap=True, labelAngle=0))
+
+
+def empty(message: str = "No data in this range") -> alt.Chart:
+    """A blank chart that says why it is blank, instead of an empty frame."""
+    return (
+        alt.Chart(pd.DataFrame({"text": [message]}))
+        .mark_text(size=14, color="#888")
+        .encode(text="text:N")
+        .properties(height=80)
+    )
+
+
+def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> alt.Chart:
+    """Answer rates as lines over call volume as bars, sharing the time axis."""
+    if frame.empty:
+        return empty()
+    order = [lead, *[r for r in RATE_COLORS if r != lead]]
+    long = frame.rename(
+        columns={
+            "dial_answer_rate": "dial answer rate",
+            "call_answer_rate": "call answer rate",
+            "b_leg_answer_rate": "B-leg answer rate",
+        }
+    ).melt(id_vars=["bucket", "calls"], value_vars=order, var_name="rate", value_name="value")
+    x = _time_x(f"time ({tz})")
+    lines = (
+        alt.Chart(long)
+        .mark_line(point=alt.OverlayMarkDef(size=20))
+        .encode(
+            x=x,
+            y=alt.Y("value:Q", title="answer rate", axis=alt.Axis(format="%"),
+                    scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("rate:N", sort=order, title=None,
+                            scale=alt.Scale(domain=list(RATE_COLORS),
+                                            range=list(RATE_COLORS.values())),
+                            legend=alt.Legend(orient="top")),
+            strokeWidth=alt.condition(f"datum.rate == '{lead}'", alt.value(3), alt.value(1.5)),
+            tooltip=[alt.Tooltip("bucket:T", title="from"), "rate:N",
+                     alt.Tooltip("value:Q", format=".1%")],
+        )
+        .properties(height=230)
+    )
+    bars = (
+        alt.Chart(frame)
+        .mark_bar(color="#9aa5b1")
+        .encode(x=x, y=alt.Y("calls:Q", title="calls"),
+                tooltip=[alt.Tooltip("bucket:T", title="from"), "calls:Q"])
+        .properties(height=90)
+    )
+    return alt.vconcat(lines, bars, spacing=6).resolve_scale(x="shared")
+
+
+def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> alt.Chart:
+    if frame.empty:
+        return empty()
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=_time_x(f"time ({tz})"),
+            y=alt.Y(f"{value}:Q", title=value),
+            color=_outcome_color(),
+            order=alt.Order("outcome_rank:Q"),
+            tooltip=[alt.Tooltip("bucket:T", title="from"), "outcome:N", f"{value}:Q"],
+        )
+        .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
+        .properties(height=280)
+    )
+
+
+def heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
+    """Hour of day × weekday, coloured by answer rate (red poor, green good)."""
+    if frame.empty:
+        return empty()
+    days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    return (
+        alt.Chart(frame)
+        .mark_rect(stroke="white", strokeWidth=1)
+        .encode(
+            x=alt.X("hour:O", title="hour of day", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("weekday:N", sort=days, title=None),
+            color=alt.Color("answer_rate:Q", title=title,
+                            scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]),
+                            legend=alt.Legend(format="%")),
+            tooltip=["weekday:N", "hour:O", alt.Tooltip("answer_rate:Q", format=".1%"),
+                     "answered:Q", "total:Q"],
+        )
+        .properties(height=230)
+    )
+
+
+def causes_bar(frame: pd.DataFrame, top: int = 15) -> alt.Chart:
+    """Legs per cause, most frequent first, each bar split by the legs' outcomes."""
+    if frame.empty:
+        return empty()
+    keep = frame.groupby("cause")["legs"].sum().nlargest(top).index
+    data = frame[frame["cause"].isin(keep)]
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("cause:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
+            x=alt.X("sum(legs):Q", title="legs"),
+            color=_outcome_color(),
+            order=alt.Order("outcome_rank:Q"),
+            tooltip=["cause:N", "telephony_cause:N", "outcome:N", "legs:Q"],
+        )
+        .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
+        .properties(height=max(120, 26 * len(keep)))
+    )
+
+
+def sources_bar(frame: pd.DataFrame) -> alt.Chart:
+    if frame.empty:
+        return empty()
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            y=alt.Y("source:N", sort="-x", title="hangup source", axis=alt.Axis(labelLimit=200)),
+            x=alt.X("sum(legs):Q", title="legs"),
+            color=_outcome_color(),
+            order=alt.Order("outcome_rank:Q"),
+            tooltip=["source:N", "outcome:N", "legs:Q"],
+        )
+        .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
+        .properties(height=max(100, 30 * frame["source"].nunique()))
+    )
+
+
+def causes_over_time(frame: pd.DataFrame, tz: str) -> alt.Chart:
+    if frame.empty:
+        return empty()
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=_time_x(f"time ({tz})"),
+            y=alt.Y("legs:Q", title="legs"),
+            color=alt.Color("cause:N", title="cause", scale=alt.Scale(scheme="tableau10"),
+                            legend=alt.Legend(orient="right", labelLimit=240)),
+            tooltip=[alt.Tooltip("bucket:T", title="from"), "cause:N", "legs:Q"],
+        )
+        .properties(height=260)
+    )
+
+
+def count_bar(frame: pd.DataFrame, x: str, y: str, x_title: str, y_title: str) -> alt.Chart:
+    """A plain bar per category (fan-out, positions)."""
+    if frame.empty:
+        return empty()
+    return (
+        alt.Chart(frame)
+        .mark_bar(color="#4c78a8")
+        .encode(
+            x=alt.X(f"{x}:O", title=x_title, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(f"{y}:Q", title=y_title),
+            tooltip=[f"{x}:O", f"{y}:Q"],
+        )
+        .properties(height=220)
+    )
+
+
+def winners_by_position(frame: pd.DataFrame) -> alt.Chart:
+    """Per Dial position: wins (answered) vs lost races vs the rest, as stacked legs."""
+    if frame.empty:
+        return empty("No simultaneous dials in this range")
+    data = frame.assign(other=frame["b_legs"] - frame["wins"] - frame["lost_race"]).melt(
+        id_vars=["position"], value_vars=["wins", "lost_race", "other"], var_name="result",
+        value_name="legs",
+    )
+    data["outcome"] = data["result"].map(
+        {"wins": "answered", "lost_race": "lost-race", "other": "canceled"}
+    )
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("position:O", title="position in the Dial", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("legs:Q", title="B legs"),
+            color=alt.Color("outcome:N", scale=outcome_scale(), title=None,
+                            legend=alt.Legend(
+                                labelExpr="{'answered': 'won (answered)', 'lost-race': "
+                                "'lost the race', 'canceled': 'did not answer'}[datum.label]")),
+            order=alt.Order("outcome:N"),
+            tooltip=["position:O", "result:N", "legs:Q"],
+        )
+        .properties(height=220)
+    )
+
+
+def destination_rates(frame: pd.DataFrame) -> alt.Chart:
+    """B-leg answer rate per destination, lost races shown apart as their own bar segment."""
+    if frame.empty:
+        return empty()
+    data = frame.melt(id_vars=["b_leg_to", "b_legs"],
+                      value_vars=["answered", "lost_race", "not_answered"],
+                      var_name="result", value_name="legs")
+    data["outcome"] = data["result"].map(
+        {"answered": "answered", "lost_race": "lost-race", "not_answered": "no-answer"}
+    )
+    data["share"] = data["legs"] / data["b_legs"]
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("b_leg_to:N", sort=alt.EncodingSortField("b_legs", order="descending"),
+                    title=None, axis=alt.Axis(labelLimit=260)),
+            x=alt.X("share:Q", stack="normalize", title="share of B legs",
+                    axis=alt.Axis(format="%")),
+            color=alt.Color("outcome:N", scale=outcome_scale(), title=None,
+                            legend=alt.Legend(
+                                orient="top",
+                                labelExpr="{'answered': 'answered', 'lost-race': 'lost race',"
+                                " 'no-answer': 'not answered'}[datum.label]")),
+            order=alt.Order("result:N"),
+            tooltip=["b_leg_to:N", "result:N", "legs:Q", alt.Tooltip("share:Q", format=".1%")],
+        )
+        .properties(height=max(120, 26 * frame["b_leg_to"].nunique()))
+    )
+
+
+def outcome_matrix(frame: pd.DataFrame) -> alt.Chart:
+    if frame.empty:
+        return empty()
+    base = alt.Chart(frame).encode(
+        x=alt.X("b_outcome:N", title="B-leg outcome", sort=OUTCOMES,
+                axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("a_outcome:N", title="A-leg outcome", sort=OUTCOMES),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("pairs:Q", scale=alt.Scale(scheme="blues", type="sqrt"), legend=None),
+        tooltip=["a_outcome:N", "b_outcome:N", "pairs:Q"],
+    )
+    labels = base.mark_text(fontSize=13).encode(
+        text="pairs:Q",
+        color=alt.condition(f"datum.pairs > {frame['pairs'].max() * 0.4}",
+                            alt.value("white"), alt.value("#222")),
+    )
+    return (cells + labels).properties(height=max(100, 40 * frame["a_outcome"].nunique()))
+
+
+def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
+    if frame.empty:
+        return empty()
+    return (
+        alt.Chart(frame)
+        .mark_bar(opacity=0.85)
+        .encode(
+            x=alt.X("seconds:O", title=f"seconds after the A leg started ({cap_s} = {cap_s}+)",
+                    axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("legs:Q", title="B legs", stack=None),
+            color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="top"),
+                            scale=alt.Scale(domain=["time to answer", "ring time, not answered"],
+                                            range=[OUTCOME_COLORS["answered"],
+                                                   OUTCOME_COLORS["no-answer"]])),
+            xOffset="measure:N",
+            tooltip=["measure:N", "seconds:O", "legs:Q"],
+        )
+        .properties(height=240)
+    )
+
+
+def webhooks_per_kind(frame: pd.DataFrame, tz: str) -> alt.Chart:
+    if frame.empty:
+        return empty()
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=_time_x(f"received ({tz})"),
+            y=alt.Y("webhooks:Q", title="webhooks"),
+            color=alt.Color("kind:N", scale=alt.Scale(domain=list(KIND_COLORS),
+                                                      range=list(KIND_COLORS.values()))),
+            tooltip=[alt.Tooltip("bucket:T", title="from"), "kind:N", "webhooks:Q",
+                     "duplicates:Q"],
+        )
+        .properties(height=260)
+    )
+
+
+def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
+    """One dot per webhook on a time line, a row per kind."""
+    if frame.empty:
+        return empty("No webhooks for this call")
+    return (
+        alt.Chart(frame)
+        .mark_point(filled=True, size=90)
+        .encode(
+            x=alt.X("received:T", title=f"received ({tz})",
+                    axis=alt.Axis(format="%H:%M:%S", labelAngle=0)),
+            y=alt.Y("kind:N", title=None, sort=list(KIND_COLORS)),
+            color=alt.Color("kind:N", legend=None,
+                            scale=alt.Scale(domain=list(KIND_COLORS),
+                                            range=list(KIND_COLORS.values()))),
+            shape=alt.Shape("duplicate:N", title="duplicate"),
+            tooltip=["received:T", "kind:N", "event:N", "dial_action:N", "call_status:N",
+                     "dial_status:N", "duplicate:N"],
+        )
+        .properties(height=max(100, 34 * frame["kind"].nunique()))
+    )

@@ -1,0 +1,1 @@
+"""Dashboard pages: each module's `render()` lays out one page from queries and charts."""

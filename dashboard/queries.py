@@ -1,0 +1,509 @@
+"""Every aggregation the dashboard shows, as parameterised DuckDB SQL over the views.
+
+Values are always bound (`$name`), never formatted into the SQL text. Each function returns a
+`Result` carrying the rows and the exact SQL and parameters behind them, so the page can offer
+them as "show SQL" and CSV. Results are cached briefly: a live page refreshes every few seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import connection
+from dashboard.filters import Filters
+
+CACHE_TTL_S = 10
+ROW_LIMIT = 1000
+
+# Slices shared by every query. A call belongs to the view when it started in the range; an
+# "our number" is the number Plivo called (inbound) or the caller ID we used (outbound).
+CALL_SLICE = """
+    ($direction IS NULL OR c.direction = $direction)
+    AND (len(CAST($numbers AS VARCHAR[])) = 0 OR list_contains(CAST($numbers AS VARCHAR[]),
+         CASE WHEN c.direction = 'outbound' THEN c.from_number ELSE c.to_number END))
+    AND (len(CAST($destinations AS VARCHAR[])) = 0 OR EXISTS (
+         SELECT 1 FROM dial_legs x WHERE x.a_leg_uuid = c.call_uuid
+         AND list_contains(CAST($destinations AS VARCHAR[]), x.b_leg_to)))
+"""
+SCOPED_CALLS = f"""
+scoped_calls AS (
+    SELECT c.*, c.started_at AS t FROM calls c
+    WHERE c.started_at >= $start AND c.started_at < $end AND {CALL_SLICE}
+)"""
+# Dials and B legs are timed by when their webhooks arrived (ARCHITECTURE, Metrics); their
+# A leg, when we saw it, gives the direction and our number.
+DIAL_SLICE = """
+    ($direction IS NULL OR c.direction = $direction)
+    AND (len(CAST($numbers AS VARCHAR[])) = 0 OR list_contains(CAST($numbers AS VARCHAR[]),
+         CASE WHEN c.direction = 'outbound' THEN c.from_number ELSE c.to_number END))
+"""
+SCOPED_DIALS = f"""
+scoped_dials AS (
+    SELECT d.*, d.received_at AS t FROM dials d LEFT JOIN calls c ON c.call_uuid = d.a_leg_uuid
+    WHERE d.received_at >= $start AND d.received_at < $end AND {DIAL_SLICE}
+    AND (len(CAST($destinations AS VARCHAR[])) = 0 OR EXISTS (
+         SELECT 1 FROM dial_legs x WHERE x.a_leg_uuid = d.a_leg_uuid
+         AND list_contains(CAST($destinations AS VARCHAR[]), x.b_leg_to)))
+)"""
+SCOPED_LEGS = f"""
+scoped_legs AS (
+    SELECT l.*, coalesce(l.answered_at, l.ended_at, c.started_at) AS t,
+           c.outcome AS a_outcome, c.started_at AS a_started_at, c.direction,
+           c.from_number AS a_from, c.to_number AS a_to
+    FROM dial_legs l LEFT JOIN calls c ON c.call_uuid = l.a_leg_uuid
+    WHERE coalesce(l.answered_at, l.ended_at, c.started_at) >= $start
+      AND coalesce(l.answered_at, l.ended_at, c.started_at) < $end
+      AND {DIAL_SLICE}
+      AND (len(CAST($destinations AS VARCHAR[])) = 0
+           OR list_contains(CAST($destinations AS VARCHAR[]), l.b_leg_to))
+)"""
+BUCKET = "time_bucket(CAST($bucket AS INTERVAL), timezone($tz, t))"
+
+
+@dataclass(frozen=True)
+class Result:
+    """Rows plus the SQL and bound parameters that produced them."""
+
+    frame: pd.DataFrame
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def run(sql: str, params: dict[str, Any] | None = None) -> Result:
+    """Run SQL with the parameters it names (DuckDB refuses unused ones)."""
+    used = set(re.findall(r"\$(\w+)", sql))
+    bound = {k: v for k, v in (params or {}).items() if k in used}
+    frame = _fetch(sql, tuple(sorted(bound.items(), key=lambda kv: kv[0])), connection.source())
+    return Result(frame, sql.strip(), bound)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)
+def _fetch(sql: str, params: tuple[tuple[str, Any], ...], source: str) -> pd.DataFrame:
+    bound = {k: list(v) if isinstance(v, tuple) else v for k, v in params}
+    return connection.cursor().execute(sql, bound).df()
+
+
+def _with(*ctes: str) -> str:
+    return "WITH " + ",".join(ctes)
+
+
+# --- first run, filter choices ------------------------------------------------------------
+
+
+def event_count() -> int:
+    """Webhooks stored so far (0 on a fresh install, or when there is no database yet)."""
+    try:
+        frame = run("SELECT count(*) AS n FROM webhook_events").frame
+    except connection.NoDatabase:
+        return 0
+    return int(frame["n"].iloc[0])
+
+
+def data_span() -> tuple[datetime, datetime] | None:
+    frame = run("SELECT min(started_at) AS first, max(started_at) AS last FROM calls").frame
+    first, last = frame["first"].iloc[0], frame["last"].iloc[0]
+    if pd.isna(first):
+        return None
+    return first.to_pydatetime(), last.to_pydatetime()
+
+
+def our_numbers() -> list[str]:
+    frame = run(
+        """
+        SELECT CASE WHEN direction = 'outbound' THEN from_number ELSE to_number END AS number,
+               count(*) AS calls
+        FROM calls WHERE number IS NOT NULL GROUP BY number ORDER BY calls DESC LIMIT 200
+        """
+    ).frame
+    return list(frame["number"])
+
+
+def destinations_list() -> list[str]:
+    frame = run(
+        """
+        SELECT b_leg_to, count(*) AS legs FROM dial_legs WHERE b_leg_to IS NOT NULL
+        GROUP BY b_leg_to ORDER BY legs DESC LIMIT 200
+        """
+    ).frame
+    return list(frame["b_leg_to"])
+
+
+# --- Overview -------------------------------------------------------------------------------
+
+KPI_SQL = _with(SCOPED_CALLS, SCOPED_DIALS, SCOPED_LEGS) + """
+, c AS (
+    SELECT count(*) AS calls,
+           count(*) FILTER (WHERE direction = 'inbound') AS inbound_calls,
+           count(*) FILTER (WHERE direction = 'outbound') AS outbound_calls,
+           count(*) FILTER (WHERE outcome <> 'in-progress') AS ended_calls,
+           count(*) FILTER (WHERE outcome <> 'in-progress' AND answered) AS answered_calls,
+           avg(duration_s) FILTER (WHERE answered) AS acd_s,
+           count(*) FILTER (WHERE outcome = 'busy') AS busy_calls,
+           count(*) FILTER (WHERE outcome = 'no-answer') AS no_answer_calls,
+           count(*) FILTER (WHERE outcome = 'failed') AS failed_calls
+    FROM scoped_calls
+), d AS (
+    SELECT count(*) AS dials, count(*) FILTER (WHERE dial_status = 'completed') AS dials_completed
+    FROM scoped_dials
+), l AS (
+    SELECT count(*) AS b_legs, count(*) FILTER (WHERE answered) AS b_answered,
+           count(*) FILTER (WHERE outcome = 'lost-race') AS b_lost_race
+    FROM scoped_legs
+)
+SELECT c.*, d.*, l.*,
+       answered_calls / nullif(ended_calls, 0) AS call_answer_rate,
+       dials_completed / nullif(dials, 0) AS dial_answer_rate,
+       b_answered / nullif(b_legs, 0) AS b_leg_answer_rate,
+       b_lost_race / nullif(b_legs, 0) AS b_lost_race_share,
+       busy_calls / nullif(ended_calls, 0) AS busy_share,
+       no_answer_calls / nullif(ended_calls, 0) AS no_answer_share,
+       failed_calls / nullif(ended_calls, 0) AS failed_share
+FROM c, d, l
+"""
+
+
+def kpis(f: Filters) -> Result:
+    """One row: every KPI tile's figure for the range (ARCHITECTURE, Metrics)."""
+    return run(KPI_SQL, f.params())
+
+
+def rates_over_time(f: Filters) -> Result:
+    """Per bucket: calls, and the call, dial and B-leg answer rates."""
+    sql = _with(SCOPED_CALLS, SCOPED_DIALS, SCOPED_LEGS) + f"""
+    , c AS (SELECT {BUCKET} AS bucket, count(*) AS calls,
+                   count(*) FILTER (WHERE outcome <> 'in-progress' AND answered)
+                   / nullif(count(*) FILTER (WHERE outcome <> 'in-progress'), 0)
+                   AS call_answer_rate
+            FROM scoped_calls GROUP BY bucket)
+    , d AS (SELECT {BUCKET} AS bucket,
+                   count(*) FILTER (WHERE dial_status = 'completed') / count(*) AS dial_answer_rate
+            FROM scoped_dials GROUP BY bucket)
+    , l AS (SELECT {BUCKET} AS bucket,
+                   count(*) FILTER (WHERE answered) / count(*) AS b_leg_answer_rate
+            FROM scoped_legs GROUP BY bucket)
+    SELECT bucket, coalesce(c.calls, 0) AS calls, call_answer_rate, dial_answer_rate,
+           b_leg_answer_rate
+    FROM c FULL JOIN d USING (bucket) FULL JOIN l USING (bucket)
+    ORDER BY bucket
+    """
+    return run(sql, f.params())
+
+
+def outcomes_over_time(f: Filters) -> Result:
+    sql = _with(SCOPED_CALLS) + f"""
+    SELECT {BUCKET} AS bucket, outcome, count(*) AS calls
+    FROM scoped_calls GROUP BY ALL ORDER BY bucket, outcome
+    """
+    return run(sql, f.params())
+
+
+def answer_heatmap(f: Filters, metric: str) -> Result:
+    """Answer rate by weekday and hour (in the chosen zone); metric is 'dial' or 'call'."""
+    if metric == "dial":
+        body = """SELECT t, dial_status = 'completed' AS ok, true AS counted FROM scoped_dials"""
+        ctes: tuple[str, ...] = (SCOPED_DIALS,)
+    else:
+        body = """SELECT t, answered AS ok, outcome <> 'in-progress' AS counted
+                  FROM scoped_calls"""
+        ctes = (SCOPED_CALLS,)
+    sql = _with(*ctes) + f"""
+    , facts AS ({body})
+    SELECT isodow(timezone($tz, t)) AS weekday_no,
+           strftime(timezone($tz, t), '%a') AS weekday,
+           hour(timezone($tz, t)) AS hour,
+           count(*) FILTER (WHERE counted) AS total,
+           count(*) FILTER (WHERE counted AND ok) AS answered,
+           count(*) FILTER (WHERE counted AND ok) / nullif(count(*) FILTER (WHERE counted), 0)
+               AS answer_rate
+    FROM facts GROUP BY ALL ORDER BY weekday_no, hour
+    """
+    return run(sql, f.params())
+
+
+# --- Hangup causes --------------------------------------------------------------------------
+
+# leg -> (CTE, relation): A legs are the calls view, B legs the dial_legs view; both name their
+# cause columns alike. Only these two fixed relation names are ever put into SQL text.
+LEG_SOURCES = {"a": (SCOPED_CALLS, "scoped_calls"), "b": (SCOPED_LEGS, "scoped_legs")}
+CAUSE_LABEL = (
+    "coalesce(CAST(hangup_cause_code AS VARCHAR) || ' ' || hangup_cause_name, "
+    "hangup_cause_name, hangup_cause, '(none yet)')"
+)
+
+
+def _leg(leg: str) -> tuple[str, str]:
+    if leg not in LEG_SOURCES:
+        raise ValueError(f"leg must be 'a' or 'b', not {leg!r}")
+    return LEG_SOURCES[leg]
+
+
+def causes(f: Filters, leg: str) -> Result:
+    """Legs per Plivo cause code/name beside the telephony cause name, split by outcome."""
+    cte, rel = _leg(leg)
+    sql = _with(cte) + f"""
+    , grouped AS (
+        SELECT {CAUSE_LABEL} AS cause, hangup_cause_code AS code,
+               hangup_cause_name AS plivo_name, hangup_cause AS telephony_cause, outcome,
+               count(*) AS legs
+        FROM {rel} GROUP BY ALL)
+    SELECT *, sum(legs) OVER (PARTITION BY cause) AS cause_legs
+    FROM grouped ORDER BY cause_legs DESC, cause, legs DESC
+    """
+    return run(sql, f.params())
+
+
+def causes_by_source(f: Filters, leg: str) -> Result:
+    cte, rel = _leg(leg)
+    sql = _with(cte) + f"""
+    SELECT coalesce(hangup_source, '(none)') AS source, outcome, count(*) AS legs
+    FROM {rel} GROUP BY ALL ORDER BY source, outcome
+    """
+    return run(sql, f.params())
+
+
+def causes_over_time(f: Filters, leg: str, top: int = 8) -> Result:
+    """Legs per bucket and cause; causes beyond the `top` most frequent become 'other'."""
+    cte, rel = _leg(leg)
+    sql = _with(cte) + f"""
+    , labelled AS (SELECT *, {CAUSE_LABEL} AS cause FROM {rel})
+    , ranked AS (SELECT cause, row_number() OVER (ORDER BY count(*) DESC, cause) AS rank
+                 FROM labelled GROUP BY cause)
+    SELECT {BUCKET} AS bucket,
+           CASE WHEN r.rank <= $top THEN l.cause ELSE 'other' END AS cause,
+           count(*) AS legs
+    FROM labelled l JOIN ranked r USING (cause) GROUP BY ALL ORDER BY bucket, cause
+    """
+    return run(sql, {**f.params(), "top": top})
+
+
+def cause_legs(f: Filters, leg: str, cause: str, limit: int = ROW_LIMIT) -> Result:
+    """The calls (A) or B legs behind one cause label, newest first."""
+    cte, rel = _leg(leg)
+    b_cols = "b_leg_uuid, b_leg_to, position, " if leg == "b" else ""
+    sql = _with(cte) + f"""
+    SELECT timezone($tz, t) AS at, {"a_leg_uuid" if leg == "b" else "call_uuid"} AS call_uuid,
+           {b_cols}direction, {"a_from" if leg == "b" else "from_number"} AS from_number,
+           {"a_to" if leg == "b" else "to_number"} AS to_number, outcome,
+           hangup_cause_code, hangup_cause_name, hangup_cause, hangup_source, duration_s
+    FROM {rel} WHERE {CAUSE_LABEL} = $cause ORDER BY t DESC LIMIT $limit
+    """
+    return run(sql, {**f.params(), "cause": cause, "limit": limit})
+
+
+# --- A/B legs -------------------------------------------------------------------------------
+
+
+def fanout(f: Filters) -> Result:
+    """How many A legs dialled 1, 2, 3… B legs."""
+    sql = _with(SCOPED_LEGS) + """
+    , per_a AS (SELECT a_leg_uuid, count(*) AS b_legs FROM scoped_legs GROUP BY a_leg_uuid)
+    SELECT b_legs, count(*) AS a_legs FROM per_a GROUP BY b_legs ORDER BY b_legs
+    """
+    return run(sql, f.params())
+
+
+def winners_by_position(f: Filters) -> Result:
+    """In simultaneous dials (2+ B legs), who answered first, by position in the Dial."""
+    sql = _with(SCOPED_LEGS) + """
+    , simultaneous AS (SELECT * FROM scoped_legs
+                       QUALIFY count(*) OVER (PARTITION BY a_leg_uuid) > 1)
+    SELECT position, count(*) AS b_legs, count(*) FILTER (WHERE answered) AS wins,
+           count(*) FILTER (WHERE outcome = 'lost-race') AS lost_race,
+           count(*) FILTER (WHERE answered) / count(*) AS win_rate
+    FROM simultaneous GROUP BY position ORDER BY position
+    """
+    return run(sql, f.params())
+
+
+def destinations(f: Filters) -> Result:
+    """Per B number: legs, answered, lost races and answer rate (lost races shown apart)."""
+    sql = _with(SCOPED_LEGS) + """
+    SELECT coalesce(b_leg_to, '(unknown)') AS b_leg_to, count(*) AS b_legs,
+           count(*) FILTER (WHERE answered) AS answered,
+           count(*) FILTER (WHERE outcome = 'lost-race') AS lost_race,
+           count(*) FILTER (WHERE NOT answered AND outcome <> 'lost-race') AS not_answered,
+           count(*) FILTER (WHERE answered) / count(*) AS answer_rate,
+           count(*) FILTER (WHERE answered)
+               / nullif(count(*) FILTER (WHERE outcome <> 'lost-race'), 0)
+               AS answer_rate_excl_lost_race
+    FROM scoped_legs GROUP BY ALL ORDER BY b_legs DESC LIMIT 100
+    """
+    return run(sql, f.params())
+
+
+def outcome_matrix(f: Filters) -> Result:
+    """Pairings counted by the A leg's outcome and the B leg's outcome."""
+    sql = _with(SCOPED_LEGS) + """
+    SELECT coalesce(a_outcome, '(A leg not seen)') AS a_outcome, outcome AS b_outcome,
+           count(*) AS pairs
+    FROM scoped_legs GROUP BY ALL ORDER BY pairs DESC
+    """
+    return run(sql, f.params())
+
+
+def ring_times(f: Filters, bin_s: int = 5, cap_s: int = 120) -> Result:
+    """Seconds from the A leg's start to the B leg's answer, or to its hangup when unanswered.
+
+    Callbacks carry no timestamps, so these are arrival times: a second or so of slack.
+    """
+    sql = _with(SCOPED_LEGS) + """
+    , timed AS (
+        SELECT CASE WHEN answered THEN 'time to answer' ELSE 'ring time, not answered' END
+                   AS measure,
+               epoch(CASE WHEN answered THEN answered_at ELSE ended_at END - a_started_at) AS s
+        FROM scoped_legs
+        WHERE outcome NOT IN ('lost-race', 'in-progress') AND a_started_at IS NOT NULL)
+    SELECT measure, CAST(least(greatest(floor(s / $bin) * $bin, 0), $cap) AS INTEGER) AS seconds,
+           count(*) AS legs
+    FROM timed WHERE s IS NOT NULL GROUP BY ALL ORDER BY measure, seconds
+    """
+    return run(sql, {**f.params(), "bin": bin_s, "cap": cap_s})
+
+
+def abandoned(f: Filters) -> Result:
+    """A legs whose caller gave up while B legs rang: no B leg answered and a B leg was
+    canceled (a caller hanging up during the Dial cancels the ringing legs)."""
+    sql = _with(SCOPED_LEGS) + """
+    , per_a AS (
+        SELECT a_leg_uuid, bool_or(answered) AS any_answered,
+               bool_or(outcome = 'canceled') AS gave_up
+        FROM scoped_legs GROUP BY a_leg_uuid)
+    SELECT count(*) AS dialled_a_legs,
+           count(*) FILTER (WHERE NOT any_answered AND gave_up) AS abandoned,
+           count(*) FILTER (WHERE NOT any_answered AND gave_up) / nullif(count(*), 0)
+               AS abandoned_rate
+    FROM per_a
+    """
+    return run(sql, f.params())
+
+
+def pairings(
+    f: Filters,
+    b_outcomes: tuple[str, ...] = (),
+    positions: tuple[int, ...] = (),
+    search: str = "",
+    limit: int = ROW_LIMIT,
+) -> Result:
+    """A/B pairings, newest first, optionally narrowed by B outcome, position and text."""
+    sql = _with(SCOPED_LEGS) + """
+    SELECT timezone($tz, t) AS at, a_leg_uuid, a_from, a_to, direction, a_outcome,
+           position, b_leg_to, b_leg_uuid, outcome AS b_outcome, answered AS b_answered,
+           duration_s AS b_duration_s, hangup_cause_code AS b_cause_code,
+           hangup_cause_name AS b_cause_name
+    FROM scoped_legs
+    WHERE (len(CAST($b_outcomes AS VARCHAR[])) = 0
+           OR list_contains(CAST($b_outcomes AS VARCHAR[]), outcome))
+      AND (len(CAST($positions AS INTEGER[])) = 0
+           OR list_contains(CAST($positions AS INTEGER[]), position))
+      AND ($search = '' OR contains(concat_ws(' ', a_leg_uuid, b_leg_uuid, a_from, a_to,
+                                              b_leg_to), $search))
+    ORDER BY t DESC LIMIT $limit
+    """
+    params = {
+        **f.params(),
+        "b_outcomes": list(b_outcomes),
+        "positions": list(positions),
+        "search": search.strip(),
+        "limit": limit,
+    }
+    return run(sql, params)
+
+
+# --- Calls ----------------------------------------------------------------------------------
+
+
+def search_calls(text: str, tz: str, limit: int = 200) -> Result:
+    """Calls (over all time) whose UUID starts with, or whose numbers contain, the text."""
+    sql = """
+    SELECT timezone($tz, started_at) AS started, call_uuid, direction, from_number, to_number,
+           outcome, duration_s, hangup_cause_name
+    FROM calls
+    WHERE $text = '' OR starts_with(call_uuid, $text) OR contains(from_number, $text)
+       OR contains(to_number, $text)
+       OR call_uuid IN (SELECT a_leg_uuid FROM dial_legs
+                        WHERE starts_with(b_leg_uuid, $text) OR contains(b_leg_to, $text))
+    ORDER BY started_at DESC LIMIT $limit
+    """
+    return run(sql, {"text": text.strip(), "tz": tz, "limit": limit})
+
+
+def call_summary(call_uuid: str, tz: str) -> Result:
+    sql = """
+    SELECT call_uuid, direction, from_number, to_number, timezone($tz, started_at) AS started,
+           timezone($tz, answered_at) AS answered_at, timezone($tz, ended_at) AS ended,
+           duration_s, bill_duration_s, call_status, answered, outcome, hangup_cause_code,
+           hangup_cause_name, hangup_cause, hangup_source
+    FROM calls WHERE call_uuid = $uuid
+    """
+    return run(sql, {"uuid": call_uuid, "tz": tz})
+
+
+def call_b_legs(call_uuid: str, tz: str) -> Result:
+    sql = """
+    SELECT position, b_leg_to, b_leg_from, b_leg_uuid, outcome, answered,
+           timezone($tz, answered_at) AS answered_at, timezone($tz, ended_at) AS ended,
+           duration_s, hangup_cause_code, hangup_cause_name, hangup_cause, hangup_source
+    FROM dial_legs WHERE a_leg_uuid = $uuid ORDER BY position, b_leg_uuid
+    """
+    return run(sql, {"uuid": call_uuid, "tz": tz})
+
+
+def call_timeline(call_uuid: str, tz: str) -> Result:
+    """Every webhook about this call (its own, its Dial's, its B legs'), raw parameters too."""
+    sql = """
+    SELECT timezone($tz, received_at) AS received, kind, event, dial_action, call_status,
+           dial_status, dial_b_leg_uuid, duplicate, signature, http_method,
+           CAST(params AS VARCHAR) AS params, CAST(event_id AS VARCHAR) AS event_id
+    FROM webhook_events
+    WHERE call_uuid = $uuid OR dial_a_leg_uuid = $uuid
+       OR dial_b_leg_uuid IN (SELECT b_leg_uuid FROM dial_legs WHERE a_leg_uuid = $uuid)
+    ORDER BY received_at, event_id
+    """
+    return run(sql, {"uuid": call_uuid, "tz": tz})
+
+
+# --- Receiver health ------------------------------------------------------------------------
+
+
+def webhooks_per_kind(f: Filters) -> Result:
+    sql = f"""
+    WITH e AS (SELECT kind, duplicate, received_at AS t FROM webhook_events
+               WHERE received_at >= $start AND received_at < $end)
+    SELECT {BUCKET} AS bucket, kind, count(*) AS webhooks,
+           count(*) FILTER (WHERE duplicate) AS duplicates
+    FROM e GROUP BY ALL ORDER BY bucket, kind
+    """
+    return run(sql, f.params())
+
+
+def receiver_totals(f: Filters) -> Result:
+    sql = """
+    SELECT (SELECT max(received_at) FROM webhook_events) AS last_event_at,
+           count(*) AS webhooks, count(*) FILTER (WHERE duplicate) AS duplicates,
+           count(*) FILTER (WHERE signature = 'unchecked') AS unchecked,
+           (SELECT count(*) FROM rejected_webhooks
+            WHERE received_at >= $start AND received_at < $end) AS rejected
+    FROM webhook_events WHERE received_at >= $start AND received_at < $end
+    """
+    return run(sql, f.params())
+
+
+def rejections(f: Filters) -> Result:
+    """Refused requests grouped by why, where, and the URL we checked against what was sent."""
+    sql = """
+    SELECT reason, path, regexp_extract(checked_url, '^(https?://[^/]+)') AS checked_base,
+           coalesce(headers->>'x-forwarded-proto', '') AS forwarded_proto,
+           coalesce(headers->>'x-forwarded-host', '') AS forwarded_host,
+           coalesce(headers->>'host', '') AS host_header,
+           count(*) AS requests, timezone($tz, max(received_at)) AS last_seen,
+           any_value(checked_url) AS example_checked_url
+    FROM rejected_webhooks WHERE received_at >= $start AND received_at < $end
+    GROUP BY ALL ORDER BY requests DESC
+    """
+    return run(sql, f.params())

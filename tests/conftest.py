@@ -1,0 +1,50 @@
+"""Shared fixtures: a fresh migrated database per test, an in-process receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+from streamlit.runtime import Runtime
+
+from callstatus.db import Database
+from callstatus.settings import Settings
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(tmp_path / "test.duckdb")
+    yield database
+    database.close()
+
+
+def make_settings(tmp_path: Path, **values: object) -> Settings:
+    """Settings built from explicit values only (the environment and .env are ignored)."""
+    base: dict[str, object] = {"CALLSTATUS_DB": tmp_path / "callstatus.duckdb"}
+    base.update(values)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def receiver_client(tmp_path: Path) -> Iterator[TestClient]:
+    """The whole ASGI app (receiver and dashboard) in-process, lifespan run, dev mode."""
+    with app_client(tmp_path) as client:
+        yield client
+
+
+@contextmanager
+def app_client(tmp_path: Path, **values: object) -> Iterator[TestClient]:
+    """The whole app in-process with the given settings, lifespan run (the writer started)."""
+    from receiver.app import build_app
+
+    app = build_app(make_settings(tmp_path, **values))
+    try:
+        with TestClient(app, base_url="http://testserver") as client:
+            yield client
+    finally:
+        # Streamlit keeps its stopped Runtime as a process-wide singleton and refuses a second
+        # one; AppTest resets it the same way.
+        Runtime._instance = None

@@ -1,0 +1,79 @@
+"""Real `callstatus serve` processes for tests that need one (kill -9, simulate, browser)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    db: Path
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def start_server(
+    db: Path, env: Mapping[str, str] | None = None, port: int | None = None, timeout: float = 30
+) -> ServerProcess:
+    port = port or free_port()
+    log = db.with_suffix(f".{port}.log")
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PLIVO_AUTH_TOKEN", "PUBLIC_BASE_URL", "DASHBOARD_PASSWORD", "DIAL_NUMBERS")
+    }
+    full_env.update(env or {})
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "callstatus.cli", "serve", "--port", str(port), "--db", str(db)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=db.parent,
+        )
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", db, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server did not become healthy:\n{log.read_text()}")
+
+
+@contextmanager
+def running_server(db: Path, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
+    server = start_server(db, env)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.stop(signal.SIGKILL)
