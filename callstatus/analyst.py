@@ -182,7 +182,8 @@ class Window:
         )
 
     def where(self, column: str | None) -> tuple[str, list[object]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if column and self.since:
             clauses.append(f'"{column}" >= ?')
             params.append(self.since)

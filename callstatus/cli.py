@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--speed", type=float, default=0.0,
                           help="call-time speed-up; 0 sends each call's events back to back")
     simulate.add_argument("--seed", type=int, default=None, help="random seed")
+    simulate.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    simulate.add_argument("--public-url", default=None,
+                          help="base URL the server verifies signatures against "
+                          "(default: PUBLIC_BASE_URL, else --url)")
+    simulate.add_argument("--traffic", type=Path, default=None,
+                          help="JSON file overriding the traffic model's settings")
     simulate.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="serve plus simulated traffic, for a first look")
@@ -90,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--calls", type=int, default=10_000)
     seed.add_argument("--days", type=float, default=30.0)
     seed.add_argument("--seed", type=int, default=None, help="random seed")
+    seed.add_argument("--traffic", type=Path, default=None,
+                      help="JSON file overriding the traffic model's settings")
     seed.set_defaults(func=cmd_seed)
 
     sql = sub.add_parser("sql", help="run a read-only SQL query over the call data")

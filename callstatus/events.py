@@ -219,7 +219,10 @@ def _timestamp(text: str, zone: ZoneInfo) -> datetime | None:
     except ValueError:
         return None
     local = naive.replace(tzinfo=zone) if naive.tzinfo is None else naive
-    return local.astimezone(UTC)
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 pushed out of range: one bad row must not fail a batch
+        return None
 
 
 def typed_values(params: Params, zone: ZoneInfo) -> list[object]:

@@ -34,8 +34,10 @@ class Progress:
                 self.stream.write(self._line(note) + "\n")
 
     def close(self, note: str = "") -> None:
-        line = self._line(note)
-        self.stream.write(("\r" + line + "\x1b[K\n") if self._tty else line + "\n")
+        if self._tty:
+            self.stream.write("\r" + self._line(note) + "\x1b[K\n")
+        elif self._tenth < 10 or note:
+            self.stream.write(self._line(note) + "\n")
         self.stream.flush()
 
     def _line(self, note: str) -> str:

@@ -1,9 +1,9 @@
-"""Read-only SQL for a shared dashboard: one query, on the snapshot, sandboxed, time- and row-limited.
+"""Read-only SQL for a shared dashboard: one query on the snapshot, sandboxed, time and row limits.
 
 Layers, each enough on its own for the common case: only SELECT-like statements pass the check;
 the snapshot is opened read-only; external access (files, network), extension loading and
-Python-variable scans are off and the configuration is locked (lock_configuration) so a query cannot turn them back
-on; a timer interrupts queries that run too long; results stop at a row limit.
+Python-variable scans are off, and the configuration is locked so that a query cannot turn them
+back on; a timer interrupts queries that run too long; results stop at a row limit.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ DEFAULT_MEMORY_LIMIT = "2GB"
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
-SANDBOX: dict[str, str | bool] = {
+SANDBOX: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,  # no read_csv('/etc/passwd'), COPY, ATTACH of files
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -77,7 +77,7 @@ def connect_sandboxed(
         raise Refused(
             f"No snapshot yet at {snapshot}: the server writes one shortly after it starts."
         )
-    config: dict[str, str | bool] = {"memory_limit": memory_limit, **SANDBOX}
+    config = {"memory_limit": memory_limit, **SANDBOX}
     try:
         con = duckdb.connect(str(snapshot), read_only=True, config=config)
     except duckdb.Error as exc:

@@ -8,12 +8,17 @@ plus the model's delivery delay.
 from __future__ import annotations
 
 import argparse
+import itertools
+import multiprocessing
+import os
 import random
 import sys
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import duckdb
@@ -26,6 +31,8 @@ from callstatus.traffic import TrafficModel
 from callstatus.traffic_config import TrafficConfig
 
 BATCH_RECORDS = 50_000
+CHUNK_CALLS = 2_000
+PARALLEL_FROM_CALLS = 20_000
 
 
 class DatabaseBusy(Exception):
@@ -60,29 +67,28 @@ def open_database(path: Path) -> Database:
 def seed_calls(
     db: Database,
     model: TrafficModel,
-    starts: Iterable[float],
+    starts: Sequence[float],
     *,
     signature: str,
     plivo_timezone: str,
     progress: Progress | None = None,
     first_index: int = 0,
+    workers: int | None = None,
 ) -> SeedResult:
     """Store one simulated call per start time, in batches of one transaction each."""
     cur = db.cursor()
     tracker = DuplicateTracker()
     tracker.warm(cur)
-    result = SeedResult()
+    result = SeedResult(
+        calls=len(starts),
+        first=min(starts, default=None),
+        last=max(starts, default=None),
+    )
     batch: list[EventRecord] = []
     pending_calls = 0
-    for index, started_at in enumerate(starts, first_index):
-        call = model.call(index, started_at)
-        for hook in call.webhooks:
-            received_at = datetime.fromtimestamp(hook.delivered_at, UTC)
-            batch.append(make_record(hook.kind, hook.method, hook.params(), signature, received_at))
-        result.calls += 1
-        pending_calls += 1
-        result.first = started_at if result.first is None else min(result.first, started_at)
-        result.last = started_at if result.last is None else max(result.last, started_at)
+    for calls, records in _record_chunks(model, starts, signature, first_index, workers):
+        batch.extend(records)
+        pending_calls += calls
         if len(batch) >= BATCH_RECORDS:
             result.events += _write(cur, tracker, batch, plivo_timezone)
             if progress is not None:
@@ -92,6 +98,68 @@ def seed_calls(
     if progress is not None:
         progress.advance(pending_calls)
     return result
+
+
+def _records(
+    model: TrafficModel, first_index: int, starts: Sequence[float], signature: str
+) -> list[EventRecord]:
+    records = []
+    for index, started_at in enumerate(starts, first_index):
+        for hook in model.call(index, started_at).webhooks:
+            received_at = datetime.fromtimestamp(hook.delivered_at, UTC)
+            records.append(
+                make_record(hook.kind, hook.method, hook.params(), signature, received_at)
+            )
+    return records
+
+
+_Chunk = tuple[int, Sequence[float]]
+_worker_state: tuple[TrafficModel, str] | None = None
+
+
+def _init_worker(model: TrafficModel, signature: str) -> None:
+    global _worker_state
+    _worker_state = (model, signature)
+
+
+def _worker_chunk(chunk: _Chunk) -> list[EventRecord]:
+    assert _worker_state is not None
+    model, signature = _worker_state
+    return _records(model, chunk[0], chunk[1], signature)
+
+
+def _record_chunks(
+    model: TrafficModel,
+    starts: Sequence[float],
+    signature: str,
+    first_index: int,
+    workers: int | None,
+) -> Iterator[tuple[int, list[EventRecord]]]:
+    """(calls, their records) chunk by chunk, in call order. Building records is most of the
+    work, so large seeds build them in worker processes while this one inserts."""
+    chunks = [
+        (first_index + k, starts[k : k + CHUNK_CALLS]) for k in range(0, len(starts), CHUNK_CALLS)
+    ]
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1 or len(starts) < PARALLEL_FROM_CALLS:
+        for first, part in chunks:
+            yield len(part), _records(model, first, part, signature)
+        return
+    # spawn, not fork: this process has DuckDB's threads running, and a fork copies their locks.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, _init_worker, (model, signature)) as pool:
+        todo = iter(chunks)
+        # A bounded window of chunks in flight: memory stays flat however many calls.
+        window: deque[tuple[int, AsyncResult[list[EventRecord]]]] = deque()
+        for chunk in itertools.islice(todo, 2 * workers):
+            window.append((len(chunk[1]), pool.apply_async(_worker_chunk, (chunk,))))
+        while window:
+            calls, pending = window.popleft()
+            following = next(todo, None)
+            if following is not None:
+                job = pool.apply_async(_worker_chunk, (following,))
+                window.append((len(following[1]), job))
+            yield calls, pending.get()
 
 
 def _write(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         if not value:
             return None
         parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not _valid_host(parts):
             raise ValueError(
                 f"PUBLIC_BASE_URL must be an absolute http(s) URL such as "
                 f"https://calls.example.com, got {value!r}"
@@ -101,6 +101,14 @@ class Settings(BaseSettings):
                 f"refusing to listen on {host} without " + " and ".join(missing) + ". "
                 "Set them, or listen on 127.0.0.1 behind your own proxy."
             )
+
+
+def _valid_host(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number in range)
+    except ValueError:
+        return False
+    return bool(parts.hostname) and not any(char.isspace() for char in parts.netloc)
 
 
 def _is_loopback(host: str) -> bool:

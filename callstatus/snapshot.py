@@ -1,4 +1,4 @@
-"""The analysts' snapshot: a consistent read-only copy of the live database, kept fresh while serving.
+"""The analysts' snapshot: a consistent read-only copy of the live database, refreshed while served.
 
 While `callstatus serve` holds the database file no other process may open it, so the server
 copies it to `settings.snapshot_path` (ATTACH a temporary file, `COPY FROM DATABASE` in one

@@ -313,8 +313,11 @@ class _Builder:
     def _deliver(self, hooks: list[Webhook], *, out_of_order: bool) -> list[Webhook]:
         rng, config = self.rng, self.config
         delivered: list[Webhook] = []
-        for hook in hooks:
-            hook.delivered_at = hook.at + rng.uniform(0.02, 0.4)
+        previous = -math.inf
+        for hook in sorted(hooks, key=lambda h: h.at):
+            # Jitter never reorders by itself: out-of-order delivery has its own, small rate.
+            hook.delivered_at = max(hook.at + rng.uniform(0.02, 0.4), previous + 0.001)
+            previous = hook.delivered_at
             delivered.append(hook)
             if rng.random() < config.retry:
                 # Plivo retries after a read timeout: the same request, later, once.

@@ -32,19 +32,22 @@ def waiting_for_first_webhook() -> None:
 
 
 def dashboard() -> None:
+    # url_paths differ from the file names on purpose: a first request for /<file stem> would
+    # otherwise run that file alone, as a legacy `pages/` page, without this script.
     page = st.navigation(
         {
             "Call outcomes": [
-                st.Page("pages/overview.py", title="Overview", url_path="overview", default=True,
+                st.Page("pages/overview.py", title="Overview", url_path="outcomes", default=True,
                         icon=":material/monitoring:"),
-                st.Page("pages/causes.py", title="Hangup causes", url_path="causes",
+                st.Page("pages/causes.py", title="Hangup causes", url_path="hangup-causes",
                         icon=":material/call_end:"),
-                st.Page("pages/legs.py", title="A/B legs", url_path="legs",
+                st.Page("pages/legs.py", title="A/B legs", url_path="ab-legs",
                         icon=":material/call_split:"),
-                st.Page("pages/calls.py", title="Calls", url_path="calls", icon=":material/search:"),
+                st.Page("pages/calls.py", title="Calls", url_path="call",
+                        icon=":material/search:"),
             ],
             "Operations": [
-                st.Page("pages/health.py", title="Receiver health", url_path="health",
+                st.Page("pages/health.py", title="Receiver health", url_path="receiver-health",
                         icon=":material/health_and_safety:"),
                 st.Page(sql_page, title="SQL", url_path="sql", icon=":material/database:"),
             ],

@@ -37,12 +37,23 @@ KIND_COLORS = {
 }
 
 
-def outcome_scale() -> alt.Scale:
-    return alt.Scale(domain=OUTCOMES, range=list(OUTCOME_COLORS.values()))
+def outcome_scale(present: pd.Series | None = None) -> alt.Scale:
+    """The fixed outcome colours, limited to the outcomes present so legends stay short."""
+    seen = set(present.dropna()) if present is not None else set(OUTCOMES)
+    domain = [o for o in OUTCOMES if o in seen] + sorted(seen - set(OUTCOMES))
+    return alt.Scale(domain=domain, range=[OUTCOME_COLORS.get(o, "#bbbbbb") for o in domain])
 
 
-def _outcome_color(field: str = "outcome", title: str = "outcome") -> alt.Color:
-    return alt.Color(f"{field}:N", scale=outcome_scale(), sort=OUTCOMES, title=title)
+def _outcome_color(frame: pd.DataFrame, field: str = "outcome", title: str = "outcome"
+                   ) -> alt.Color:
+    return alt.Color(f"{field}:N", scale=outcome_scale(frame[field]), sort=OUTCOMES,
+                     title=title)
+
+
+def rows_height(rows: int, step: int = 28, chrome: int = 90) -> int:
+    """Height for a chart with one band per row. Streamlit fits axes and legends inside the
+    given height, so room for them (`chrome`) comes on top of the bands."""
+    return chrome + step * max(rows, 1)
 
 
 def _time_x(title: str) -> alt.X:
@@ -91,8 +102,8 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> alt.Chart:
     )
     bars = (
         alt.Chart(frame)
-        .mark_bar(color="#9aa5b1")
-        .encode(x=x, y=alt.Y("calls:Q", title="calls"),
+        .mark_bar(color="#9aa5b1", stroke="white", strokeWidth=0.5, orient="vertical")
+        .encode(x=x, x2="bucket_end:T", y=alt.Y("calls:Q", title="calls"),
                 tooltip=[alt.Tooltip("bucket:T", title="from"), "calls:Q"])
         .properties(height=90)
     )
@@ -104,17 +115,21 @@ def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> alt.
         return empty()
     return (
         alt.Chart(frame)
-        .mark_bar()
+        .mark_bar(stroke="white", strokeWidth=0.5, orient="vertical")
         .encode(
             x=_time_x(f"time ({tz})"),
+            x2="bucket_end:T",
             y=alt.Y(f"{value}:Q", title=value),
-            color=_outcome_color(),
+            color=_outcome_color(frame),
             order=alt.Order("outcome_rank:Q"),
             tooltip=[alt.Tooltip("bucket:T", title="from"), "outcome:N", f"{value}:Q"],
         )
         .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
         .properties(height=280)
     )
+
+
+MIN_CELL = 10
 
 
 def heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
@@ -128,9 +143,14 @@ def heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
         .encode(
             x=alt.X("hour:O", title="hour of day", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("weekday:N", sort=days, title=None),
-            color=alt.Color("answer_rate:Q", title=title,
-                            scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]),
-                            legend=alt.Legend(format="%")),
+            # A handful of night-time calls makes 0% or 100% by chance: grey those cells.
+            color=alt.condition(
+                f"datum.total >= {MIN_CELL}",
+                alt.Color("answer_rate:Q", title=title,
+                          scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]),
+                          legend=alt.Legend(format="%")),
+                alt.value("#eeeeee"),
+            ),
             tooltip=["weekday:N", "hour:O", alt.Tooltip("answer_rate:Q", format=".1%"),
                      "answered:Q", "total:Q"],
         )
@@ -150,12 +170,12 @@ def causes_bar(frame: pd.DataFrame, top: int = 15) -> alt.Chart:
         .encode(
             y=alt.Y("cause:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
             x=alt.X("sum(legs):Q", title="legs"),
-            color=_outcome_color(),
+            color=_outcome_color(data),
             order=alt.Order("outcome_rank:Q"),
             tooltip=["cause:N", "telephony_cause:N", "outcome:N", "legs:Q"],
         )
         .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
-        .properties(height=max(120, 26 * len(keep)))
+        .properties(height=rows_height(len(keep)))
     )
 
 
@@ -166,14 +186,14 @@ def sources_bar(frame: pd.DataFrame) -> alt.Chart:
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            y=alt.Y("source:N", sort="-x", title="hangup source", axis=alt.Axis(labelLimit=200)),
+            y=alt.Y("source:N", sort="-x", title=None, axis=alt.Axis(labelLimit=200)),
             x=alt.X("sum(legs):Q", title="legs"),
-            color=_outcome_color(),
+            color=_outcome_color(frame),
             order=alt.Order("outcome_rank:Q"),
             tooltip=["source:N", "outcome:N", "legs:Q"],
         )
         .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
-        .properties(height=max(100, 30 * frame["source"].nunique()))
+        .properties(height=rows_height(frame["source"].nunique()))
     )
 
 
@@ -182,9 +202,10 @@ def causes_over_time(frame: pd.DataFrame, tz: str) -> alt.Chart:
         return empty()
     return (
         alt.Chart(frame)
-        .mark_bar()
+        .mark_bar(stroke="white", strokeWidth=0.5, orient="vertical")
         .encode(
             x=_time_x(f"time ({tz})"),
+            x2="bucket_end:T",
             y=alt.Y("legs:Q", title="legs"),
             color=alt.Color("cause:N", title="cause", scale=alt.Scale(scheme="tableau10"),
                             legend=alt.Legend(orient="right", labelLimit=240)),
@@ -227,7 +248,7 @@ def winners_by_position(frame: pd.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("position:O", title="position in the Dial", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("legs:Q", title="B legs"),
-            color=alt.Color("outcome:N", scale=outcome_scale(), title=None,
+            color=alt.Color("outcome:N", scale=outcome_scale(data["outcome"]), title=None,
                             legend=alt.Legend(
                                 labelExpr="{'answered': 'won (answered)', 'lost-race': "
                                 "'lost the race', 'canceled': 'did not answer'}[datum.label]")),
@@ -257,7 +278,7 @@ def destination_rates(frame: pd.DataFrame) -> alt.Chart:
                     title=None, axis=alt.Axis(labelLimit=260)),
             x=alt.X("share:Q", stack="normalize", title="share of B legs",
                     axis=alt.Axis(format="%")),
-            color=alt.Color("outcome:N", scale=outcome_scale(), title=None,
+            color=alt.Color("outcome:N", scale=outcome_scale(data["outcome"]), title=None,
                             legend=alt.Legend(
                                 orient="top",
                                 labelExpr="{'answered': 'answered', 'lost-race': 'lost race',"
@@ -265,7 +286,7 @@ def destination_rates(frame: pd.DataFrame) -> alt.Chart:
             order=alt.Order("result:N"),
             tooltip=["b_leg_to:N", "result:N", "legs:Q", alt.Tooltip("share:Q", format=".1%")],
         )
-        .properties(height=max(120, 26 * frame["b_leg_to"].nunique()))
+        .properties(height=rows_height(frame["b_leg_to"].nunique(), chrome=110))
     )
 
 
@@ -274,7 +295,7 @@ def outcome_matrix(frame: pd.DataFrame) -> alt.Chart:
         return empty()
     base = alt.Chart(frame).encode(
         x=alt.X("b_outcome:N", title="B-leg outcome", sort=OUTCOMES,
-                axis=alt.Axis(labelAngle=0, orient="top")),
+                axis=alt.Axis(labelAngle=-30, orient="top", labelOverlap=False)),
         y=alt.Y("a_outcome:N", title="A-leg outcome", sort=OUTCOMES),
     )
     cells = base.mark_rect().encode(
@@ -286,7 +307,9 @@ def outcome_matrix(frame: pd.DataFrame) -> alt.Chart:
         color=alt.condition(f"datum.pairs > {frame['pairs'].max() * 0.4}",
                             alt.value("white"), alt.value("#222")),
     )
-    return (cells + labels).properties(height=max(100, 40 * frame["a_outcome"].nunique()))
+    return (cells + labels).properties(
+        height=rows_height(frame["a_outcome"].nunique(), step=44, chrome=80)
+    )
 
 
 def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
@@ -315,9 +338,10 @@ def webhooks_per_kind(frame: pd.DataFrame, tz: str) -> alt.Chart:
         return empty()
     return (
         alt.Chart(frame)
-        .mark_bar()
+        .mark_bar(stroke="white", strokeWidth=0.5, orient="vertical")
         .encode(
             x=_time_x(f"received ({tz})"),
+            x2="bucket_end:T",
             y=alt.Y("webhooks:Q", title="webhooks"),
             color=alt.Color("kind:N", scale=alt.Scale(domain=list(KIND_COLORS),
                                                       range=list(KIND_COLORS.values()))),
@@ -346,5 +370,5 @@ def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
             tooltip=["received:T", "kind:N", "event:N", "dial_action:N", "call_status:N",
                      "dial_status:N", "duplicate:N"],
         )
-        .properties(height=max(100, 34 * frame["kind"].nunique()))
+        .properties(height=rows_height(frame["kind"].nunique(), step=34, chrome=70))
     )

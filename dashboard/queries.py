@@ -64,6 +64,8 @@ scoped_legs AS (
            OR list_contains(CAST($destinations AS VARCHAR[]), l.b_leg_to))
 )"""
 BUCKET = "time_bucket(CAST($bucket AS INTERVAL), timezone($tz, t))"
+# Bars span their whole bucket, so charts get its end too.
+BUCKET_END = "bucket + CAST($bucket AS INTERVAL) AS bucket_end"
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def rates_over_time(f: Filters) -> Result:
     , l AS (SELECT {BUCKET} AS bucket,
                    count(*) FILTER (WHERE answered) / count(*) AS b_leg_answer_rate
             FROM scoped_legs GROUP BY bucket)
-    SELECT bucket, coalesce(c.calls, 0) AS calls, call_answer_rate, dial_answer_rate,
+    SELECT bucket, {BUCKET_END}, coalesce(c.calls, 0) AS calls, call_answer_rate, dial_answer_rate,
            b_leg_answer_rate
     FROM c FULL JOIN d USING (bucket) FULL JOIN l USING (bucket)
     ORDER BY bucket
@@ -197,7 +199,7 @@ def rates_over_time(f: Filters) -> Result:
 
 def outcomes_over_time(f: Filters) -> Result:
     sql = _with(SCOPED_CALLS) + f"""
-    SELECT {BUCKET} AS bucket, outcome, count(*) AS calls
+    SELECT {BUCKET} AS bucket, {BUCKET_END}, outcome, count(*) AS calls
     FROM scoped_calls GROUP BY ALL ORDER BY bucket, outcome
     """
     return run(sql, f.params())
@@ -243,7 +245,7 @@ def _leg(leg: str) -> tuple[str, str]:
     return LEG_SOURCES[leg]
 
 
-def causes(f: Filters, leg: str) -> Result:
+def causes(f: Filters, leg: str, with_answered: bool = True) -> Result:
     """Legs per Plivo cause code/name beside the telephony cause name, split by outcome."""
     cte, rel = _leg(leg)
     sql = _with(cte) + f"""
@@ -251,35 +253,37 @@ def causes(f: Filters, leg: str) -> Result:
         SELECT {CAUSE_LABEL} AS cause, hangup_cause_code AS code,
                hangup_cause_name AS plivo_name, hangup_cause AS telephony_cause, outcome,
                count(*) AS legs
-        FROM {rel} GROUP BY ALL)
+        FROM {rel} WHERE ($with_answered OR outcome <> 'answered') GROUP BY ALL)
     SELECT *, sum(legs) OVER (PARTITION BY cause) AS cause_legs
     FROM grouped ORDER BY cause_legs DESC, cause, legs DESC
     """
-    return run(sql, f.params())
+    return run(sql, {**f.params(), "with_answered": with_answered})
 
 
-def causes_by_source(f: Filters, leg: str) -> Result:
+def causes_by_source(f: Filters, leg: str, with_answered: bool = True) -> Result:
     cte, rel = _leg(leg)
     sql = _with(cte) + f"""
     SELECT coalesce(hangup_source, '(none)') AS source, outcome, count(*) AS legs
-    FROM {rel} GROUP BY ALL ORDER BY source, outcome
+    FROM {rel} WHERE ($with_answered OR outcome <> 'answered')
+    GROUP BY ALL ORDER BY source, outcome
     """
-    return run(sql, f.params())
+    return run(sql, {**f.params(), "with_answered": with_answered})
 
 
-def causes_over_time(f: Filters, leg: str, top: int = 8) -> Result:
+def causes_over_time(f: Filters, leg: str, with_answered: bool = True, top: int = 8) -> Result:
     """Legs per bucket and cause; causes beyond the `top` most frequent become 'other'."""
     cte, rel = _leg(leg)
     sql = _with(cte) + f"""
-    , labelled AS (SELECT *, {CAUSE_LABEL} AS cause FROM {rel})
+    , labelled AS (SELECT *, {CAUSE_LABEL} AS cause FROM {rel}
+                   WHERE ($with_answered OR outcome <> 'answered'))
     , ranked AS (SELECT cause, row_number() OVER (ORDER BY count(*) DESC, cause) AS rank
                  FROM labelled GROUP BY cause)
-    SELECT {BUCKET} AS bucket,
+    SELECT {BUCKET} AS bucket, {BUCKET_END},
            CASE WHEN r.rank <= $top THEN l.cause ELSE 'other' END AS cause,
            count(*) AS legs
     FROM labelled l JOIN ranked r USING (cause) GROUP BY ALL ORDER BY bucket, cause
     """
-    return run(sql, {**f.params(), "top": top})
+    return run(sql, {**f.params(), "with_answered": with_answered, "top": top})
 
 
 def cause_legs(f: Filters, leg: str, cause: str, limit: int = ROW_LIMIT) -> Result:
@@ -475,7 +479,7 @@ def webhooks_per_kind(f: Filters) -> Result:
     sql = f"""
     WITH e AS (SELECT kind, duplicate, received_at AS t FROM webhook_events
                WHERE received_at >= $start AND received_at < $end)
-    SELECT {BUCKET} AS bucket, kind, count(*) AS webhooks,
+    SELECT {BUCKET} AS bucket, {BUCKET_END}, kind, count(*) AS webhooks,
            count(*) FILTER (WHERE duplicate) AS duplicates
     FROM e GROUP BY ALL ORDER BY bucket, kind
     """

@@ -68,20 +68,23 @@ def base_url_advice(rejected: pd.DataFrame) -> str | None:
     """If refused requests were signed for another URL than the one we checked, say which
     PUBLIC_BASE_URL would have matched, from the proxy headers Plivo's request carried."""
     for row in rejected.itertuples():
-        if "signature" not in str(row.reason):
-            continue
+        if row.reason == "missing_signature":
+            return (
+                "Requests arrived **without** Plivo signature headers: they are not from Plivo, "
+                "or a proxy in front of callstatus strips the `X-Plivo-Signature-*` headers."
+            )
         host = row.forwarded_host or row.host_header
         proto = row.forwarded_proto or ("https" if str(row.checked_base).startswith("https")
                                         else "http")
         seen = f"{proto}://{host.split(',')[0].strip()}" if host else None
         if seen and seen != row.checked_base:
             return (
-                f"Signatures were checked against **{row.checked_base}**, but the requests "
-                f"reached us as **{seen}**. Set `PUBLIC_BASE_URL={seen}` (the URL configured "
+                f"Signatures were checked against `{row.checked_base}`, but the requests "
+                f"reached us as `{seen}`. Set `PUBLIC_BASE_URL={seen}` (the URL configured "
                 "in Plivo) and restart `callstatus serve`."
             )
         return (
-            f"Signatures were checked against **{row.checked_base}**. If that is not the "
+            f"Signatures were checked against `{row.checked_base}`. If that is not the "
             "address configured in your Plivo application, set `PUBLIC_BASE_URL` to it; if "
             "it is, check that `PLIVO_AUTH_TOKEN` holds this account's (and sub-account's) "
             "auth token."

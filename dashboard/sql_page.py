@@ -1,4 +1,4 @@
-"""The SQL page: read-only queries over the analysts' snapshot, with the schema beside the editor."""
+"""The SQL page: read-only queries over the analysts' snapshot, the schema beside the editor."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def _schema_list(path: Path) -> None:
         return
     for name, columns in relations.items():
         with st.expander(name):
-            st.markdown("\n".join(f"- `{column}` {data_type.lower()}" for column, data_type in columns))
+            st.markdown(
+                "\n".join(f"- `{column}` {data_type.lower()}" for column, data_type in columns)
+            )
 
 
 def _run(path: Path, sql: str) -> None:
@@ -72,12 +74,18 @@ def _show_result() -> None:
     st.dataframe(result.table, hide_index=True)
     csv_col, parquet_col = st.columns(2)
     csv_col.download_button(
-        "Download CSV", safe_sql.to_csv_bytes(result.table), "query.csv", "text/csv",
+        "Download CSV",
+        safe_sql.to_csv_bytes(result.table),
+        "query.csv",
+        "text/csv",
         on_click="ignore",
     )
     parquet_col.download_button(
-        "Download Parquet", safe_sql.to_parquet_bytes(result.table), "query.parquet",
-        "application/vnd.apache.parquet", on_click="ignore",
+        "Download Parquet",
+        safe_sql.to_parquet_bytes(result.table),
+        "query.parquet",
+        "application/vnd.apache.parquet",
+        on_click="ignore",
     )
 
 

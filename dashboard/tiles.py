@@ -89,10 +89,11 @@ def delta(tile: Tile, now: Any, before: Any) -> str | None:
 MIN_CALLS_TO_COMPARE = 20
 
 
-def render(now: pd.Series, before: pd.Series, lead: str) -> None:
-    """Two rows of four tiles, the lead figure first."""
+def render(now: pd.Series, before: pd.Series, lead: str, covered: bool = True) -> None:
+    """Two rows of four tiles, the lead figure first. `covered` says whether the data reaches
+    back over the whole previous range; if not, a change would compare against a part."""
     keys = order(lead)
-    comparable = int(before["calls"]) >= MIN_CALLS_TO_COMPARE
+    comparable = covered and int(before["calls"]) >= MIN_CALLS_TO_COMPARE
     for row in (keys[:4], keys[4:]):
         for column, key in zip(st.columns(4), row, strict=True):
             tile = TILES[key]
@@ -105,4 +106,5 @@ def render(now: pd.Series, before: pd.Series, lead: str) -> None:
                 border=True,
             )
     if not comparable:
-        st.caption(f"No change shown: the previous range holds {int(before['calls'])} calls.")
+        st.caption("No change shown: the data does not cover the previous range of the same "
+                   f"length ({int(before['calls'])} calls in it).")

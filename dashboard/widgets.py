@@ -24,8 +24,8 @@ def table(result: Result, name: str, **kwargs: Any) -> Any:
 
 
 def provenance(result: Result, name: str) -> None:
-    left, right = st.columns([1, 5], vertical_alignment="top")
-    left.download_button(
+    row = st.container(horizontal=True, vertical_alignment="top", gap="small")
+    row.download_button(
         "CSV",
         result.frame.to_csv(index=False),
         file_name=f"callstatus-{name}.csv",
@@ -35,7 +35,7 @@ def provenance(result: Result, name: str) -> None:
         on_click="ignore",
         help=f"The {len(result.frame)} rows behind this, as CSV",
     )
-    with right.expander("Show SQL"):
+    with row.expander("Show SQL", width="stretch"):
         st.code(result.sql, language="sql")
         st.caption("Bound parameters")
         st.json({key: str(value) for key, value in result.params.items()}, expanded=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from callstatus.events import Params
 from receiver.errors import RequestRefused
@@ -27,11 +27,17 @@ async def read_body(request: Request) -> bytes:
             raise _too_large()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _too_large()
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _too_large()
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to read the reply; refusing keeps it out of the 500s and the logs.
+        raise RequestRefused(
+            400, "client_disconnected", "the client went away before the body ended"
+        ) from None
     return b"".join(chunks)
 
 

@@ -49,11 +49,12 @@ class Writer:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        # Replay first: the duplicate tracker and last_event_at must know the spooled webhooks.
+        self._replay_spool()
         cur = self.database.cursor()
         self.duplicates.warm(cur)
         row = cur.execute("SELECT max(received_at) FROM webhook_events").fetchone()
         self.last_event_at = row[0] if row else None
-        self._replay_spool()
         self._thread.start()
 
     def stop(self) -> None:

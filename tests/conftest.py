@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -21,9 +22,9 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
-def make_settings(tmp_path: Path, **values: object) -> Settings:
+def make_settings(tmp_path: Path, **values: Any) -> Settings:
     """Settings built from explicit values only (the environment and .env are ignored)."""
-    base: dict[str, object] = {"CALLSTATUS_DB": tmp_path / "callstatus.duckdb"}
+    base: dict[str, Any] = {"CALLSTATUS_DB": tmp_path / "callstatus.duckdb"}
     base.update(values)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]
 
@@ -36,7 +37,7 @@ def receiver_client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 @contextmanager
-def app_client(tmp_path: Path, **values: object) -> Iterator[TestClient]:
+def app_client(tmp_path: Path, **values: Any) -> Iterator[TestClient]:
     """The whole app in-process with the given settings, lifespan run (the writer started)."""
     from receiver.app import build_app
 

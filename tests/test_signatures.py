@@ -46,7 +46,12 @@ VECTORS: list[tuple[str, str, Body, str]] = [
     ("POST", f"{URL}?blank=", {"A": ["1"]}, f"{URL}?blank=.A1"),
     ("POST", URL, {"b": ["1"], "B": ["2"]}, f"{URL}?B2b1"),
     # scheme, host, port and path are signed as called; a fragment never is
-    ("POST", "http://127.0.0.1:8080/plivo/ring", {"A": ["1"]}, "http://127.0.0.1:8080/plivo/ring?A1"),
+    (
+        "POST",
+        "http://127.0.0.1:8080/plivo/ring",
+        {"A": ["1"]},
+        "http://127.0.0.1:8080/plivo/ring?A1",
+    ),
     ("POST", f"{URL}?t=1#ct=2000&rt=3000", {"A": ["1"]}, f"{URL}?t=1.A1"),
 ]
 
@@ -70,9 +75,11 @@ SDK_CASES = [
 @pytest.mark.parametrize(("method", "url", "body"), SDK_CASES)
 def test_agrees_with_the_plivo_sdk(method: str, url: str, body: Body) -> None:
     ours = sign(method, url, body, NONCE, TOKEN)
-    assert plivo.utils.validate_v3_signature(
-        method, url, NONCE, TOKEN, ours, _sdk_params(body)
-    ), (method, url, body)
+    assert plivo.utils.validate_v3_signature(method, url, NONCE, TOKEN, ours, _sdk_params(body)), (
+        method,
+        url,
+        body,
+    )
     assert not plivo.utils.validate_v3_signature(
         method, url, NONCE, "another-token", ours, _sdk_params(body)
     )
@@ -134,44 +141,132 @@ def test_lowercase_header_names_are_found() -> None:
 @pytest.mark.parametrize(
     ("method", "url", "body", "headers", "tokens", "reason"),
     [
-        pytest.param("POST", URL, BODY, _headers(GOOD, nonce=None), [TOKEN], "missing_signature",
-                     id="no-nonce"),
-        pytest.param("POST", URL, BODY, _headers(GOOD, nonce=""), [TOKEN], "missing_signature",
-                     id="empty-nonce"),
+        pytest.param(
+            "POST",
+            URL,
+            BODY,
+            _headers(GOOD, nonce=None),
+            [TOKEN],
+            "missing_signature",
+            id="no-nonce",
+        ),
+        pytest.param(
+            "POST",
+            URL,
+            BODY,
+            _headers(GOOD, nonce=""),
+            [TOKEN],
+            "missing_signature",
+            id="empty-nonce",
+        ),
         pytest.param("POST", URL, BODY, _headers(), [TOKEN], "missing_signature", id="no-header"),
-        pytest.param("POST", URL, BODY, _headers(" , "), [TOKEN], "missing_signature",
-                     id="blank-header"),
-        pytest.param("POST", URL, {"CallUUID": ["abc"], "Duration": ["43"]}, _headers(GOOD),
-                     [TOKEN], "bad_signature", id="tampered-param"),
-        pytest.param("POST", URL, {**BODY, "Extra": ["1"]}, _headers(GOOD), [TOKEN],
-                     "bad_signature", id="added-param"),
-        pytest.param("POST", URL, {"CallUUID": ["abc"]}, _headers(GOOD), [TOKEN],
-                     "bad_signature", id="removed-param"),
-        pytest.param("POST", URL.replace("hooks.", "evil."), BODY, _headers(GOOD), [TOKEN],
-                     "bad_signature", id="wrong-host"),
-        pytest.param("POST", URL.replace("https", "http"), BODY, _headers(GOOD), [TOKEN],
-                     "bad_signature", id="wrong-scheme"),
-        pytest.param("POST", URL.replace("hangup", "ring"), BODY, _headers(GOOD), [TOKEN],
-                     "bad_signature", id="wrong-path"),
-        pytest.param("POST", URL + "?x=1", BODY, _headers(GOOD), [TOKEN], "bad_signature",
-                     id="added-query"),
-        pytest.param("GET", URL, BODY, _headers(GOOD), [TOKEN], "bad_signature",
-                     id="wrong-method"),
-        pytest.param("POST", URL, BODY, _headers(GOOD, nonce="1"), [TOKEN], "bad_signature",
-                     id="wrong-nonce"),
-        pytest.param("POST", URL, BODY, _headers(GOOD), ["not-it", "nor-this"], "bad_signature",
-                     id="wrong-tokens"),
-        pytest.param("POST", URL, BODY, _headers(OTHER, ma_v3=OTHER), [TOKEN], "bad_signature",
-                     id="both-headers-wrong"),
-        pytest.param("POST", URL, BODY, _headers(GOOD[:-2]), [TOKEN], "bad_signature",
-                     id="truncated"),
-        pytest.param("POST", URL, BODY, _headers(GOOD.lower()), [TOKEN], "bad_signature",
-                     id="case-changed"),
+        pytest.param(
+            "POST", URL, BODY, _headers(" , "), [TOKEN], "missing_signature", id="blank-header"
+        ),
+        pytest.param(
+            "POST",
+            URL,
+            {"CallUUID": ["abc"], "Duration": ["43"]},
+            _headers(GOOD),
+            [TOKEN],
+            "bad_signature",
+            id="tampered-param",
+        ),
+        pytest.param(
+            "POST",
+            URL,
+            {**BODY, "Extra": ["1"]},
+            _headers(GOOD),
+            [TOKEN],
+            "bad_signature",
+            id="added-param",
+        ),
+        pytest.param(
+            "POST",
+            URL,
+            {"CallUUID": ["abc"]},
+            _headers(GOOD),
+            [TOKEN],
+            "bad_signature",
+            id="removed-param",
+        ),
+        pytest.param(
+            "POST",
+            URL.replace("hooks.", "evil."),
+            BODY,
+            _headers(GOOD),
+            [TOKEN],
+            "bad_signature",
+            id="wrong-host",
+        ),
+        pytest.param(
+            "POST",
+            URL.replace("https", "http"),
+            BODY,
+            _headers(GOOD),
+            [TOKEN],
+            "bad_signature",
+            id="wrong-scheme",
+        ),
+        pytest.param(
+            "POST",
+            URL.replace("hangup", "ring"),
+            BODY,
+            _headers(GOOD),
+            [TOKEN],
+            "bad_signature",
+            id="wrong-path",
+        ),
+        pytest.param(
+            "POST", URL + "?x=1", BODY, _headers(GOOD), [TOKEN], "bad_signature", id="added-query"
+        ),
+        pytest.param("GET", URL, BODY, _headers(GOOD), [TOKEN], "bad_signature", id="wrong-method"),
+        pytest.param(
+            "POST", URL, BODY, _headers(GOOD, nonce="1"), [TOKEN], "bad_signature", id="wrong-nonce"
+        ),
+        pytest.param(
+            "POST",
+            URL,
+            BODY,
+            _headers(GOOD),
+            ["not-it", "nor-this"],
+            "bad_signature",
+            id="wrong-tokens",
+        ),
+        pytest.param(
+            "POST",
+            URL,
+            BODY,
+            _headers(OTHER, ma_v3=OTHER),
+            [TOKEN],
+            "bad_signature",
+            id="both-headers-wrong",
+        ),
+        pytest.param(
+            "POST", URL, BODY, _headers(GOOD[:-2]), [TOKEN], "bad_signature", id="truncated"
+        ),
+        pytest.param(
+            "POST", URL, BODY, _headers(GOOD.lower()), [TOKEN], "bad_signature", id="case-changed"
+        ),
         # Header values are latin-1 text: a non-ASCII byte must be a refusal, not a crash.
-        pytest.param("POST", URL, BODY, _headers("ÿ" + GOOD[1:]), [TOKEN], "bad_signature",
-                     id="non-ascii-signature"),
-        pytest.param("POST", URL, BODY, _headers(GOOD, nonce="nöñce"), [TOKEN], "bad_signature",
-                     id="non-ascii-nonce"),
+        pytest.param(
+            "POST",
+            URL,
+            BODY,
+            _headers("ÿ" + GOOD[1:]),
+            [TOKEN],
+            "bad_signature",
+            id="non-ascii-signature",
+        ),
+        pytest.param(
+            "POST",
+            URL,
+            BODY,
+            _headers(GOOD, nonce="nöñce"),
+            [TOKEN],
+            "bad_signature",
+            id="non-ascii-nonce",
+        ),
     ],
 )
 def test_invalid_signatures_are_refused(

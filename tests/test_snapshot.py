@@ -150,10 +150,17 @@ def test_reader_of_the_old_file_keeps_reading_after_replace(db: Database, tmp_pa
     finally:
         reader.close()
     fresh = subprocess.run(
-        [sys.executable, "-c", "import duckdb, sys; print(duckdb.connect(sys.argv[1], "
-         "read_only=True).execute('SELECT count(*) FROM webhook_events').fetchone()[0])",
-         str(target)],
-        capture_output=True, text=True, timeout=30, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; print(duckdb.connect(sys.argv[1], "
+            "read_only=True).execute('SELECT count(*) FROM webhook_events').fetchone()[0])",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     assert fresh.stdout.strip() == "7"
 
@@ -178,9 +185,10 @@ def snapshot_rows(path: Path) -> int:
 def test_server_keeps_a_snapshot_others_can_read(tmp_path: Path) -> None:
     db = tmp_path / "callstatus.duckdb"
     snapshot = tmp_path / "callstatus-snapshot.duckdb"
-    with running_server(db, {"CALLSTATUS_SNAPSHOT_INTERVAL": "1"}) as server, httpx.Client(
-        base_url=server.url, timeout=10
-    ) as client:
+    with (
+        running_server(db, {"CALLSTATUS_SNAPSHOT_INTERVAL": "1"}) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
         sent = 0
 
         def send(n: int) -> None:

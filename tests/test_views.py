@@ -272,6 +272,16 @@ def test_exact_repeats_change_nothing(db: Database, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_repeats_not_flagged_as_duplicates_count_once(db: Database, name: str) -> None:
+    """A retry the duplicate tracker no longer remembers still adds no row and no leg."""
+    events = load_sample(name)
+    store(db, events)
+    recorded = snapshot(db, ALL_COLUMNS)
+    store(db, events, start=T0 + timedelta(hours=1))  # a fresh tracker: nothing flagged
+    assert snapshot(db, ALL_COLUMNS) == recorded
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_views_read_webhook_events_once(db: Database, name: str) -> None:
     store(db, load_sample(name))
     for view in ("calls", "dials", "dial_legs"):

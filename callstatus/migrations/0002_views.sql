@@ -76,8 +76,8 @@ CREATE MACRO leg_outcome(final, machine, code, grp, answered, cause, status) AS
     CASE
         WHEN NOT coalesce(final, false) THEN 'in-progress'
         WHEN coalesce(machine, false) OR code = 9100 THEN 'machine'
-        WHEN coalesce(answered, false) THEN 'answered'
         WHEN code = 9000 THEN 'lost-race'
+        WHEN coalesce(answered, false) THEN 'answered'
         WHEN grp = 'normal' THEN 'canceled'
         WHEN grp IS NOT NULL THEN grp
         ELSE CASE
@@ -108,28 +108,38 @@ CREATE MACRO call_status_rank(status) AS
     END;
 
 -- One row per call leg seen on answer/fallback/hangup/ring/machine_detection.
--- Hangup fields all come from one hangup event; should a leg have several distinct ones, the
--- one with the latest EndTime (then the parameter fingerprint) wins, whatever the arrival order.
+-- Hangup fields all come from one hangup event: arg_max_null over the same key for every column
+-- (NULLs included) so that, should a leg have several distinct hangups, all fields come from the
+-- one with the greatest parameter fingerprint, whatever the arrival order. (Per-column arg_max is
+-- four times faster than one arg_max over a struct.)
 CREATE VIEW calls AS
 WITH legs AS (
     SELECT
         call_uuid,
-        arg_max(
-            {
-                'direction': direction, 'from_number': from_number, 'to_number': to_number,
-                'call_status': call_status, 'start_time': start_time, 'end_time': end_time,
-                'answer_time': answer_time, 'received_at': received_at, 'duration': duration,
-                'bill_duration': bill_duration, 'hangup_cause': hangup_cause,
-                'code': hangup_cause_code, 'name': hangup_cause_name, 'source': hangup_source
-            },
-            {'end': coalesce(end_time, TIMESTAMPTZ '-infinity'), 'hash': params_hash}
-        ) FILTER (WHERE kind = 'hangup') AS h,
-        max(direction) AS direction,
-        max(from_number) AS from_number,
-        max(to_number) AS to_number,
-        max({'rank': call_status_rank(call_status), 'status': call_status}).status AS call_status,
+        bool_or(kind = 'hangup') AS final,
+        arg_max_null(direction, params_hash) FILTER (WHERE kind = 'hangup') AS h_direction,
+        arg_max_null(from_number, params_hash) FILTER (WHERE kind = 'hangup') AS h_from_number,
+        arg_max_null(to_number, params_hash) FILTER (WHERE kind = 'hangup') AS h_to_number,
+        arg_max_null(call_status, params_hash) FILTER (WHERE kind = 'hangup') AS h_call_status,
+        arg_max_null(start_time, params_hash) FILTER (WHERE kind = 'hangup') AS h_start_time,
+        arg_max_null(answer_time, params_hash) FILTER (WHERE kind = 'hangup') AS h_answer_time,
+        arg_max_null(end_time, params_hash) FILTER (WHERE kind = 'hangup') AS h_end_time,
+        arg_max_null(received_at, params_hash) FILTER (WHERE kind = 'hangup') AS h_received_at,
+        arg_max_null(duration, params_hash) FILTER (WHERE kind = 'hangup') AS duration_s,
+        arg_max_null(bill_duration, params_hash) FILTER (WHERE kind = 'hangup') AS bill_duration_s,
+        arg_max_null(hangup_cause, params_hash) FILTER (WHERE kind = 'hangup') AS hangup_cause,
+        arg_max_null(hangup_cause_code, params_hash) FILTER (WHERE kind = 'hangup')
+            AS hangup_cause_code,
+        arg_max_null(hangup_cause_name, params_hash) FILTER (WHERE kind = 'hangup')
+            AS hangup_cause_name,
+        arg_max_null(hangup_source, params_hash) FILTER (WHERE kind = 'hangup') AS hangup_source,
+        max(direction) AS any_direction,
+        max(from_number) AS any_from_number,
+        max(to_number) AS any_to_number,
+        max(answer_time) AS any_answer_time,
+        max({'rank': call_status_rank(call_status), 'status': call_status}).status
+            AS live_call_status,
         min(received_at) AS first_received_at,
-        max(answer_time) AS answer_time,
         coalesce(bool_or(answer_time IS NOT NULL OR bill_duration > 0), false) AS answered,
         coalesce(bool_or(kind = 'machine_detection' AND machine), false) AS machine_detected
     FROM webhook_events
@@ -140,41 +150,45 @@ WITH legs AS (
 )
 SELECT
     l.call_uuid,
-    coalesce(l.h.direction, l.direction) AS direction,
-    coalesce(l.h.from_number, l.from_number) AS from_number,
-    coalesce(l.h.to_number, l.to_number) AS to_number,
-    coalesce(l.h.start_time, l.first_received_at) AS started_at,
-    coalesce(l.h.answer_time, l.answer_time) AS answered_at,
+    coalesce(l.h_direction, l.any_direction) AS direction,
+    coalesce(l.h_from_number, l.any_from_number) AS from_number,
+    coalesce(l.h_to_number, l.any_to_number) AS to_number,
+    coalesce(l.h_start_time, l.first_received_at) AS started_at,
+    coalesce(l.h_answer_time, l.any_answer_time) AS answered_at,
     -- A hangup without EndTime still ended the call: its arrival is the best end we know.
-    coalesce(l.h.end_time, l.h.received_at) AS ended_at,
-    l.h.duration AS duration_s,
-    l.h.bill_duration AS bill_duration_s,
-    coalesce(l.h.call_status, l.call_status) AS call_status,
-    l.h.hangup_cause AS hangup_cause,
-    l.h.code AS hangup_cause_code,
-    l.h.name AS hangup_cause_name,
-    l.h.source AS hangup_source,
+    CASE WHEN l.final THEN coalesce(l.h_end_time, l.h_received_at) END AS ended_at,
+    l.duration_s,
+    l.bill_duration_s,
+    coalesce(l.h_call_status, l.live_call_status) AS call_status,
+    l.hangup_cause,
+    l.hangup_cause_code,
+    l.hangup_cause_name,
+    l.hangup_source,
     l.answered,
     leg_outcome(
-        l.h IS NOT NULL, l.machine_detected, l.h.code, g.grp, l.answered, l.h.hangup_cause,
-        coalesce(l.h.call_status, l.call_status)
+        l.final, l.machine_detected, l.hangup_cause_code, g.grp, l.answered, l.hangup_cause,
+        coalesce(l.h_call_status, l.live_call_status)
     ) AS outcome
 FROM legs l
-LEFT JOIN hangup_cause_groups g ON g.code = l.h.code;
+LEFT JOIN hangup_cause_groups g ON g.code = l.hangup_cause_code;
 
--- One row per Dial action (the Dial element ended). event_id links back to webhook_events.
+-- One row per Dial action (the Dial element ended). Grouping on the parameter fingerprint keeps a
+-- repeat that escaped duplicate marking (a retry older than the tracker's memory) to one row, at
+-- its first arrival. event_id links back to webhook_events.
 CREATE VIEW dials AS
 SELECT
-    coalesce(dial_a_leg_uuid, call_uuid) AS a_leg_uuid,
-    dial_b_leg_uuid AS b_leg_uuid,
-    dial_status,
-    dial_ring_status,
-    dial_hangup_cause,
-    received_at,
-    call_uuid,
-    event_id
+    coalesce(any_value(dial_a_leg_uuid), any_value(call_uuid)) AS a_leg_uuid,
+    any_value(dial_b_leg_uuid) AS b_leg_uuid,
+    any_value(dial_status) AS dial_status,
+    any_value(dial_ring_status) AS dial_ring_status,
+    any_value(dial_hangup_cause) AS dial_hangup_cause,
+    min(received_at) AS received_at,
+    any_value(call_uuid) AS call_uuid,
+    arg_min(event_id, received_at) AS event_id
 FROM webhook_events
-WHERE kind = 'dial_action' AND NOT duplicate;
+WHERE kind = 'dial_action' AND NOT duplicate
+-- Same fingerprint, same parameters: every any_value above sees one value.
+GROUP BY params_hash;
 
 -- One row per B leg seen on Dial callbacks. A B leg UUID is unique on its own, so legs are
 -- grouped by it: a callback lacking DialALegUUID still lands on the right leg.
@@ -193,17 +207,23 @@ legs AS (
         max(dial_b_leg_to) AS b_leg_to,
         max(dial_b_leg_from) AS b_leg_from,
         min(dial_b_leg_position) AS position,
+        bool_or(action = 'hangup') AS final,
         coalesce(bool_or(action = 'answer' OR dial_b_leg_bill_duration > 0), false) AS answered,
         min(received_at) FILTER (WHERE action = 'answer') AS answered_at,
         min(received_at) FILTER (WHERE action = 'hangup') AS ended_at,
-        arg_max(
-            {
-                'duration': dial_b_leg_duration, 'bill_duration': dial_b_leg_bill_duration,
-                'cause': dial_b_leg_hangup_cause, 'code': dial_b_leg_hangup_cause_code,
-                'name': dial_b_leg_hangup_cause_name, 'source': dial_b_leg_hangup_source
-            },
-            params_hash
-        ) FILTER (WHERE action = 'hangup') AS h
+        -- The same key for every column: all hangup fields come from one callback.
+        arg_max_null(dial_b_leg_duration, params_hash) FILTER (WHERE action = 'hangup')
+            AS duration_s,
+        arg_max_null(dial_b_leg_bill_duration, params_hash) FILTER (WHERE action = 'hangup')
+            AS bill_duration_s,
+        arg_max_null(dial_b_leg_hangup_cause, params_hash) FILTER (WHERE action = 'hangup')
+            AS hangup_cause,
+        arg_max_null(dial_b_leg_hangup_cause_code, params_hash) FILTER (WHERE action = 'hangup')
+            AS hangup_cause_code,
+        arg_max_null(dial_b_leg_hangup_cause_name, params_hash) FILTER (WHERE action = 'hangup')
+            AS hangup_cause_name,
+        arg_max_null(dial_b_leg_hangup_source, params_hash) FILTER (WHERE action = 'hangup')
+            AS hangup_source
     FROM callbacks
     GROUP BY dial_b_leg_uuid
 )
@@ -216,13 +236,15 @@ SELECT
     l.answered,
     l.answered_at,
     l.ended_at,
-    l.h.duration AS duration_s,
-    l.h.code AS hangup_cause_code,
-    l.h.name AS hangup_cause_name,
-    l.h.source AS hangup_source,
+    l.duration_s,
+    l.hangup_cause_code,
+    l.hangup_cause_name,
+    l.hangup_source,
     -- B legs carry no CallStatus of their own (CallStatus on a callback is the A leg's).
-    leg_outcome(l.h IS NOT NULL, false, l.h.code, g.grp, l.answered, l.h.cause, NULL) AS outcome,
-    l.h.bill_duration AS bill_duration_s,
-    l.h.cause AS hangup_cause
+    leg_outcome(
+        l.final, false, l.hangup_cause_code, g.grp, l.answered, l.hangup_cause, NULL
+    ) AS outcome,
+    l.bill_duration_s,
+    l.hangup_cause
 FROM legs l
-LEFT JOIN hangup_cause_groups g ON g.code = l.h.code;
+LEFT JOIN hangup_cause_groups g ON g.code = l.hangup_cause_code;

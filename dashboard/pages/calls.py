@@ -15,19 +15,16 @@ def render() -> None:
     text = st.text_input("Search", key="q", bind="query-params",
                          placeholder="call UUID (or its start), B-leg UUID, or a phone number")
     found = queries.search_calls(text, f.tz)
-    st.caption(f"{len(found.frame)} most recent matching calls (all time)")
+    st.caption(f"{len(found.frame)} most recent matching calls (all time); select one to "
+               "see it below, else the newest is shown.")
     picked = widgets.table(found, "search", on_select="rerun", selection_mode="single-row",
                            key="found", height=250)
     rows = picked.selection.rows if picked else []
-    call = None
-    if rows:
-        call = found.frame["call_uuid"].iloc[rows[0]]
-    elif text.strip() and len(found.frame) == 1:
-        call = found.frame["call_uuid"].iloc[0]
-    if call is None:
-        st.info("Select a row to see that call's timeline, B legs and outcome.")
+    if found.frame.empty:
+        st.info("No call matches.")
         return
-    _call(str(call), f.tz)
+    # Without a selection, the newest match: a pasted UUID shows its call at once.
+    _call(str(found.frame["call_uuid"].iloc[rows[0] if rows else 0]), f.tz)
 
 
 def _call(call_uuid: str, tz: str) -> None:
@@ -37,12 +34,14 @@ def _call(call_uuid: str, tz: str) -> None:
         st.warning("No call-leg webhooks for this UUID (only Dial events, perhaps).")
     else:
         row = summary.frame.iloc[0]
-        cols = st.columns(4)
+        cols = st.columns(3)
         cols[0].metric("Outcome", str(row["outcome"]), border=True)
         cols[1].metric("Direction", str(row["direction"]), border=True)
         cols[2].metric("Duration", "—" if row.isna()["duration_s"]
                        else f"{int(row['duration_s'])} s", border=True)
-        cols[3].metric("Cause", str(row["hangup_cause_name"] or "—"), border=True)
+        st.markdown(f"**Hangup cause:** {row['hangup_cause_code']} "
+                    f"{row['hangup_cause_name']} · {row['hangup_cause']} · "
+                    f"source {row['hangup_source']}")
         widgets.table(summary, "call")
 
     st.subheader("B legs")

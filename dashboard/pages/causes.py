@@ -20,17 +20,20 @@ def render() -> None:
 
 
 def _leg_section(f: Filters, leg: str) -> None:
-    found = queries.causes(f, leg)
+    # Answered legs dwarf every other cause; managers come here for the rest.
+    everything = st.toggle("Include answered legs", key=f"answered-{leg}",
+                           help="Answered legs end with a normal hangup (4000) mostly.")
+    found = queries.causes(f, leg, everything)
     left, right = st.columns([3, 2])
     with left:
         st.subheader("By Plivo cause")
         widgets.chart(found, charts.causes_bar(found.frame), f"causes-{leg}")
     with right:
         st.subheader("By hangup source")
-        sources = queries.causes_by_source(f, leg)
+        sources = queries.causes_by_source(f, leg, everything)
         widgets.chart(sources, charts.sources_bar(sources.frame), f"sources-{leg}")
     st.subheader("Over time")
-    over_time = queries.causes_over_time(f, leg)
+    over_time = queries.causes_over_time(f, leg, everything)
     widgets.chart(over_time, charts.causes_over_time(over_time.frame, f.tz), f"causes-time-{leg}")
 
     st.subheader("Plivo's names beside the telephony cause names")

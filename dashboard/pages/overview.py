@@ -16,7 +16,9 @@ def render() -> None:
     now, before = queries.kpis(f), queries.kpis(f.previous())
     row = now.frame.iloc[0]
     lead = tiles.lead_metric(f.direction, row)
-    tiles.render(row, before.frame.iloc[0], lead)
+    span = queries.data_span()
+    covered = span is not None and span[0] <= f.previous().start
+    tiles.render(row, before.frame.iloc[0], lead, covered)
     st.caption(
         f"Leading with the **{RATE_NAMES[lead]}**: "
         + ("inbound calls are answered by our own XML, so what counts is whether an agent "

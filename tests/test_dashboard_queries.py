@@ -1,0 +1,196 @@
+"""Dashboard queries on a hand-built sample: each figure checked against the sample itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from callstatus import settings as settings_module
+from callstatus.db import Database
+from callstatus.events import Params
+from dashboard import queries
+from dashboard.filters import Filters
+from tests.factories import T0, store
+
+START, END = T0 - timedelta(hours=1), T0 + timedelta(hours=2)
+
+
+def _hangup(uuid: str, direction: str, code: int, name: str, cause: str, duration: int,
+            answered: bool, source: str = "Caller") -> tuple[str, Params]:
+    ours, them = "+14155550100", "+15550001" + uuid[-3:]
+    return "hangup", {
+        "CallUUID": uuid, "Direction": direction,
+        "From": them if direction == "inbound" else ours,
+        "To": ours if direction == "inbound" else them,
+        "CallStatus": "completed", "HangupCauseCode": str(code), "HangupCauseName": name,
+        "HangupCause": cause, "HangupSource": source, "StartTime": "2026-11-02 09:00:00",
+        "AnswerTime": "2026-11-02 09:00:01" if answered else "", "EndTime": "2026-11-02 09:05:00",
+        "Duration": str(duration), "BillDuration": str(duration if answered else 0),
+    }
+
+
+def _b_leg(a: str, b: str, to: str, position: int, code: int, name: str,
+           answered: bool) -> list[tuple[str, Params]]:
+    base = {"CallUUID": a, "DialALegUUID": a, "DialBLegUUID": b, "DialBLegTo": to,
+            "DialBLegFrom": "+14155550100", "DialBLegPosition": str(position)}
+    events: list[tuple[str, Params]] = []
+    if answered:
+        events.append(("dial_callback", {**base, "DialAction": "answer"}))
+    events.append(("dial_callback", {
+        **base, "DialAction": "hangup", "DialBLegHangupCauseCode": str(code),
+        "DialBLegHangupCauseName": name, "DialBLegDuration": "30" if answered else "0",
+        "DialBLegBillDuration": "30" if answered else "0",
+    }))
+    return events
+
+
+def _dial(a: str, status: str, b: str = "") -> tuple[str, Params]:
+    return "dial_action", {"CallUUID": a, "DialALegUUID": a, "DialBLegUUID": b,
+                           "DialStatus": status, "DialRingStatus": "true"}
+
+
+def sample_events() -> list[tuple[str, Params]]:
+    """3 inbound calls that dial 5 B legs, 4 outbound calls, and one retried webhook."""
+    events: list[tuple[str, Params]] = []
+    # in1: two agents ring, the first answers, the second loses the race.
+    events += _b_leg("in-001", "b-1", "+1700", 1, 4000, "Normal Hangup", True)
+    events += _b_leg("in-001", "b-2", "+1701", 2, 9000, "Lost Race", False)
+    events += [_dial("in-001", "completed", "b-1"),
+               _hangup("in-001", "inbound", 4000, "Normal Hangup", "NORMAL_CLEARING", 60, True)]
+    # in2: one agent, no answer.
+    events += _b_leg("in-002", "b-3", "+1700", 1, 3000, "No Answer", False)
+    events += [_dial("in-002", "no-answer"),
+               _hangup("in-002", "inbound", 4010, "End Of XML Instructions",
+                       "NORMAL_CLEARING", 20, True, "Plivo")]
+    # in3: the caller gives up while two agents ring.
+    events += _b_leg("in-003", "b-4", "+1700", 1, 1000, "Canceled", False)
+    events += _b_leg("in-003", "b-5", "+1701", 2, 1000, "Canceled", False)
+    events += [_dial("in-003", "cancel"),
+               _hangup("in-003", "inbound", 1000, "Canceled", "ORIGINATOR_CANCEL", 15, True)]
+    answered = _hangup("out-001", "outbound", 4000, "Normal Hangup", "NORMAL_CLEARING", 100, True)
+    events += [
+        answered,
+        answered,  # Plivo retried: a duplicate, counted once
+        _hangup("out-002", "outbound", 3010, "Busy Line", "USER_BUSY", 0, False, "Carrier"),
+        _hangup("out-003", "outbound", 5010, "Internal Error", "NORMAL_TEMPORARY_FAILURE", 0,
+                False, "Plivo"),
+        _hangup("out-004", "outbound", 3000, "No Answer", "NO_ANSWER", 0, False, "Carrier"),
+    ]
+    return events
+
+
+@pytest.fixture
+def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "sample.duckdb"
+    database = Database(path)
+    store(database, sample_events())
+    database.close()
+    monkeypatch.setenv("CALLSTATUS_DB", str(path))
+    settings_module.get_settings.cache_clear()
+    yield path
+    settings_module.get_settings.cache_clear()
+
+
+def filters(**kwargs: object) -> Filters:
+    return Filters(start=START, end=END, bucket="1 hour", **kwargs)  # type: ignore[arg-type]
+
+
+def test_kpis_match_the_sample(sample: Path) -> None:
+    k = queries.kpis(filters()).frame.iloc[0]
+    assert k["calls"] == 7
+    # in1, in2, in3 (answered by our XML) and out1 of 7 ended calls.
+    assert k["call_answer_rate"] == pytest.approx(4 / 7)
+    assert k["dial_answer_rate"] == pytest.approx(1 / 3)
+    assert k["b_legs"] == 5
+    assert k["b_leg_answer_rate"] == pytest.approx(1 / 5)
+    assert k["b_lost_race_share"] == pytest.approx(1 / 5)
+    assert k["acd_s"] == pytest.approx((60 + 20 + 15 + 100) / 4)
+    assert k["busy_share"] == pytest.approx(1 / 7)
+    assert k["no_answer_share"] == pytest.approx(1 / 7)
+    assert k["failed_share"] == pytest.approx(1 / 7)
+
+
+def test_kpis_equal_plain_sql_on_the_views(sample: Path) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(sample), read_only=True)
+    try:
+        call_rate, acd = con.execute(
+            "SELECT avg(CASE WHEN answered THEN 1 ELSE 0 END) FILTER (WHERE outcome <> "
+            "'in-progress'), avg(duration_s) FILTER (WHERE answered) FROM calls"
+        ).fetchone()  # type: ignore[misc]
+        (dial_rate,) = con.execute(
+            "SELECT avg(CASE WHEN dial_status = 'completed' THEN 1 ELSE 0 END) FROM dials"
+        ).fetchone()  # type: ignore[misc]
+    finally:
+        con.close()
+    k = queries.kpis(filters()).frame.iloc[0]
+    assert k["call_answer_rate"] == pytest.approx(call_rate)
+    assert k["acd_s"] == pytest.approx(acd)
+    assert k["dial_answer_rate"] == pytest.approx(dial_rate)
+
+
+def test_direction_and_destination_slices(sample: Path) -> None:
+    inbound = queries.kpis(filters(direction="inbound")).frame.iloc[0]
+    assert (inbound["calls"], inbound["dials"], inbound["b_legs"]) == (3, 3, 5)
+    only = queries.kpis(filters(destinations=("+1701",))).frame.iloc[0]
+    assert (only["calls"], only["b_legs"], only["b_answered"]) == (2, 2, 0)
+
+
+def test_an_empty_range_has_no_rates(sample: Path) -> None:
+    f = Filters(start=START - timedelta(days=9), end=START - timedelta(days=8))
+    k = queries.kpis(f).frame.iloc[0]
+    assert k["calls"] == 0
+    assert k["call_answer_rate"] != k["call_answer_rate"]  # NaN: no division by zero
+
+
+def test_outcomes_and_causes(sample: Path) -> None:
+    outcomes = queries.outcomes_over_time(filters()).frame
+    assert dict(zip(outcomes["outcome"], outcomes["calls"], strict=True)) == {
+        "answered": 4, "busy": 1, "failed": 1, "no-answer": 1,
+    }
+    b_causes = queries.causes(filters(), "b", with_answered=False).frame
+    per_code = b_causes.groupby("code")["legs"].sum().to_dict()
+    assert per_code == {1000: 2, 3000: 1, 9000: 1}
+    listed = queries.cause_legs(filters(), "b", "1000 Canceled").frame
+    assert sorted(listed["b_leg_uuid"]) == ["b-4", "b-5"]
+
+
+def test_a_b_leg_figures(sample: Path) -> None:
+    fan = queries.fanout(filters()).frame
+    assert dict(zip(fan["b_legs"], fan["a_legs"], strict=True)) == {1: 1, 2: 2}
+    wins = queries.winners_by_position(filters()).frame.set_index("position")
+    assert (wins.loc[1, "wins"], wins.loc[2, "lost_race"]) == (1, 1)
+    gone = queries.abandoned(filters()).frame.iloc[0]
+    assert (gone["dialled_a_legs"], gone["abandoned"]) == (3, 1)
+    matrix = queries.outcome_matrix(filters()).frame
+    assert matrix["pairs"].sum() == 5
+    pairs = queries.pairings(filters(), b_outcomes=("canceled",)).frame
+    assert set(pairs["b_leg_uuid"]) == {"b-4", "b-5"}
+
+
+def test_one_call_timeline_holds_every_webhook(sample: Path) -> None:
+    timeline = queries.call_timeline("in-001", "UTC").frame
+    # 3 callbacks, the dial action and the hangup.
+    assert len(timeline) == 5
+    assert '"DialBLegUUID":"b-2"' in "".join(timeline["params"])
+    legs = queries.call_b_legs("in-001", "UTC").frame
+    assert list(legs["outcome"]) == ["answered", "lost-race"]
+    assert list(queries.search_calls("out-00", "UTC").frame["call_uuid"].sort_values()) == [
+        "out-001", "out-002", "out-003", "out-004",
+    ]
+
+
+def test_receiver_totals_count_duplicates(sample: Path) -> None:
+    totals = queries.receiver_totals(filters()).frame.iloc[0]
+    assert (totals["webhooks"], totals["duplicates"]) == (len(sample_events()), 1)
+
+
+def test_values_are_bound_never_formatted(sample: Path) -> None:
+    hostile = "x' OR 1=1 --"
+    assert queries.search_calls(hostile, "UTC").frame.empty
+    result = queries.pairings(filters(), search=hostile)
+    assert hostile not in result.sql and result.params["search"] == hostile
