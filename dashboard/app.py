@@ -5,19 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import controls, queries
+from dashboard.sql_page import render as sql_page
 
 FIRST_RUN_POLL_S = 5
-
-
-def sql_page() -> None:
-    # Written by another engineer; the dashboard must run before it lands.
-    try:
-        from dashboard.sql_page import render
-    except ImportError:
-        st.title("SQL")
-        st.info("The SQL page is not installed in this version of callstatus yet.")
-        return
-    render()
 
 
 def waiting_for_first_webhook() -> None:
@@ -27,27 +17,27 @@ def waiting_for_first_webhook() -> None:
             st.rerun(scope="app")
 
     poll()
-    st.navigation([st.Page("pages/first_run.py", title="Get started", url_path="welcome",
+    st.navigation([st.Page("screens/first_run.py", title="Get started", url_path="welcome",
                            icon=":material/rocket_launch:")]).run()
 
 
 def dashboard() -> None:
-    # url_paths differ from the file names on purpose: a first request for /<file stem> would
-    # otherwise run that file alone, as a legacy `pages/` page, without this script.
+    # The page files live in screens/, not pages/: Streamlit would run a `pages/` folder next
+    # to the main script as a legacy multipage app, each file alone without the sidebar.
     page = st.navigation(
         {
             "Call outcomes": [
-                st.Page("pages/overview.py", title="Overview", url_path="outcomes", default=True,
+                st.Page("screens/overview.py", title="Overview", url_path="overview", default=True,
                         icon=":material/monitoring:"),
-                st.Page("pages/causes.py", title="Hangup causes", url_path="hangup-causes",
+                st.Page("screens/causes.py", title="Hangup causes", url_path="causes",
                         icon=":material/call_end:"),
-                st.Page("pages/legs.py", title="A/B legs", url_path="ab-legs",
+                st.Page("screens/legs.py", title="A/B legs", url_path="legs",
                         icon=":material/call_split:"),
-                st.Page("pages/calls.py", title="Calls", url_path="call",
+                st.Page("screens/calls.py", title="Calls", url_path="calls",
                         icon=":material/search:"),
             ],
             "Operations": [
-                st.Page("pages/health.py", title="Receiver health", url_path="receiver-health",
+                st.Page("screens/health.py", title="Receiver health", url_path="health",
                         icon=":material/health_and_safety:"),
                 st.Page(sql_page, title="SQL", url_path="sql", icon=":material/database:"),
             ],

@@ -15,7 +15,7 @@ from callstatus.db import Database
 from dashboard import tiles
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ["pages/causes.py", "pages/legs.py", "pages/calls.py", "pages/health.py"]
+PAGES = ["screens/causes.py", "screens/legs.py", "screens/calls.py", "screens/health.py"]
 
 
 def _point_at(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
@@ -103,7 +103,7 @@ def test_every_page_renders(seeded: Path, page: str) -> None:
 
 def test_health_counts_every_webhook(seeded: Path) -> None:
     at = _app()
-    at.switch_page("pages/health.py").run()
+    at.switch_page("screens/health.py").run()
     stored = _one(seeded, "SELECT count(*) FROM webhook_events")
     assert _metric(at, "Webhooks") == tiles.fmt_count(stored)
 
@@ -114,7 +114,7 @@ def test_calls_page_shows_one_call(seeded: Path) -> None:
         _one(seeded, "SELECT outcome FROM calls ORDER BY started_at LIMIT 1"),
     )
     at = _app(q=str(call))
-    at.switch_page("pages/calls.py").run()
+    at.switch_page("screens/calls.py").run()
     assert not at.exception
     assert _metric(at, "Outcome") == outcome
     assert any(str(call) in h.value for h in at.header)
