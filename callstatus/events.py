@@ -164,12 +164,21 @@ class DuplicateTracker:
             self._remember(value)
 
     def mark(self, records: Iterable[EventRecord]) -> None:
-        for record in records:
-            if record.params_hash in self._seen:
-                record.duplicate = True
-                self._seen.move_to_end(record.params_hash)
+        records = list(records)
+        for record, repeat in zip(records, self.flags(r.params_hash for r in records), strict=True):
+            record.duplicate = record.duplicate or repeat
+
+    def flags(self, hashes: Iterable[int]) -> list[bool]:
+        """For each fingerprint in arrival order: was it seen before?"""
+        result = []
+        for value in hashes:
+            repeat = value in self._seen
+            if repeat:
+                self._seen.move_to_end(value)
             else:
-                self._remember(record.params_hash)
+                self._remember(value)
+            result.append(repeat)
+        return result
 
     def _remember(self, value: int) -> None:
         self._seen[value] = None
@@ -301,11 +310,17 @@ def insert_events(
 
     With skip_existing, known event_ids are left out (spool replay after a crash between
     commit and acknowledgement)."""
-    if not records:
-        return
+    if records:
+        insert_table(cur, records_table(records, plivo_timezone), skip_existing=skip_existing)
+
+
+def insert_table(
+    cur: duckdb.DuckDBPyConnection, table: pa.Table, *, skip_existing: bool = False
+) -> None:
+    """Insert a table built by `records_table` (possibly in another process)."""
     # One execute() per batch: DuckDB finds `batch` among this frame's locals (a replacement
     # scan), and every extra call would wait again for the GIL held by the event loop.
-    batch = records_table(records, plivo_timezone)  # noqa: F841
+    batch = table  # noqa: F841
     source = "batch"
     if skip_existing:
         source = (
@@ -313,3 +328,10 @@ def insert_events(
             "(SELECT event_id FROM webhook_events))"
         )
     cur.execute(INSERT_SQL.format(source=source))
+
+
+def mark_duplicates(table: pa.Table, tracker: DuplicateTracker) -> pa.Table:
+    """Set the `duplicate` column of a records table, rows taken in the table's order."""
+    hashes = table.column("params_hash").to_pylist()
+    index = table.schema.get_field_index("duplicate")
+    return table.set_column(index, "duplicate", pa.array(tracker.flags(hashes), pa.bool_()))

@@ -22,9 +22,16 @@ from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from callstatus.db import Database
-from callstatus.events import DuplicateTracker, EventRecord, insert_events, make_record
+from callstatus.events import (
+    DuplicateTracker,
+    insert_table,
+    make_record,
+    mark_duplicates,
+    records_table,
+)
 from callstatus.progress import Progress
 from callstatus.settings import Settings
 from callstatus.traffic import TrafficModel
@@ -84,25 +91,32 @@ def seed_calls(
         first=min(starts, default=None),
         last=max(starts, default=None),
     )
-    batch: list[EventRecord] = []
-    pending_calls = 0
-    for calls, records in _record_chunks(model, starts, signature, first_index, workers):
-        batch.extend(records)
+    batch: list[pa.Table] = []
+    pending_calls = pending_rows = 0
+    chunks = _table_chunks(model, starts, signature, plivo_timezone, first_index, workers)
+    for calls, table in chunks:
+        batch.append(table)
         pending_calls += calls
-        if len(batch) >= BATCH_RECORDS:
-            result.events += _write(cur, tracker, batch, plivo_timezone)
+        pending_rows += table.num_rows
+        if pending_rows >= BATCH_RECORDS:
+            result.events += _write(cur, tracker, batch)
             if progress is not None:
                 progress.advance(pending_calls)
-            batch, pending_calls = [], 0
-    result.events += _write(cur, tracker, batch, plivo_timezone)
+            batch, pending_calls, pending_rows = [], 0, 0
+    result.events += _write(cur, tracker, batch)
     if progress is not None:
         progress.advance(pending_calls)
     return result
 
 
-def _records(
-    model: TrafficModel, first_index: int, starts: Sequence[float], signature: str
-) -> list[EventRecord]:
+def _table(
+    model: TrafficModel,
+    first_index: int,
+    starts: Sequence[float],
+    signature: str,
+    plivo_timezone: str,
+) -> pa.Table:
+    """The finished rows of these calls, as the receiver's writer would build them."""
     records = []
     for index, started_at in enumerate(starts, first_index):
         for hook in model.call(index, started_at).webhooks:
@@ -110,47 +124,48 @@ def _records(
             records.append(
                 make_record(hook.kind, hook.method, hook.params(), signature, received_at)
             )
-    return records
+    return records_table(records, plivo_timezone)
 
 
 _Chunk = tuple[int, Sequence[float]]
-_worker_state: tuple[TrafficModel, str] | None = None
+_worker_state: tuple[TrafficModel, str, str] | None = None
 
 
-def _init_worker(model: TrafficModel, signature: str) -> None:
+def _init_worker(model: TrafficModel, signature: str, plivo_timezone: str) -> None:
     global _worker_state
-    _worker_state = (model, signature)
+    _worker_state = (model, signature, plivo_timezone)
 
 
-def _worker_chunk(chunk: _Chunk) -> list[EventRecord]:
+def _worker_chunk(chunk: _Chunk) -> pa.Table:
     assert _worker_state is not None
-    model, signature = _worker_state
-    return _records(model, chunk[0], chunk[1], signature)
+    model, signature, plivo_timezone = _worker_state
+    return _table(model, chunk[0], chunk[1], signature, plivo_timezone)
 
 
-def _record_chunks(
+def _table_chunks(
     model: TrafficModel,
     starts: Sequence[float],
     signature: str,
+    plivo_timezone: str,
     first_index: int,
     workers: int | None,
-) -> Iterator[tuple[int, list[EventRecord]]]:
-    """(calls, their records) chunk by chunk, in call order. Building records is most of the
-    work, so large seeds build them in worker processes while this one inserts."""
+) -> Iterator[tuple[int, pa.Table]]:
+    """(calls, their rows) chunk by chunk, in call order. Building rows is most of the work,
+    so large seeds build them in worker processes while this one inserts."""
     chunks = [
         (first_index + k, starts[k : k + CHUNK_CALLS]) for k in range(0, len(starts), CHUNK_CALLS)
     ]
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers <= 1 or len(starts) < PARALLEL_FROM_CALLS:
         for first, part in chunks:
-            yield len(part), _records(model, first, part, signature)
+            yield len(part), _table(model, first, part, signature, plivo_timezone)
         return
     # spawn, not fork: this process has DuckDB's threads running, and a fork copies their locks.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, _init_worker, (model, signature)) as pool:
+    with context.Pool(workers, _init_worker, (model, signature, plivo_timezone)) as pool:
         todo = iter(chunks)
         # A bounded window of chunks in flight: memory stays flat however many calls.
-        window: deque[tuple[int, AsyncResult[list[EventRecord]]]] = deque()
+        window: deque[tuple[int, AsyncResult[pa.Table]]] = deque()
         for chunk in itertools.islice(todo, 2 * workers):
             window.append((len(chunk[1]), pool.apply_async(_worker_chunk, (chunk,))))
         while window:
@@ -163,24 +178,21 @@ def _record_chunks(
 
 
 def _write(
-    cur: duckdb.DuckDBPyConnection,
-    tracker: DuplicateTracker,
-    batch: list[EventRecord],
-    plivo_timezone: str,
+    cur: duckdb.DuckDBPyConnection, tracker: DuplicateTracker, tables: list[pa.Table]
 ) -> int:
-    if not batch:
+    if not tables:
         return 0
     # In arrival order, as the receiver's writer sees them: a retry is the later copy.
-    batch.sort(key=lambda record: record.received_at)
-    tracker.mark(batch)
+    batch = pa.concat_tables(tables).sort_by("received_at")
+    batch = mark_duplicates(batch, tracker)
     cur.execute("BEGIN")
     try:
-        insert_events(cur, batch, plivo_timezone)
+        insert_table(cur, batch)
         cur.execute("COMMIT")
     except Exception:
         cur.execute("ROLLBACK")
         raise
-    return len(batch)
+    return int(batch.num_rows)
 
 
 def load_config(path: Path | None) -> TrafficConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import logging
 import random
 import secrets
 import sys
@@ -340,6 +341,8 @@ def _demo_traffic(
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     from receiver.server import serve
 
+    # The server logs at INFO; one httpx line per simulated webhook would drown its own lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     seed = random.SystemRandom().randrange(2**31)
     try:
         seeded = backfill(settings, seed)

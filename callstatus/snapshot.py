@@ -74,10 +74,21 @@ def write_snapshot(cur: duckdb.DuckDBPyConnection, target: Path) -> Fingerprint:
     """Copy the cursor's database to `target` atomically; return the fingerprint of the copy.
 
     The copy runs in one transaction of `cur`, so it is one point in time: a batch committed by
-    the writer meanwhile is either wholly in it or wholly out. Writers are never blocked."""
+    the writer meanwhile is either wholly in it or wholly out. Writers keep committing (more
+    slowly while the copy competes with them for CPU)."""
     catalog = current_catalog(cur)
     tmp = tmp_path_for(target)
     _remove(tmp)  # a crash during an earlier copy may have left one
+    try:
+        copied = _copy(cur, catalog, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return copied
+
+
+def _copy(cur: duckdb.DuckDBPyConnection, catalog: str, tmp: Path) -> Fingerprint:
     cur.execute("ATTACH ? AS " + TMP_ALIAS, [str(tmp)])
     try:
         cur.execute("BEGIN")
@@ -91,11 +102,6 @@ def write_snapshot(cur: duckdb.DuckDBPyConnection, target: Path) -> Fingerprint:
     finally:
         # DETACH checkpoints the copy, so the single file holds everything (no .wal to move).
         cur.execute("DETACH " + TMP_ALIAS)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        _remove(tmp)
-        raise
     return copied
 
 
