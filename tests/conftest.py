@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,3 +50,12 @@ def app_client(tmp_path: Path, **values: Any) -> Iterator[TestClient]:
         # Streamlit keeps its stopped Runtime as a process-wide singleton and refuses a second
         # one; AppTest resets it the same way.
         Runtime._instance = None
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module() -> Iterator[None]:
+    """Put back `__main__` after each test: AppTest leaves its script module there, and a
+    spawned worker (the parallel seed) would then re-run that script and die at start."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main

@@ -414,6 +414,7 @@ def test_duplicates_are_flagged(tmp_path: Path) -> None:
         sends: list[tuple[str, str, Sequence[tuple[str, str]], str]] = [
             ("first", "/plivo/hangup", first, "POST"),
             ("exact repeat", "/plivo/hangup", first, "POST"),
+            ("other nonce", "/plivo/hangup", first, "POST"),
             ("other nonce, GET", "/plivo/hangup", first, "GET"),
             ("other kind", "/plivo/ring", first, "POST"),
             ("other value", "/plivo/hangup", [("CallUUID", "d1"), ("Duration", "43")], "POST"),
@@ -428,7 +429,7 @@ def test_duplicates_are_flagged(tmp_path: Path) -> None:
             row["duplicate"]
             for row in rows("SELECT duplicate FROM webhook_events ORDER BY received_at")
         ]
-    assert flags == [False, True, True, False, False, True]
+    assert flags == [False, True, True, True, False, False, True]
 
 
 def test_healthz(tmp_path: Path) -> None:
