@@ -13,11 +13,12 @@ from typing import Any
 import streamlit as st
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
+from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callstatus.settings import Settings
 from receiver import runtime
-from receiver.routes import routes
+from receiver.routes import dashboard_routes, receiver_routes
 
 log = logging.getLogger("callstatus")
 
@@ -97,7 +98,29 @@ def build_app(settings: Settings) -> Any:
     middleware = []
     if settings.dashboard_password:
         middleware.append(Middleware(PasswordMiddleware, password=settings.dashboard_password))
-    return st.App(str(DASHBOARD_SCRIPT), routes=routes(), middleware=middleware, lifespan=lifespan)
+    dashboard = st.App(
+        str(DASHBOARD_SCRIPT), routes=dashboard_routes(), middleware=middleware, lifespan=lifespan
+    )
+    return CallstatusApp(dashboard, Router(routes=receiver_routes()))
+
+
+class CallstatusApp:
+    """One ASGI app on one port: webhooks and /healthz go straight to the receiver's router,
+    everything else (and the lifespan, which opens the database) to Streamlit.
+
+    Streamlit's middleware (sessions, path security, password) has nothing to do for a webhook
+    and costs about as much as storing it, so webhooks skip it.
+    """
+
+    def __init__(self, dashboard: ASGIApp, receiver: ASGIApp) -> None:
+        self.dashboard = dashboard
+        self.receiver = receiver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(OPEN_PREFIXES):
+            await self.receiver(scope, receive, send)
+        else:
+            await self.dashboard(scope, receive, send)
 
 
 def _start_background_jobs(rt: runtime.Runtime) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from callstatus.events import make_record
 from receiver import metrics, runtime, signatures
@@ -85,23 +86,29 @@ def _require_runtime() -> runtime.Runtime:
     return rt
 
 
-def make_webhook_endpoint(kind: str, reply: Reply) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
+class WebhookEndpoint:
+    """A raw ASGI endpoint for one webhook path: Starlette's function-endpoint wrapper (a
+    thread-pool check, exception middleware per request) costs more than storing a webhook."""
+
+    def __init__(self, kind: str, reply: Reply) -> None:
+        self.kind = kind
+        self.reply = reply
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
         try:
             rt = _require_runtime()
             if request.method not in ("GET", "POST"):
                 raise RequestRefused(405, "method_not_allowed", "use GET or POST")
-            return await _receive(rt, request, kind, reply)
+            response = await _receive(rt, request, self.kind, self.reply)
         except RequestRefused as refused:
             metrics.REJECTIONS.labels(refused.code).inc()
             # A webhook the writer could not store is already counted there as "failed".
             if refused.code != "storage_unavailable":
                 result = "rejected" if refused.status == 403 else "invalid"
-                metrics.WEBHOOKS.labels(kind, result).inc()
-            return error_response(refused.status, refused.code, refused.message)
-
-    endpoint.__name__ = f"plivo_{kind}"
-    return endpoint
+                metrics.WEBHOOKS.labels(self.kind, result).inc()
+            response = error_response(refused.status, refused.code, refused.message)
+        await response(scope, receive, send)
 
 
 async def _receive(rt: runtime.Runtime, request: Request, kind: str, reply: Reply) -> Response:
@@ -217,15 +224,22 @@ async def plivo_not_found(request: Request) -> Response:
     )
 
 
-def routes() -> list[BaseRoute]:
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def receiver_routes() -> list[BaseRoute]:
+    """The open routes: every webhook path, a JSON 404 for other /plivo/ paths, /healthz."""
     webhook_routes: list[BaseRoute] = [
-        Route(path, make_webhook_endpoint(kind, reply), methods=methods)
+        Route(path, WebhookEndpoint(kind, reply), methods=METHODS)
         for path, (kind, reply) in WEBHOOKS.items()
     ]
     return [
         *webhook_routes,
-        Route("/plivo/{rest:path}", plivo_not_found, methods=methods),
+        Route("/plivo/{rest:path}", plivo_not_found, methods=METHODS),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+
+
+def dashboard_routes() -> list[BaseRoute]:
+    """Routes served behind the dashboard's password: /metrics."""
+    return [Route("/metrics", metrics_endpoint, methods=["GET"])]

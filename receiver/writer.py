@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -126,8 +127,9 @@ class Writer:
             self.last_event_at = max((r.received_at for r in events), default=self.last_event_at)
             if self._spool_pending:
                 self._replay_spool()
-        for record in events:
-            metrics.WEBHOOKS.labels(record.kind, outcome if error is None else "failed").inc()
+        result = outcome if error is None else "failed"
+        for kind, count in Counter(record.kind for record in events).items():
+            metrics.WEBHOOKS.labels(kind, result).inc(count)
         _settle([waiter for _, waiter in batch if waiter is not None], outcome, error)
 
     def _commit(self, events: Sequence[EventRecord], rejected: Sequence[RejectedRecord]) -> None:

@@ -112,10 +112,16 @@ CREATE MACRO call_status_rank(status) AS
 -- compares much faster than a struct.
 CREATE MACRO event_key(rank, fingerprint) AS rank::HUGEINT * 18446744073709551616 + fingerprint;
 
+-- Each view's body is a table macro over the webhooks received since `since`: the rollup tables
+-- (0003_rollups.sql, callstatus/rollups.py) recompute only the recent legs through them. The
+-- bound sits in the WHERE before the GROUP BY, so it reaches the scan of webhook_events and its
+-- zone maps skip older row groups. A leg is complete in a window only if all its webhooks are in
+-- it: the rollups rely on a leg's webhooks arriving within a day (docs/data.md, "Rollups").
+
 -- One row per call leg seen on answer/fallback/hangup/ring/machine_detection.
 -- `e` is one event of the leg, a hangup if there is any (should a leg have several distinct
 -- hangups, the same one for every field), so hangup fields never mix two events.
-CREATE VIEW calls AS
+CREATE MACRO calls_since(since) AS TABLE
 WITH legs AS (
     SELECT
         call_uuid,
@@ -136,7 +142,8 @@ WITH legs AS (
         coalesce(bool_or(answer_time IS NOT NULL OR bill_duration > 0), false) AS answered,
         coalesce(bool_or(kind = 'machine_detection' AND machine), false) AS machine_detected
     FROM webhook_events
-    WHERE kind IN ('answer', 'fallback', 'hangup', 'ring', 'machine_detection')
+    WHERE received_at >= since
+        AND kind IN ('answer', 'fallback', 'hangup', 'ring', 'machine_detection')
         AND NOT duplicate
         AND call_uuid IS NOT NULL
     GROUP BY call_uuid
@@ -187,10 +194,13 @@ SELECT
 FROM calls c
 LEFT JOIN hangup_cause_groups g ON g.code = c.hangup_cause_code;
 
+CREATE VIEW calls AS SELECT * FROM calls_since('-infinity'::TIMESTAMPTZ);
+
 -- One row per Dial action (the Dial element ended). Grouping on the parameter fingerprint keeps a
 -- repeat that escaped duplicate marking (a retry older than the tracker's memory) to one row, at
--- its first arrival. event_id links back to webhook_events.
-CREATE VIEW dials AS
+-- its first arrival. event_id links back to webhook_events. params_hash, the group key, is for
+-- the rollup (which replaces groups by it); the view leaves it out.
+CREATE MACRO dials_since(since) AS TABLE
 SELECT
     coalesce(any_value(dial_a_leg_uuid), any_value(call_uuid)) AS a_leg_uuid,
     any_value(dial_b_leg_uuid) AS b_leg_uuid,
@@ -199,21 +209,25 @@ SELECT
     any_value(dial_hangup_cause) AS dial_hangup_cause,
     min(received_at) AS received_at,
     any_value(call_uuid) AS call_uuid,
-    arg_min(event_id, received_at) AS event_id
+    arg_min(event_id, received_at) AS event_id,
+    params_hash
 FROM webhook_events
-WHERE kind = 'dial_action' AND NOT duplicate
+WHERE received_at >= since AND kind = 'dial_action' AND NOT duplicate
 -- Same fingerprint, same parameters: every any_value above sees one value.
 GROUP BY params_hash;
 
+CREATE VIEW dials AS SELECT * EXCLUDE (params_hash) FROM dials_since('-infinity'::TIMESTAMPTZ);
+
 -- One row per B leg seen on Dial callbacks. A B leg UUID is unique on its own, so legs are
 -- grouped by it: a callback lacking DialALegUUID still lands on the right leg.
-CREATE VIEW dial_legs AS
+CREATE MACRO dial_legs_since(since) AS TABLE
 WITH callbacks AS (
     SELECT
         *,
         lower(coalesce(dial_action, dial_b_leg_status)) AS action
     FROM webhook_events
-    WHERE kind = 'dial_callback' AND NOT duplicate AND dial_b_leg_uuid IS NOT NULL
+    WHERE received_at >= since
+        AND kind = 'dial_callback' AND NOT duplicate AND dial_b_leg_uuid IS NOT NULL
 ),
 legs AS (
     SELECT
@@ -276,3 +290,5 @@ SELECT
     b.hangup_cause
 FROM b_legs b
 LEFT JOIN hangup_cause_groups g ON g.code = b.hangup_cause_code;
+
+CREATE VIEW dial_legs AS SELECT * FROM dial_legs_since('-infinity'::TIMESTAMPTZ);

@@ -1,0 +1,240 @@
+"""Rollup tables: the calls, dials and dial_legs views' rows kept in tables, refreshed as webhooks arrive.
+
+webhook_events is append-only and has one writer, so its `rowid` grows with every append: a
+rollup that has read every row up to a watermark only needs the rows after it. A refresh finds the
+legs those rows touch, and in one transaction deletes them from each rollup and inserts them again
+from the views' table macros (`calls_since` …), which only read the webhooks received since a day
+before the oldest new row: a leg's webhooks all arrive within a day (docs/data.md, "Rollups").
+The refresh writes the rollup tables only, never webhook_events, so it never conflicts with the
+writer thread. The server refreshes every REFRESH_EVERY_S in a background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from callstatus.db import Database
+
+if TYPE_CHECKING:
+    from receiver.runtime import Runtime
+
+log = logging.getLogger("callstatus.rollups")
+
+# A leg's webhooks all arrive within this span (a call lasts hours at most; Plivo retries for
+# minutes): a leg touched by new rows is recomputed from the webhooks of this window only.
+WINDOW = timedelta(days=1)
+# Past this many new rows, recomputing everything costs less than replacing keys one by one.
+FULL_REBUILD_ROWS = 1_000_000
+REFRESH_EVERY_S = 2.0
+# The dashboard trusts rollups a little behind webhook_events only while a job keeps them fresh.
+STALE_AFTER_S = 30.0
+STOP_WAIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A rollup table, the macro it is computed with, its key, and the new rows' key column."""
+
+    table: str
+    macro: str
+    key: str
+    event_key: str
+    kinds: tuple[str, ...]
+    order_by: str
+
+
+# Fixed names only: these are the only identifiers ever formatted into SQL here.
+ROLLUPS = (
+    Rollup(
+        "calls_rollup",
+        "calls_since",
+        "call_uuid",
+        "call_uuid",
+        ("answer", "fallback", "hangup", "ring", "machine_detection"),
+        "started_at",
+    ),
+    Rollup(
+        "dial_legs_rollup",
+        "dial_legs_since",
+        "b_leg_uuid",
+        "dial_b_leg_uuid",
+        ("dial_callback",),
+        "coalesce(answered_at, ended_at)",
+    ),
+    Rollup(
+        "dials_rollup", "dials_since", "params_hash", "params_hash", ("dial_action",), "received_at"
+    ),
+)
+TABLES = tuple(r.table for r in ROLLUPS)
+VIEWS = {"calls": "calls_rollup", "dials": "dials_rollup", "dial_legs": "dial_legs_rollup"}
+
+
+def watermark(cur: duckdb.DuckDBPyConnection) -> int | None:
+    """The rowid up to which every rollup has read webhook_events; None before the first
+    refresh (or when a rollup was never built, e.g. a rollup added by a later migration)."""
+    row = cur.execute(
+        "SELECT min(watermark), count(*) FROM rollup_state WHERE name IN (?, ?, ?)", list(TABLES)
+    ).fetchone()
+    if row is None or row[1] < len(TABLES):
+        return None
+    return int(row[0])
+
+
+def last_rowid(cur: duckdb.DuckDBPyConnection) -> int:
+    """The rowid of the newest webhook (-1 when there is none)."""
+    row = cur.execute("SELECT coalesce(max(rowid), -1) FROM webhook_events").fetchone()
+    return int(row[0]) if row else -1
+
+
+def is_current(cur: duckdb.DuckDBPyConnection) -> bool:
+    """True when the rollups hold every stored webhook (they then equal the views)."""
+    try:
+        mark = watermark(cur)
+    except duckdb.CatalogException:
+        return False  # a file from before the rollups: no rollup_state table
+    return mark is not None and mark == last_rowid(cur)
+
+
+def refresh(cur: duckdb.DuckDBPyConnection, *, full: bool = False) -> int:
+    """Bring the rollups up to the newest webhook; return how many new webhooks were read.
+
+    Incremental unless `full`, the rollups were never built, or they are far behind."""
+    cur.execute("BEGIN")
+    try:
+        # One transaction, one snapshot: the rows counted here are exactly the rows read below.
+        top = last_rowid(cur)
+        mark = watermark(cur)
+        new = top - (-1 if mark is None else mark)
+        if full or mark is None or new > FULL_REBUILD_ROWS:
+            _rebuild(cur)
+        elif new > 0:
+            _replace_touched(cur, mark, top)
+        if full or new > 0 or mark is None:
+            _set_watermark(cur, top)
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    return max(new, 0)
+
+
+def _rebuild(cur: duckdb.DuckDBPyConnection) -> None:
+    """Every rollup from scratch, rows in time order so that zone maps on time skip row groups."""
+    for r in ROLLUPS:
+        cur.execute(f"DELETE FROM {r.table}")
+        cur.execute(
+            f"INSERT INTO {r.table} SELECT * FROM {r.macro}('-infinity'::TIMESTAMPTZ)"
+            f" ORDER BY {r.order_by}"
+        )
+
+
+def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
+    """Recompute the legs that webhooks mark < rowid <= top belong to."""
+    row = cur.execute(
+        "SELECT min(received_at) FROM webhook_events WHERE rowid > $mark AND rowid <= $top",
+        {"mark": mark, "top": top},
+    ).fetchone()
+    if row is None or row[0] is None:
+        return
+    since = row[0] - WINDOW
+    for r in ROLLUPS:
+        touched = (
+            f"SELECT {r.event_key} FROM webhook_events WHERE rowid > $mark AND rowid <= $top"
+            f" AND kind IN {_sql_list(r.kinds)} AND {r.event_key} IS NOT NULL"
+        )
+        params = {"mark": mark, "top": top}
+        cur.execute(f"DELETE FROM {r.table} WHERE {r.key} IN ({touched})", params)
+        cur.execute(
+            f"INSERT INTO {r.table} SELECT * FROM {r.macro}($since)"
+            f" WHERE {r.key} IN ({touched}) ORDER BY {r.order_by}",
+            {**params, "since": since},
+        )
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    # Kinds are the fixed literals above, never input.
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def _set_watermark(cur: duckdb.DuckDBPyConnection, top: int) -> None:
+    for name in TABLES:
+        cur.execute(
+            "INSERT OR REPLACE INTO rollup_state (name, watermark, refreshed_at)"
+            " VALUES (?, ?, now())",
+            [name, top],
+        )
+
+
+class RollupJob:
+    """Refreshes the rollups every interval in its own thread, with its own cursor."""
+
+    def __init__(self, database: Database, interval_s: float = REFRESH_EVERY_S) -> None:
+        self.database = database
+        self.interval_s = interval_s
+        self.last_error: str | None = None
+        self._last_ok: float | None = None
+        self._lock = threading.Lock()  # the loop and the final refresh at stop
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="callstatus-rollups", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def keeping_up(self) -> bool:
+        """True while refreshes succeed: the rollups are then at most a few seconds behind."""
+        last = self._last_ok
+        return last is not None and time.monotonic() - last < STALE_AFTER_S
+
+    def refresh_once(self) -> None:
+        with self._lock:
+            try:
+                started = time.perf_counter()
+                new = refresh(self.database.cursor())
+                self._last_ok = time.monotonic()
+                self.last_error = None
+                if new:
+                    log.debug("rollups: %d webhooks in %.3f s", new, time.perf_counter() - started)
+            except Exception as exc:  # a failed refresh must not stop the loop: retry later
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("rollup refresh failed: %s", exc)
+
+    def _run(self) -> None:
+        while True:
+            self.refresh_once()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def stop(self) -> None:
+        """Stop the loop, then refresh once more so the file's rollups hold every webhook."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(STOP_WAIT_S)
+        if self._thread.is_alive():
+            log.warning("rollup thread still busy after %.0f s; no final refresh", STOP_WAIT_S)
+            return
+        self.refresh_once()
+        _jobs.pop(id(self.database), None)
+
+
+# The job keeping each open database's rollups fresh, for the dashboard in the same process.
+_jobs: dict[int, RollupJob] = {}
+
+
+def job_for(database: Database) -> RollupJob | None:
+    return _jobs.get(id(database))
+
+
+def start_background(rt: Runtime) -> RollupJob:
+    """Refresh the rollups beside a running server (once at start, then every interval)."""
+    job = RollupJob(rt.database)
+    _jobs[id(rt.database)] = job
+    rt.on_stop.append(job.stop)
+    job.start()
+    return job
