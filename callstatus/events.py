@@ -234,22 +234,34 @@ def _timestamp(text: str, zone: ZoneInfo) -> datetime | None:
         return None
 
 
-def typed_values(params: Params, zone: ZoneInfo) -> list[object]:
-    """The typed copies of `params`, in TYPED_COLUMNS order; unusable values become NULL."""
-    values: list[object] = []
-    for _, param, sql_type in TYPED_COLUMNS:
-        text = _text(params.get(param))
-        if text is None:
-            values.append(None)
-        elif sql_type == "VARCHAR":
-            values.append(text)
-        elif sql_type == "INTEGER":
-            values.append(_integer(text))
-        elif sql_type == "BOOLEAN":
-            values.append(_boolean(text))
-        else:
-            values.append(_timestamp(text, zone))
-    return values
+def _typed(text: str, sql_type: str, zone: ZoneInfo) -> object:
+    if sql_type == "VARCHAR":
+        return text
+    if sql_type == "INTEGER":
+        return _integer(text)
+    if sql_type == "BOOLEAN":
+        return _boolean(text)
+    return _timestamp(text, zone)
+
+
+# Plivo parameter -> (position in TYPED_COLUMNS, SQL type)
+_TYPED_SLOTS = {param: (i, sql_type) for i, (_, param, sql_type) in enumerate(TYPED_COLUMNS)}
+
+
+def typed_columns(params_list: Sequence[Params], zone: ZoneInfo) -> list[list[object]]:
+    """The typed copies of many webhooks, one list per TYPED_COLUMNS entry; unusable values
+    become NULL. Walks each webhook's own parameters, most of which are typed."""
+    count = len(params_list)
+    columns: list[list[object]] = [[None] * count for _ in TYPED_COLUMNS]
+    for row, params in enumerate(params_list):
+        for param, value in params.items():
+            slot = _TYPED_SLOTS.get(param)
+            if slot is None:
+                continue
+            text = _text(value)
+            if text is not None:
+                columns[slot[0]][row] = _typed(text, slot[1], zone)
+    return columns
 
 
 _ARROW_TYPES = {
@@ -283,8 +295,6 @@ INSERT_SQL = (
 
 
 def records_table(records: Sequence[EventRecord], plivo_timezone: str) -> pa.Table:
-    zone = ZoneInfo(plivo_timezone)
-    typed = [typed_values(r.params, zone) for r in records]
     columns: list[list[Any]] = [
         [r.event_id for r in records],
         [r.received_at for r in records],
@@ -295,7 +305,7 @@ def records_table(records: Sequence[EventRecord], plivo_timezone: str) -> pa.Tab
         [r.duplicate for r in records],
         [r.params_hash for r in records],
     ]
-    columns.extend([row[i] for row in typed] for i in range(len(TYPED_COLUMNS)))
+    columns.extend(typed_columns([r.params for r in records], ZoneInfo(plivo_timezone)))
     return pa.table(columns, schema=_SCHEMA)
 
 

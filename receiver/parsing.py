@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -58,23 +58,31 @@ def check_content_type(request: Request, body: bytes) -> None:
 
 
 def parse_fields(raw: bytes, where: str) -> Fields:
+    """Form fields of a query string or body: what `parse_qsl(keep_blank_values=True)` gives,
+    at about half its cost (it is the largest Python cost of a webhook), strictly UTF-8."""
+    fields: Fields = {}
+    if not raw:
+        return fields
     try:
         text = raw.decode("utf-8")
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
+        if text.count("&") >= MAX_FIELDS:
+            raise ValueError(f"more than {MAX_FIELDS} fields")
+        for part in text.split("&"):
+            if not part:
+                continue
+            key, _, value = part.partition("=")
+            fields.setdefault(_unquote(key), []).append(_unquote(value))
     except UnicodeDecodeError:
         raise RequestRefused(400, "undecodable", f"the {where} is not valid UTF-8") from None
     except ValueError as exc:
         raise RequestRefused(400, "undecodable", f"the {where} cannot be parsed: {exc}") from None
-    fields: Fields = {}
-    for key, value in pairs:
-        fields.setdefault(key, []).append(value)
     return fields
+
+
+def _unquote(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text
+    return unquote_plus(text, encoding="utf-8", errors="strict")
 
 
 def merge_params(query: Fields, body: Fields) -> Params:
