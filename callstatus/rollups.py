@@ -1,4 +1,4 @@
-"""Rollup tables: the calls, dials and dial_legs views' rows kept in tables, refreshed as webhooks arrive.
+"""Rollup tables: the rows of calls, dials and dial_legs kept in tables, refreshed as data comes.
 
 webhook_events is append-only and has one writer, so its `rowid` grows with every append: a
 rollup that has read every row up to a watermark only needs the rows after it. A refresh finds the

@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from callstatus import rollups
 from callstatus.db import Database
 from callstatus.events import (
     DuplicateTracker,
@@ -236,6 +237,8 @@ def seed_database(
         progress=progress,
     )
     progress.close()
+    # Built once here, so the dashboard reads the seeded file from its rollups at once.
+    rollups.refresh(db.cursor(), full=True)
     return result
 
 

@@ -3,6 +3,8 @@
 Values are always bound (`$name`), never formatted into the SQL text. Each function returns a
 `Result` carrying the rows and the exact SQL and parameters behind them, so the page can offer
 them as "show SQL" and CSV. Results are cached briefly: a live page refreshes every few seconds.
+The SQL is written against the views; when their rollup tables are current it runs on those
+(same rows, stored instead of aggregated on every read), and the shown SQL names them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from callstatus import rollups
 from dashboard import connection
 from dashboard.filters import Filters
 
@@ -78,11 +81,24 @@ class Result:
 
 
 def run(sql: str, params: dict[str, Any] | None = None) -> Result:
-    """Run SQL with the parameters it names (DuckDB refuses unused ones)."""
+    """Run SQL with the parameters it names (DuckDB refuses unused ones), on the rollup tables
+    when they are current."""
+    source = connection.source()
+    if connection.reads_rollups():
+        sql = on_rollups(sql)
     used = set(re.findall(r"\$(\w+)", sql))
     bound = {k: v for k, v in (params or {}).items() if k in used}
-    frame = _fetch(sql, tuple(sorted(bound.items(), key=lambda kv: kv[0])), connection.source())
+    frame = _fetch(sql, tuple(sorted(bound.items(), key=lambda kv: kv[0])), source)
     return Result(frame, sql.strip(), bound)
+
+
+# A view read in FROM or JOIN; CTE names (scoped_calls …) and column aliases never match.
+_VIEW_READ = re.compile(r"\b(FROM|JOIN)(\s+)(" + "|".join(rollups.VIEWS) + r")\b")
+
+
+def on_rollups(sql: str) -> str:
+    """The same query reading each view's rollup table (equal rows, docs/data.md)."""
+    return _VIEW_READ.sub(lambda m: m[1] + m[2] + rollups.VIEWS[m[3]], sql)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)

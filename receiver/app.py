@@ -125,6 +125,10 @@ class CallstatusApp:
 
 def _start_background_jobs(rt: runtime.Runtime) -> None:
     """Jobs that run beside the receiver (the analysts' snapshot), if installed."""
+    from callstatus import rollups
+
+    # First, so that its final refresh at stop lands in the final snapshot (on_stop runs in order).
+    rollups.start_background(rt)
     try:
         from callstatus import snapshot
     except ImportError:

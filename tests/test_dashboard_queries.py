@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from callstatus import rollups
 from callstatus import settings as settings_module
 from callstatus.db import Database
 from callstatus.events import Params
@@ -82,11 +83,16 @@ def sample_events() -> list[tuple[str, Params]]:
     return events
 
 
-@pytest.fixture
-def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+# Every query runs on the rollup tables when they are current, on the views otherwise.
+@pytest.fixture(params=["rollups", "views"])
+def sample(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     path = tmp_path / "sample.duckdb"
     database = Database(path)
     store(database, sample_events())
+    if request.param == "rollups":
+        rollups.refresh(database.cursor())
     database.close()
     monkeypatch.setenv("CALLSTATUS_DB", str(path))
     settings_module.get_settings.cache_clear()
@@ -194,3 +200,13 @@ def test_values_are_bound_never_formatted(sample: Path) -> None:
     assert queries.search_calls(hostile, "UTC").frame.empty
     result = queries.pairings(filters(), search=hostile)
     assert hostile not in result.sql and result.params["search"] == hostile
+
+
+def test_queries_name_the_relations_they_read(sample: Path) -> None:
+    db = Database(sample, read_only=True)
+    current = rollups.is_current(db.cursor())
+    db.close()
+    sql = queries.kpis(filters()).sql
+    assert ("FROM calls_rollup c" in sql) == current
+    assert ("FROM calls c" in sql) != current
+

@@ -1,4 +1,4 @@
-"""Rollup tables equal their views, however the webhooks arrived and however refreshes split them."""
+"""Rollup tables equal their views, whatever the delivery order and the split into refreshes."""
 
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ def model_records(model: TrafficModel, starts: Sequence[float]) -> list[EventRec
     """Every webhook of these calls as the receiver builds it, received when the model says."""
     return [
         make_record(
-            hook.kind, hook.method, hook.params(), "unchecked",
+            hook.kind,
+            hook.method,
+            hook.params(),
+            "unchecked",
             datetime.fromtimestamp(hook.delivered_at, UTC),
         )
         for i, at in enumerate(starts)
@@ -83,8 +86,13 @@ def test_incremental_refreshes_equal_the_views(db: Database, order: str, seed: i
     # Plivo retries: the same webhooks again, later (marked duplicates, or not when a
     # retry escaped the tracker, which the views must count once either way).
     records += [
-        make_record(r.kind, r.http_method, r.params, "unchecked",
-                    r.received_at + timedelta(seconds=rng.uniform(1, 600)))
+        make_record(
+            r.kind,
+            r.http_method,
+            r.params,
+            "unchecked",
+            r.received_at + timedelta(seconds=rng.uniform(1, 600)),
+        )
         for r in rng.sample(records, 40)
     ]
     if order == "shuffled":
@@ -135,13 +143,21 @@ def test_seeded_batches_then_a_full_rebuild_give_the_same_rows(db: Database) -> 
     base = T0.timestamp()
     for k in range(3):  # three seeds, hours apart, a refresh after each
         starts = [base + 3600.0 * k + 11.0 * i for i in range(150)]
-        seed_calls(db, model, starts, signature="unchecked", plivo_timezone="UTC",
-                   first_index=150 * k, workers=1)
+        seed_calls(
+            db,
+            model,
+            starts,
+            signature="unchecked",
+            plivo_timezone="UTC",
+            first_index=150 * k,
+            workers=1,
+        )
         rollups.refresh(db.cursor())
         assert_rollups_equal_views(db)
     cur = db.cursor()
-    incremental = {t: cur.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-                   for t in rollups.TABLES}
+    incremental = {
+        t: cur.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in rollups.TABLES
+    }
     rollups.refresh(cur, full=True)
     for table in rollups.TABLES:
         assert cur.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() == incremental[table]
@@ -179,9 +195,13 @@ def test_rowid_grows_with_every_append_across_checkpoint_and_reopen(tmp_path: Pa
             insert_events(cur, batch, "UTC")
             cur.execute("ROLLBACK")
         deliver(db, batch, tracker)
-        rowids = [r[0] for r in cur.execute(
-            "SELECT rowid FROM webhook_events WHERE rowid > ? ORDER BY rowid",
-            [seen[-1] if seen else -1]).fetchall()]
+        rowids = [
+            r[0]
+            for r in cur.execute(
+                "SELECT rowid FROM webhook_events WHERE rowid > ? ORDER BY rowid",
+                [seen[-1] if seen else -1],
+            ).fetchall()
+        ]
         assert rowids == list(range(len(seen), len(seen) + len(batch)))
         seen += rowids
         if step % 2:
@@ -230,11 +250,16 @@ def test_the_time_bound_reaches_the_scan(db: Database, macro: str) -> None:
     deliver(db, sample_records("inbound_simultaneous_dial", T0), DuplicateTracker())
     # A bound inside the data: one below every row would be dropped as always true.
     since = T0 + timedelta(seconds=3)
-    plan = db.cursor().execute(
-        f"EXPLAIN (FORMAT json) SELECT * FROM {macro}($since)", {"since": since}
-    ).fetchall()[0][1]
-    scans = [n for n in _nodes(json.loads(plan)) if n["name"] == "SEQ_SCAN"
-             and n["extra_info"].get("Table", "").endswith("webhook_events")]
+    plan = (
+        db.cursor()
+        .execute(f"EXPLAIN (FORMAT json) SELECT * FROM {macro}($since)", {"since": since})
+        .fetchall()[0][1]
+    )
+    scans = [
+        n
+        for n in _nodes(json.loads(plan))
+        if n["name"] == "SEQ_SCAN" and n["extra_info"].get("Table", "").endswith("webhook_events")
+    ]
     assert len(scans) == 1
     assert any(f.startswith("(received_at >= ") for f in scans[0]["extra_info"]["Filters"])
 
@@ -250,8 +275,14 @@ def test_ingest_keeps_flowing_while_the_server_refreshes(tmp_path: Path) -> None
     model = TrafficModel(9)
     now = time.time()
     # A day of earlier calls, so that each refresh has a real window to read.
-    seeded = seed_calls(db, model, [now - 86_400 + 20.0 * i for i in range(4000)],
-                        signature="valid", plivo_timezone="UTC", workers=1).events
+    seeded = seed_calls(
+        db,
+        model,
+        [now - 86_400 + 20.0 * i for i in range(4000)],
+        signature="valid",
+        plivo_timezone="UTC",
+        workers=1,
+    ).events
     db.close()
     token = "rollup-token-0123456789"
     with running_server(path, {"PLIVO_AUTH_TOKEN": token}) as server:

@@ -1,0 +1,420 @@
+"""Dashboard benchmark at 2 million calls: queries on the rollups vs the views, page renders, RSS.
+
+Seeds `bench/out/dashboard.duckdb` with 2,000,000 calls over 30 days (about 10 million webhooks;
+reused when it already has them), brings its rollups up to date, then:
+- times every query function of `dashboard/queries.py` (median of 5) on the rollup tables and,
+  as the in-run baseline, on the views (overview queries, fewer runs: each takes seconds);
+- times an incremental rollup refresh after a burst of new calls (what the server pays);
+- times each page's first render with `streamlit.testing.v1.AppTest` (median of 3, data cache
+  cleared before each);
+- starts `callstatus serve` on the file, loads the overview in headless Chromium and reports the
+  server's RSS.
+
+Usage: python bench/dashboard.py [--calls 2000000] [--view-runs 3] [--skip-browser] [--db PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out"
+DB = OUT / "dashboard.duckdb"
+# AppTest runs pages without a Streamlit server: silence its "bare mode" warnings.
+os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")
+
+import duckdb  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from callstatus import rollups  # noqa: E402
+from callstatus.db import Database  # noqa: E402
+from callstatus.seed import seed_calls, seed_database  # noqa: E402
+from callstatus.settings import Settings, get_settings  # noqa: E402
+from callstatus.traffic import TrafficModel  # noqa: E402
+from dashboard import connection, queries  # noqa: E402
+from dashboard.filters import DEFAULT_PRESET, Filters, auto_bucket, resolve_range  # noqa: E402
+
+APP = ROOT / "dashboard" / "app.py"
+PAGES = {
+    "Overview": None,
+    "Hangup causes": "screens/causes.py",
+    "A/B legs": "screens/legs.py",
+    "Calls": "screens/calls.py",
+    "Receiver health": "screens/health.py",
+}
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SEED = 1
+WIDE_PRESET = "Last 30 days"  # every seeded call
+BURST_CALLS = 1000
+STOP_WAIT_S = 600
+
+
+# --- the database -----------------------------------------------------------------------------
+
+
+def use_database(path: Path) -> None:
+    global DB
+    DB = path.resolve()
+    os.environ["CALLSTATUS_DB"] = str(DB)  # what the dashboard under AppTest opens
+    get_settings.cache_clear()
+
+
+def ensure_seeded(calls: int) -> None:
+    """Seed the file unless it holds `calls` calls already; then bring the rollups up to date."""
+    db = Database(DB)
+    try:
+        cur = db.cursor()
+        began = time.perf_counter()
+        new = rollups.refresh(cur)
+        if new:
+            print(f"rollups refreshed over {new:,} webhooks in {time.perf_counter() - began:.1f} s")
+        have = _one(cur, "SELECT count(*) FROM calls_rollup")
+        if have >= calls:
+            print(f"reusing {DB} ({have:,} calls)")
+            return
+        if have:
+            raise SystemExit(f"{DB} holds {have:,} calls, fewer than {calls:,}: delete it first")
+        settings = Settings(_env_file=None, CALLSTATUS_DB=DB)  # type: ignore[call-arg]
+        print(f"seeding {calls:,} calls into {DB} (several minutes)")
+        seed_database(db, TrafficModel(SEED), settings, calls, 30.0)
+    finally:
+        db.close()
+
+
+def time_full_rebuild() -> float:
+    db = Database(DB)
+    try:
+        began = time.perf_counter()
+        rollups.refresh(db.cursor(), full=True)
+        return time.perf_counter() - began
+    finally:
+        db.close()
+
+
+def time_incremental_refresh() -> tuple[int, float]:
+    """A burst of new calls (as a live server stores them), then one incremental refresh."""
+    db = Database(DB)
+    try:
+        cur = db.cursor()
+        first = _one(cur, "SELECT count(*) FROM calls_rollup")
+        now = time.time() - 600
+        starts = [now + 0.3 * i for i in range(BURST_CALLS)]
+        seed_calls(
+            db,
+            TrafficModel(SEED + first),
+            starts,
+            signature="unchecked",
+            plivo_timezone="UTC",
+            first_index=first,
+            workers=1,
+        )
+        began = time.perf_counter()
+        new = rollups.refresh(cur)
+        return new, time.perf_counter() - began
+    finally:
+        db.close()
+
+
+def _one(cur: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = cur.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+class Captured(Exception):
+    """Raised instead of running a query: the bench only wants its SQL and parameters."""
+
+    def __init__(self, sql: str, params: tuple[tuple[str, Any], ...]) -> None:
+        self.sql, self.params = sql, params
+
+
+def _capture(sql: str, params: tuple[tuple[str, Any], ...], source: str) -> Any:
+    raise Captured(sql, params)
+
+
+@dataclass
+class Query:
+    name: str
+    call: Callable[[], object]
+    overview: bool = False
+
+
+def query_list(f: Filters, call_uuid: str, cause: str) -> list[Query]:
+    q = queries
+    return [
+        Query("event_count", q.event_count, True),
+        Query("data_span", q.data_span, True),
+        Query("kpis", lambda: q.kpis(f), True),
+        Query("kpis (previous range)", lambda: q.kpis(f.previous()), True),
+        Query("rates_over_time", lambda: q.rates_over_time(f), True),
+        Query("outcomes_over_time", lambda: q.outcomes_over_time(f), True),
+        Query("answer_heatmap dial", lambda: q.answer_heatmap(f, "dial"), True),
+        Query("answer_heatmap call", lambda: q.answer_heatmap(f, "call"), True),
+        Query("our_numbers", q.our_numbers),
+        Query("destinations_list", q.destinations_list),
+        Query("causes a", lambda: q.causes(f, "a")),
+        Query("causes b", lambda: q.causes(f, "b")),
+        Query("causes_by_source a", lambda: q.causes_by_source(f, "a")),
+        Query("causes_over_time a", lambda: q.causes_over_time(f, "a")),
+        Query("causes_over_time b", lambda: q.causes_over_time(f, "b")),
+        Query("cause_legs a", lambda: q.cause_legs(f, "a", cause)),
+        Query("fanout", lambda: q.fanout(f)),
+        Query("winners_by_position", lambda: q.winners_by_position(f)),
+        Query("destinations", lambda: q.destinations(f)),
+        Query("outcome_matrix", lambda: q.outcome_matrix(f)),
+        Query("ring_times", lambda: q.ring_times(f)),
+        Query("abandoned", lambda: q.abandoned(f)),
+        Query("pairings", lambda: q.pairings(f)),
+        Query("search_calls ''", lambda: q.search_calls("", "UTC")),
+        Query("search_calls prefix", lambda: q.search_calls(call_uuid[:8], "UTC")),
+        Query("call_summary", lambda: q.call_summary(call_uuid, "UTC")),
+        Query("call_b_legs", lambda: q.call_b_legs(call_uuid, "UTC")),
+        Query("call_timeline", lambda: q.call_timeline(call_uuid, "UTC")),
+        Query("webhooks_per_kind", lambda: q.webhooks_per_kind(f)),
+        Query("receiver_totals", lambda: q.receiver_totals(f)),
+        Query("rejections", lambda: q.rejections(f)),
+    ]
+
+
+def captured_sql(query: Query) -> tuple[str, dict[str, Any]]:
+    """The SQL (written against the views) and parameters a query function runs."""
+    real_fetch, real_reads = queries._fetch, connection.reads_rollups
+    queries._fetch = _capture  # type: ignore[assignment]
+    connection.reads_rollups = lambda: False
+    try:
+        query.call()
+    except Captured as got:
+        return got.sql, {k: list(v) if isinstance(v, tuple) else v for k, v in got.params}
+    finally:
+        queries._fetch, connection.reads_rollups = real_fetch, real_reads
+    raise RuntimeError(f"{query.name} ran no query")
+
+
+def median_s(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        cur.execute(sql, params).fetchall()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def filters_for(preset: str) -> Filters:
+    """The Filters the dashboard builds for a range preset, in UTC, no slices."""
+    start, end = resolve_range(preset, datetime.now(UTC), None, "UTC", None)
+    return Filters(start=start, end=end, bucket=auto_bucket(end - start))
+
+
+def bench_queries(
+    preset: str, view_runs: int, all_views: bool
+) -> list[tuple[str, float, float | None]]:
+    con = duckdb.connect(str(DB), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        f = filters_for(preset)
+        # A call that dialled two B legs, and the most frequent cause: what a user drills into.
+        call_uuid = _text(con, "SELECT a_leg_uuid FROM dial_legs_rollup WHERE position = 2")
+        cause = _text(
+            con,
+            f"SELECT {queries.CAUSE_LABEL} FROM calls_rollup GROUP BY ALL ORDER BY count(*) DESC",
+        )
+        rows = []
+        for query in query_list(f, call_uuid, cause):
+            sql, params = captured_sql(query)
+            on_rollups = queries.on_rollups(sql)
+            rollup_s = median_s(con, on_rollups, params, 5)
+            view_s = None
+            if view_runs and on_rollups != sql and (query.overview or all_views):
+                view_s = median_s(con, sql, params, view_runs)
+            rows.append((query.name, rollup_s, view_s))
+            ratio = f"{view_s / rollup_s:,.0f}x" if view_s else ""
+            print(
+                f"| {query.name:<24} | {_ms(rollup_s):>9} | {_ms(view_s):>10} | {ratio:>6} |",
+                flush=True,
+            )
+        return rows
+    finally:
+        con.close()
+
+
+def _text(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    row = con.execute(sql + " LIMIT 1").fetchone()
+    assert row is not None, sql
+    return str(row[0])
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1000:,.0f} ms"
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+def bench_pages(preset: str, runs: int) -> list[tuple[str, float]]:
+    from streamlit.testing.v1 import AppTest
+
+    get_settings.cache_clear()
+    results = []
+    for title, page in PAGES.items():
+        times = []
+        for _ in range(runs):
+            at = AppTest.from_file(str(APP), default_timeout=300)
+            at.query_params["range"] = preset
+            if page is not None:
+                at.run()  # lands on the overview first, as a visitor does
+            st.cache_data.clear()
+            began = time.perf_counter()
+            (at.switch_page(page) if page else at).run()
+            times.append(time.perf_counter() - began)
+            assert not at.exception, [e.value for e in at.exception]
+        results.append((title, statistics.median(times)))
+        runs_s = ", ".join(f"{t:.2f}" for t in times)
+        print(f"| {title:<18} | {statistics.median(times):.2f} s | {runs_s} |", flush=True)
+    return results
+
+
+# --- a real server and a real browser ---------------------------------------------------------
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a process, in MiB."""
+    fields = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def bench_server() -> dict[str, float]:
+    from playwright.sync_api import sync_playwright
+
+    from tests.servers import start_server
+
+    server = start_server(DB, timeout=300)
+    try:
+        # At start the server copies the whole file into the analysts' snapshot: wait for it,
+        # so the figures below are the dashboard's, and its peak shows in peak_mib.
+        copying_s = wait_for_snapshot()
+        idle = rss_mib(server.process.pid)[0]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+                began = time.perf_counter()
+                page.goto(f"{server.url}/?range=Last+30+days", timeout=120_000)
+                tile = page.locator('[data-testid="stMetric"]').filter(has_text="Dial answer rate")
+                tile.first.wait_for(timeout=120_000)
+                page.locator(".vega-embed").first.wait_for(timeout=120_000)
+                loaded = time.perf_counter() - began
+                time.sleep(2)  # let the last charts' queries finish
+            finally:
+                browser.close()
+        rss, peak = rss_mib(server.process.pid)
+        return {
+            "snapshot_copy_s": copying_s,
+            "idle_mib": idle,
+            "after_overview_mib": rss,
+            "peak_mib": peak,
+            "overview_in_browser_s": loaded,
+        }
+    finally:
+        server.stop(timeout=STOP_WAIT_S)  # SIGTERM: a final snapshot, if anything changed
+
+
+def wait_for_snapshot() -> float:
+    began = time.monotonic()
+    snapshot = DB.with_name(f"{DB.stem}-snapshot{DB.suffix}")
+    tmp = snapshot.with_name(f".{snapshot.name}.tmp")
+    time.sleep(1)
+    while time.monotonic() - began < STOP_WAIT_S and (tmp.exists() or not snapshot.exists()):
+        time.sleep(0.5)
+    return time.monotonic() - began
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} cores (nproc), {mem_kib / 1024**2:.1f} GiB RAM, {model}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average {load} (1, 5, 15 min)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2_000_000)
+    parser.add_argument("--view-runs", type=int, default=3, help="runs per query on the views")
+    parser.add_argument("--all-views", action="store_true", help="views for every query too")
+    parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--db", type=Path, default=DB, help="database file (seeded if short)")
+    args = parser.parse_args()
+    use_database(args.db)
+    print(machine())
+    ensure_seeded(args.calls)
+    rebuild = time_full_rebuild()
+    print(f"full rollup rebuild: {rebuild:.1f} s")
+    new, incremental = time_incremental_refresh()
+    print(
+        f"incremental refresh after {BURST_CALLS} new calls ({new:,} webhooks): "
+        f"{incremental * 1000:.0f} ms"
+    )
+    for preset in (DEFAULT_PRESET, WIDE_PRESET):
+        # The views aggregate everything whatever the range: one baseline is enough.
+        view_runs = args.view_runs if preset == DEFAULT_PRESET else 0
+        print(f"queries, {preset} (median of 5 on rollups, of {view_runs} on views):")
+        print(f"| {'query':<24} | {'rollups':>9} | {'views':>10} | {'ratio':>6} |")
+        print(f"|{'-' * 26}|{'-' * 11}:|{'-' * 11}:|{'-' * 7}:|")
+        bench_queries(preset, view_runs, args.all_views)
+    for preset in (DEFAULT_PRESET, WIDE_PRESET):
+        print(f"first render per page, {preset} (median of 3, data cache cleared):")
+        print("| page | median | runs (s) |\n|---|---:|---|")
+        bench_pages(preset, 3)
+    if not args.skip_browser:
+        figures = bench_server()
+        print(
+            "server on the file, overview loaded in Chromium: "
+            + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items())
+        )
+    print(machine())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
