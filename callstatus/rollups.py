@@ -112,11 +112,13 @@ def refresh(cur: duckdb.DuckDBPyConnection, *, full: bool = False) -> int:
         top = last_rowid(cur)
         mark = watermark(cur)
         new = top - (-1 if mark is None else mark)
-        if full or mark is None or new > FULL_REBUILD_ROWS:
+        # new < 0: rows were removed behind our back (never by callstatus); start over.
+        rebuild = full or mark is None or new < 0 or new > FULL_REBUILD_ROWS
+        if rebuild:
             _rebuild(cur)
-        elif new > 0:
+        elif mark is not None and new > 0:
             _replace_touched(cur, mark, top)
-        if full or new > 0 or mark is None:
+        if rebuild or new > 0:
             _set_watermark(cur, top)
         cur.execute("COMMIT")
     except BaseException:
