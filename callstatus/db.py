@@ -14,12 +14,17 @@ BASE_CONFIG: dict[str, str | bool] = {
 }
 
 
-def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path | str, *, read_only: bool = False, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open a database file (created with its parent folder when writable)."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only, config=dict(BASE_CONFIG))
+    config: dict[str, str | bool | int | float | list[str]] = dict(BASE_CONFIG)
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    con = duckdb.connect(str(path), read_only=read_only, config=config)
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -60,10 +65,12 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
 class Database:
     """One DuckDB instance shared by the threads of this process, a cursor per thread."""
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path | str, *, read_only: bool = False, memory_limit: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        self.con = connect(self.path, read_only=read_only)
+        self.con = connect(self.path, read_only=read_only, memory_limit=memory_limit)
         if not read_only:
             migrate(self.con)
         self._local = threading.local()

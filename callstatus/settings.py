@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     answer_speak_text: str = Field(default="Connecting your call", alias="ANSWER_SPEAK_TEXT")
     plivo_timezone: str = Field(default="UTC", alias="PLIVO_TIMEZONE")
     dashboard_password: str | None = Field(default=None, alias="DASHBOARD_PASSWORD")
+    # DuckDB's own default is 80% of RAM: a snapshot copy of a large file then takes gigabytes.
+    memory_limit: str = Field(default="640MB", alias="CALLSTATUS_MEMORY_LIMIT")
     snapshot_interval_s: float = Field(
         default=60.0, alias="CALLSTATUS_SNAPSHOT_INTERVAL", ge=1, le=86400
     )
@@ -50,6 +53,13 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("PUBLIC_BASE_URL must not carry a query string or a fragment")
         return value.strip().rstrip("/")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _check_memory_limit(cls, value: str) -> str:
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", value, re.I):
+            raise ValueError(f"CALLSTATUS_MEMORY_LIMIT must look like 640MB or 2GB, got {value!r}")
+        return value.strip()
 
     @field_validator("plivo_timezone")
     @classmethod

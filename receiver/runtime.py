@@ -41,7 +41,7 @@ class RejectionBudget:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.database = Database(settings.db)
+        self.database = Database(settings.db, memory_limit=settings.memory_limit)
         self.spool = Spool(settings.spool_dir)
         self.writer = Writer(self.database, self.spool, settings.plivo_timezone)
         self.rejections = RejectionBudget()

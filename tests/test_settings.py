@@ -168,3 +168,20 @@ def test_callstatus_serve_refuses_to_start_with_exit_status_2(tmp_path: Path) ->
                 process.kill()
                 process.wait()
     assert not any((tmp_path / f"case{i}" / "x.duckdb").exists() for i in range(len(CLI_CASES)))
+
+
+@pytest.mark.parametrize("value", ["lots", "640", "-1GB", "1 PB"])
+def test_memory_limit_must_be_a_size(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ValidationError, match="CALLSTATUS_MEMORY_LIMIT"):
+        make_settings(tmp_path, CALLSTATUS_MEMORY_LIMIT=value)
+
+
+def test_server_database_obeys_the_memory_limit(tmp_path: Path) -> None:
+    from receiver.runtime import Runtime
+
+    rt = Runtime(make_settings(tmp_path, CALLSTATUS_MEMORY_LIMIT="300MB"))
+    try:
+        (limit,) = rt.database.cursor().execute("SELECT current_setting('memory_limit')").fetchone()
+        assert limit.replace(" ", "") in {"286.1MiB", "300.0MB", "300MB"}
+    finally:
+        rt.database.close()
