@@ -12,7 +12,6 @@ writer thread. The server refreshes every REFRESH_EVERY_S in a background thread
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from callstatus.db import Database
+from callstatus.jobs import PeriodicJob
 
 if TYPE_CHECKING:
     from receiver.runtime import Runtime
@@ -35,7 +35,6 @@ FULL_REBUILD_ROWS = 1_000_000
 REFRESH_EVERY_S = 2.0
 # The dashboard trusts rollups a little behind webhook_events only while a job keeps them fresh.
 STALE_AFTER_S = 30.0
-STOP_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -179,49 +178,22 @@ class RollupJob:
 
     def __init__(self, database: Database, interval_s: float = REFRESH_EVERY_S) -> None:
         self.database = database
-        self.interval_s = interval_s
-        self.last_error: str | None = None
-        self._last_ok: float | None = None
-        self._lock = threading.Lock()  # the loop and the final refresh at stop
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="callstatus-rollups", daemon=True)
+        self.loop = PeriodicJob("rollups", self.refresh, interval_s)
 
-    def start(self) -> None:
-        self._thread.start()
+    def refresh(self) -> None:
+        started = time.perf_counter()
+        new = refresh(self.database.cursor())
+        if new:
+            log.debug("rollups: %d webhooks in %.3f s", new, time.perf_counter() - started)
 
     def keeping_up(self) -> bool:
         """True while refreshes succeed: the rollups are then at most a few seconds behind."""
-        last = self._last_ok
+        last = self.loop.last_ok
         return last is not None and time.monotonic() - last < STALE_AFTER_S
 
-    def refresh_once(self) -> None:
-        with self._lock:
-            try:
-                started = time.perf_counter()
-                new = refresh(self.database.cursor())
-                self._last_ok = time.monotonic()
-                self.last_error = None
-                if new:
-                    log.debug("rollups: %d webhooks in %.3f s", new, time.perf_counter() - started)
-            except Exception as exc:  # a failed refresh must not stop the loop: retry later
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("rollup refresh failed: %s", exc)
-
-    def _run(self) -> None:
-        while True:
-            self.refresh_once()
-            if self._stop.wait(self.interval_s):
-                return
-
     def stop(self) -> None:
-        """Stop the loop, then refresh once more so the file's rollups hold every webhook."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(STOP_WAIT_S)
-        if self._thread.is_alive():
-            log.warning("rollup thread still busy after %.0f s; no final refresh", STOP_WAIT_S)
-            return
-        self.refresh_once()
+        """Stop the loop after a final refresh, so the file's rollups hold every webhook."""
+        self.loop.stop()
         _jobs.pop(id(self.database), None)
 
 
@@ -238,5 +210,5 @@ def start_background(rt: Runtime) -> RollupJob:
     job = RollupJob(rt.database)
     _jobs[id(rt.database)] = job
     rt.on_stop.append(job.stop)
-    job.start()
+    job.loop.start()
     return job

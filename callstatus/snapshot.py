@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from callstatus.db import Database
+from callstatus.jobs import PeriodicJob
 
 if TYPE_CHECKING:
     from receiver.runtime import Runtime
@@ -29,7 +30,6 @@ log = logging.getLogger("callstatus.snapshot")
 # named after the file they open.
 TMP_ALIAS = "callstatus_snapshot_tmp"
 CHECK_ALIAS = "callstatus_snapshot_check"
-STOP_WAIT_S = 120.0
 
 Fingerprint = tuple[object, ...]
 
@@ -136,15 +136,9 @@ class SnapshotJob:
     def __init__(self, database: Database, target: Path, interval_s: float) -> None:
         self.database = database
         self.target = target
-        self.interval_s = interval_s
-        self.last_error: str | None = None
         self._written: Fingerprint | None = None
-        self._lock = threading.Lock()  # one copy at a time: the loop and the final one at stop
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="callstatus-snapshot", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
+        self._lock = threading.Lock()  # one copy at a time
+        self.loop = PeriodicJob("snapshot", self.refresh, interval_s)
 
     def refresh(self) -> bool:
         """Write a new snapshot if the live data differs from the last one; True if written."""
@@ -166,35 +160,11 @@ class SnapshotJob:
             )
             return True
 
-    def _refresh_logged(self) -> None:
-        try:
-            self.refresh()
-            self.last_error = None
-        except Exception as exc:  # a full disk must not stop the loop: try again next interval
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("snapshot failed: %s", exc)
-
-    def _run(self) -> None:
-        while True:
-            self._refresh_logged()
-            if self._stop.wait(self.interval_s):
-                return
-
-    def stop(self) -> None:
-        """Stop the loop, then write a final snapshot holding everything stored."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(STOP_WAIT_S)
-        if self._thread.is_alive():
-            log.warning("snapshot thread still busy after %.0f s; no final snapshot", STOP_WAIT_S)
-            return
-        self._refresh_logged()
-
 
 def start_background(rt: Runtime) -> SnapshotJob:
     """Start refreshing the snapshot beside a running server; stopped with it."""
     job = SnapshotJob(rt.database, rt.settings.snapshot_path, rt.settings.snapshot_interval_s)
     rt.snapshot_age_s = lambda: age_s(job.target)
-    rt.on_stop.append(job.stop)
-    job.start()
+    rt.on_stop.append(job.loop.stop)
+    job.loop.start()
     return job

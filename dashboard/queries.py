@@ -46,26 +46,78 @@ DIAL_SLICE = """
     AND (len(CAST($numbers AS VARCHAR[])) = 0 OR list_contains(CAST($numbers AS VARCHAR[]),
          CASE WHEN c.direction = 'outbound' THEN c.from_number ELSE c.to_number END))
 """
-SCOPED_DIALS = f"""
-scoped_dials AS (
-    SELECT d.*, d.received_at AS t FROM dials d LEFT JOIN calls c ON c.call_uuid = d.a_leg_uuid
-    WHERE d.received_at >= $start AND d.received_at < $end AND {DIAL_SLICE}
-    AND (len(CAST($destinations AS VARCHAR[])) = 0 OR EXISTS (
+# Dials and B legs join their A leg only when they need it: for the direction and number slices,
+# and for the A leg's columns. The joined calls are bounded to the range widened by one day on
+# either side (the same one-day assumption as the rollups, docs/data.md), so the join scales with
+# the range instead of hashing every call's UUID.
+NEAR_CALLS = """(SELECT call_uuid, outcome, started_at, direction, from_number, to_number
+          FROM calls WHERE started_at >= $start - INTERVAL 1 DAY
+          AND started_at < $end + INTERVAL 1 DAY)"""
+DIAL_DESTINATIONS = """
+    (len(CAST($destinations AS VARCHAR[])) = 0 OR EXISTS (
          SELECT 1 FROM dial_legs x WHERE x.a_leg_uuid = d.a_leg_uuid
-         AND list_contains(CAST($destinations AS VARCHAR[]), x.b_leg_to)))
+         AND list_contains(CAST($destinations AS VARCHAR[]), x.b_leg_to)))"""
+LEG_DESTINATIONS = """
+    (len(CAST($destinations AS VARCHAR[])) = 0
+     OR list_contains(CAST($destinations AS VARCHAR[]), l.b_leg_to))"""
+
+
+def _sliced(f: Filters | None) -> bool:
+    """Whether the direction or number slice is set (None: either may be)."""
+    return f is None or f.direction is not None or bool(f.numbers)
+
+
+def scoped_dials(f: Filters | None = None) -> str:
+    """The scoped_dials CTE: dials whose webhooks arrived in the range, within the slices."""
+    if not _sliced(f):
+        return f"""
+scoped_dials AS (
+    SELECT d.*, d.received_at AS t FROM dials d
+    WHERE d.received_at >= $start AND d.received_at < $end AND {DIAL_DESTINATIONS}
 )"""
-SCOPED_LEGS = f"""
+    return f"""
+scoped_dials AS (
+    SELECT d.*, d.received_at AS t FROM dials d LEFT JOIN {NEAR_CALLS} c
+        ON c.call_uuid = d.a_leg_uuid
+    WHERE d.received_at >= $start AND d.received_at < $end AND {DIAL_SLICE}
+    AND {DIAL_DESTINATIONS}
+)"""
+
+
+def scoped_legs(f: Filters | None = None, a_leg: bool = True) -> str:
+    """The scoped_legs CTE: B legs timed in the range, within the slices; with `a_leg` their A
+    leg's outcome, start, direction and numbers too (a_outcome, a_started_at, direction, a_from,
+    a_to). A leg that has neither answered nor ended is timed by its A leg's start."""
+    if not a_leg and not _sliced(f):
+        return f"""
+scoped_legs AS (
+    SELECT l.*, coalesce(l.answered_at, l.ended_at) AS t FROM dial_legs l
+    WHERE coalesce(l.answered_at, l.ended_at) >= $start
+      AND coalesce(l.answered_at, l.ended_at) < $end AND {LEG_DESTINATIONS}
+    UNION ALL
+    SELECT l.*, c.started_at AS t FROM dial_legs l JOIN {NEAR_CALLS} c
+        ON c.call_uuid = l.a_leg_uuid
+    WHERE l.answered_at IS NULL AND l.ended_at IS NULL
+      AND c.started_at >= $start AND c.started_at < $end AND {LEG_DESTINATIONS}
+)"""
+    return f"""
 scoped_legs AS (
     SELECT l.*, coalesce(l.answered_at, l.ended_at, c.started_at) AS t,
            c.outcome AS a_outcome, c.started_at AS a_started_at, c.direction,
            c.from_number AS a_from, c.to_number AS a_to
-    FROM dial_legs l LEFT JOIN calls c ON c.call_uuid = l.a_leg_uuid
-    WHERE coalesce(l.answered_at, l.ended_at, c.started_at) >= $start
+    FROM dial_legs l LEFT JOIN {NEAR_CALLS} c ON c.call_uuid = l.a_leg_uuid
+    WHERE ((l.answered_at IS NULL AND l.ended_at IS NULL)
+           OR (coalesce(l.answered_at, l.ended_at) >= $start
+               AND coalesce(l.answered_at, l.ended_at) < $end))
+      AND coalesce(l.answered_at, l.ended_at, c.started_at) >= $start
       AND coalesce(l.answered_at, l.ended_at, c.started_at) < $end
       AND {DIAL_SLICE}
-      AND (len(CAST($destinations AS VARCHAR[])) = 0
-           OR list_contains(CAST($destinations AS VARCHAR[]), l.b_leg_to))
+      AND {LEG_DESTINATIONS}
 )"""
+
+
+SCOPED_DIALS = scoped_dials()
+SCOPED_LEGS = scoped_legs()
 BUCKET = "time_bucket(CAST($bucket AS INTERVAL), timezone($tz, t))"
 # Bars span their whole bucket, so charts get its end too.
 BUCKET_END = "bucket + CAST($bucket AS INTERVAL) AS bucket_end"
@@ -154,7 +206,7 @@ def destinations_list() -> list[str]:
 
 # --- Overview -------------------------------------------------------------------------------
 
-KPI_SQL = _with(SCOPED_CALLS, SCOPED_DIALS, SCOPED_LEGS) + """
+KPI_BODY = """
 , c AS (
     SELECT count(*) AS calls,
            count(*) FILTER (WHERE direction = 'inbound') AS inbound_calls,
@@ -188,12 +240,13 @@ FROM c, d, l
 
 def kpis(f: Filters) -> Result:
     """One row: every KPI tile's figure for the range (ARCHITECTURE, Metrics)."""
-    return run(KPI_SQL, f.params())
+    sql = _with(SCOPED_CALLS, scoped_dials(f), scoped_legs(f, a_leg=False)) + KPI_BODY
+    return run(sql, f.params())
 
 
 def rates_over_time(f: Filters) -> Result:
     """Per bucket: calls, and the call, dial and B-leg answer rates."""
-    sql = _with(SCOPED_CALLS, SCOPED_DIALS, SCOPED_LEGS) + f"""
+    sql = _with(SCOPED_CALLS, scoped_dials(f), scoped_legs(f, a_leg=False)) + f"""
     , c AS (SELECT {BUCKET} AS bucket, count(*) AS calls,
                    count(*) FILTER (WHERE outcome <> 'in-progress' AND answered)
                    / nullif(count(*) FILTER (WHERE outcome <> 'in-progress'), 0)
@@ -225,7 +278,7 @@ def answer_heatmap(f: Filters, metric: str) -> Result:
     """Answer rate by weekday and hour (in the chosen zone); metric is 'dial' or 'call'."""
     if metric == "dial":
         body = """SELECT t, dial_status = 'completed' AS ok, true AS counted FROM scoped_dials"""
-        ctes: tuple[str, ...] = (SCOPED_DIALS,)
+        ctes: tuple[str, ...] = (scoped_dials(f),)
     else:
         body = """SELECT t, answered AS ok, outcome <> 'in-progress' AS counted
                   FROM scoped_calls"""
@@ -246,24 +299,26 @@ def answer_heatmap(f: Filters, metric: str) -> Result:
 
 # --- Hangup causes --------------------------------------------------------------------------
 
-# leg -> (CTE, relation): A legs are the calls view, B legs the dial_legs view; both name their
-# cause columns alike. Only these two fixed relation names are ever put into SQL text.
-LEG_SOURCES = {"a": (SCOPED_CALLS, "scoped_calls"), "b": (SCOPED_LEGS, "scoped_legs")}
+# leg -> relation: A legs are the calls view, B legs the dial_legs view; both name their cause
+# columns alike. Only these two fixed relation names are ever put into SQL text.
+LEG_RELATIONS = {"a": "scoped_calls", "b": "scoped_legs"}
 CAUSE_LABEL = (
     "coalesce(CAST(hangup_cause_code AS VARCHAR) || ' ' || hangup_cause_name, "
     "hangup_cause_name, hangup_cause, '(none yet)')"
 )
 
 
-def _leg(leg: str) -> tuple[str, str]:
-    if leg not in LEG_SOURCES:
+def _leg(leg: str, f: Filters, a_leg: bool = False) -> tuple[str, str]:
+    """The CTE and relation for a leg; `a_leg`: B legs carry their A leg's columns."""
+    if leg not in LEG_RELATIONS:
         raise ValueError(f"leg must be 'a' or 'b', not {leg!r}")
-    return LEG_SOURCES[leg]
+    cte = SCOPED_CALLS if leg == "a" else scoped_legs(f, a_leg=a_leg)
+    return cte, LEG_RELATIONS[leg]
 
 
 def causes(f: Filters, leg: str, with_answered: bool = True) -> Result:
     """Legs per Plivo cause code/name beside the telephony cause name, split by outcome."""
-    cte, rel = _leg(leg)
+    cte, rel = _leg(leg, f)
     sql = _with(cte) + f"""
     , grouped AS (
         SELECT {CAUSE_LABEL} AS cause, hangup_cause_code AS code,
@@ -277,7 +332,7 @@ def causes(f: Filters, leg: str, with_answered: bool = True) -> Result:
 
 
 def causes_by_source(f: Filters, leg: str, with_answered: bool = True) -> Result:
-    cte, rel = _leg(leg)
+    cte, rel = _leg(leg, f)
     sql = _with(cte) + f"""
     SELECT coalesce(hangup_source, '(none)') AS source, outcome, count(*) AS legs
     FROM {rel} WHERE ($with_answered OR outcome <> 'answered')
@@ -288,7 +343,7 @@ def causes_by_source(f: Filters, leg: str, with_answered: bool = True) -> Result
 
 def causes_over_time(f: Filters, leg: str, with_answered: bool = True, top: int = 8) -> Result:
     """Legs per bucket and cause; causes beyond the `top` most frequent become 'other'."""
-    cte, rel = _leg(leg)
+    cte, rel = _leg(leg, f)
     sql = _with(cte) + f"""
     , labelled AS (SELECT *, {CAUSE_LABEL} AS cause FROM {rel}
                    WHERE ($with_answered OR outcome <> 'answered'))
@@ -304,7 +359,7 @@ def causes_over_time(f: Filters, leg: str, with_answered: bool = True, top: int 
 
 def cause_legs(f: Filters, leg: str, cause: str, limit: int = ROW_LIMIT) -> Result:
     """The calls (A) or B legs behind one cause label, newest first."""
-    cte, rel = _leg(leg)
+    cte, rel = _leg(leg, f, a_leg=True)
     b_cols = "b_leg_uuid, b_leg_to, position, " if leg == "b" else ""
     sql = _with(cte) + f"""
     SELECT timezone($tz, t) AS at, {"a_leg_uuid" if leg == "b" else "call_uuid"} AS call_uuid,
@@ -321,7 +376,7 @@ def cause_legs(f: Filters, leg: str, cause: str, limit: int = ROW_LIMIT) -> Resu
 
 def fanout(f: Filters) -> Result:
     """How many A legs dialled 1, 2, 3… B legs."""
-    sql = _with(SCOPED_LEGS) + """
+    sql = _with(scoped_legs(f, a_leg=False)) + """
     , per_a AS (SELECT a_leg_uuid, count(*) AS b_legs FROM scoped_legs GROUP BY a_leg_uuid)
     SELECT b_legs, count(*) AS a_legs FROM per_a GROUP BY b_legs ORDER BY b_legs
     """
@@ -330,7 +385,7 @@ def fanout(f: Filters) -> Result:
 
 def winners_by_position(f: Filters) -> Result:
     """In simultaneous dials (2+ B legs), who answered first, by position in the Dial."""
-    sql = _with(SCOPED_LEGS) + """
+    sql = _with(scoped_legs(f, a_leg=False)) + """
     , simultaneous AS (SELECT * FROM scoped_legs
                        QUALIFY count(*) OVER (PARTITION BY a_leg_uuid) > 1)
     SELECT position, count(*) AS b_legs, count(*) FILTER (WHERE answered) AS wins,
@@ -343,7 +398,7 @@ def winners_by_position(f: Filters) -> Result:
 
 def destinations(f: Filters) -> Result:
     """Per B number: legs, answered, lost races and answer rate (lost races shown apart)."""
-    sql = _with(SCOPED_LEGS) + """
+    sql = _with(scoped_legs(f, a_leg=False)) + """
     SELECT coalesce(b_leg_to, '(unknown)') AS b_leg_to, count(*) AS b_legs,
            count(*) FILTER (WHERE answered) AS answered,
            count(*) FILTER (WHERE outcome = 'lost-race') AS lost_race,
@@ -359,7 +414,7 @@ def destinations(f: Filters) -> Result:
 
 def outcome_matrix(f: Filters) -> Result:
     """Pairings counted by the A leg's outcome and the B leg's outcome."""
-    sql = _with(SCOPED_LEGS) + """
+    sql = _with(scoped_legs(f, a_leg=True)) + """
     SELECT coalesce(a_outcome, '(A leg not seen)') AS a_outcome, outcome AS b_outcome,
            count(*) AS pairs
     FROM scoped_legs GROUP BY ALL ORDER BY pairs DESC
@@ -372,7 +427,7 @@ def ring_times(f: Filters, bin_s: int = 5, cap_s: int = 120) -> Result:
 
     Callbacks carry no timestamps, so these are arrival times: a second or so of slack.
     """
-    sql = _with(SCOPED_LEGS) + """
+    sql = _with(scoped_legs(f, a_leg=True)) + """
     , timed AS (
         SELECT CASE WHEN answered THEN 'time to answer' ELSE 'ring time, not answered' END
                    AS measure,
@@ -389,7 +444,7 @@ def ring_times(f: Filters, bin_s: int = 5, cap_s: int = 120) -> Result:
 def abandoned(f: Filters) -> Result:
     """A legs whose caller gave up while B legs rang: no B leg answered and a B leg was
     canceled (a caller hanging up during the Dial cancels the ringing legs)."""
-    sql = _with(SCOPED_LEGS) + """
+    sql = _with(scoped_legs(f, a_leg=False)) + """
     , per_a AS (
         SELECT a_leg_uuid, bool_or(answered) AS any_answered,
                bool_or(outcome = 'canceled') AS gave_up
@@ -411,7 +466,7 @@ def pairings(
     limit: int = ROW_LIMIT,
 ) -> Result:
     """A/B pairings, newest first, optionally narrowed by B outcome, position and text."""
-    sql = _with(SCOPED_LEGS) + """
+    sql = _with(scoped_legs(f, a_leg=True)) + """
     SELECT timezone($tz, t) AS at, a_leg_uuid, a_from, a_to, direction, a_outcome,
            position, b_leg_to, b_leg_uuid, outcome AS b_outcome, answered AS b_answered,
            duration_s AS b_duration_s, hangup_cause_code AS b_cause_code,
