@@ -18,8 +18,9 @@ def render() -> None:
     row = totals.frame.iloc[0]
     live = receiver_status.status()
     cols = st.columns(5)
-    cols[0].metric("Last webhook", _ago(row["last_event_at"]), border=True,
-                   help="When the most recent webhook was stored (any time).")
+    # Short values: five tiles share the row, and a long one is cut to "21 min …".
+    cols[0].metric("Since last webhook", _ago(row["last_event_at"]), border=True,
+                   help="Time since the most recent webhook was stored (any time range).")
     cols[1].metric("Webhooks", tiles.fmt_count(row["webhooks"]), border=True)
     cols[2].metric("Duplicates", tiles.fmt_count(row["duplicates"]), border=True,
                    help="Repeat deliveries of the same webhook (Plivo retries); kept, but "
@@ -59,12 +60,12 @@ def _ago(moment: object) -> str:
     if seconds < 5:
         return "just now"
     if seconds < 90:
-        return f"{seconds:.0f} s ago"
+        return f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
+        return f"{seconds / 60:.0f} min"
     if seconds < 172800:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 render()
