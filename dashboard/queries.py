@@ -84,10 +84,11 @@ scoped_dials AS (
 )"""
 
 
-def scoped_legs(f: Filters | None = None, a_leg: bool = True) -> str:
+def scoped_legs(f: Filters | None = None, a_leg: bool = True, legs: str = "dial_legs") -> str:
     """The scoped_legs CTE: B legs timed in the range, within the slices; with `a_leg` their A
     leg's outcome, start, direction and numbers too (a_outcome, a_started_at, direction, a_from,
-    a_to). A leg that has neither answered nor ended is timed by its A leg's start."""
+    a_to). A leg that has neither answered nor ended is timed by its A leg's start. `legs`
+    names the relation of B legs to read (the dial_legs view, or a CTE of its rows)."""
     if not a_leg and not _sliced(f):
         return f"""
 scoped_legs AS (
@@ -105,7 +106,7 @@ scoped_legs AS (
     SELECT l.*, coalesce(l.answered_at, l.ended_at, c.started_at) AS t,
            c.outcome AS a_outcome, c.started_at AS a_started_at, c.direction,
            c.from_number AS a_from, c.to_number AS a_to
-    FROM dial_legs l LEFT JOIN {NEAR_CALLS} c ON c.call_uuid = l.a_leg_uuid
+    FROM {legs} l LEFT JOIN {NEAR_CALLS} c ON c.call_uuid = l.a_leg_uuid
     WHERE ((l.answered_at IS NULL AND l.ended_at IS NULL)
            OR (coalesce(l.answered_at, l.ended_at) >= $start
                AND coalesce(l.answered_at, l.ended_at) < $end))
@@ -113,6 +114,25 @@ scoped_legs AS (
       AND coalesce(l.answered_at, l.ended_at, c.started_at) < $end
       AND {DIAL_SLICE}
       AND {LEG_DESTINATIONS}
+)"""
+
+
+def newest_legs(where: str) -> str:
+    """The `recent` and `candidates` CTEs: the newest $limit B legs matching `where` (a fixed
+    condition on dial_legs l) that answered or ended in the range, plus every one that did
+    neither (timed by its A leg's start). When nothing is matched on the A leg, the newest
+    $limit of scoped_legs are among these, so only they need joining to their A leg."""
+    return f"""
+recent AS (
+    SELECT l.*, coalesce(l.answered_at, l.ended_at) AS t0 FROM dial_legs l
+    WHERE coalesce(l.answered_at, l.ended_at) >= $start
+      AND coalesce(l.answered_at, l.ended_at) < $end AND {where}
+    ORDER BY t0 DESC LIMIT $limit
+), candidates AS (
+    SELECT * EXCLUDE (t0) FROM recent
+    UNION ALL
+    SELECT l.* FROM dial_legs l
+    WHERE l.answered_at IS NULL AND l.ended_at IS NULL AND {where}
 )"""
 
 
@@ -345,13 +365,13 @@ def causes_over_time(f: Filters, leg: str, with_answered: bool = True, top: int 
     """Legs per bucket and cause; causes beyond the `top` most frequent become 'other'."""
     cte, rel = _leg(leg, f)
     sql = _with(cte) + f"""
-    , labelled AS (SELECT *, {CAUSE_LABEL} AS cause FROM {rel}
-                   WHERE ($with_answered OR outcome <> 'answered'))
-    , ranked AS (SELECT cause, row_number() OVER (ORDER BY count(*) DESC, cause) AS rank
+    , labelled AS (SELECT {BUCKET} AS bucket, {CAUSE_LABEL} AS cause, count(*) AS legs
+                   FROM {rel} WHERE ($with_answered OR outcome <> 'answered') GROUP BY ALL)
+    , ranked AS (SELECT cause, row_number() OVER (ORDER BY sum(legs) DESC, cause) AS rank
                  FROM labelled GROUP BY cause)
-    SELECT {BUCKET} AS bucket, {BUCKET_END},
+    SELECT bucket, {BUCKET_END},
            CASE WHEN r.rank <= $top THEN l.cause ELSE 'other' END AS cause,
-           count(*) AS legs
+           CAST(sum(legs) AS BIGINT) AS legs
     FROM labelled l JOIN ranked r USING (cause) GROUP BY ALL ORDER BY bucket, cause
     """
     return run(sql, {**f.params(), "with_answered": with_answered, "top": top})
@@ -360,6 +380,10 @@ def causes_over_time(f: Filters, leg: str, with_answered: bool = True, top: int 
 def cause_legs(f: Filters, leg: str, cause: str, limit: int = ROW_LIMIT) -> Result:
     """The calls (A) or B legs behind one cause label, newest first."""
     cte, rel = _leg(leg, f, a_leg=True)
+    if leg == "b" and not _sliced(f):
+        # Nothing to match on the A leg: join only the newest B legs with this cause.
+        newest = newest_legs(f"{LEG_DESTINATIONS} AND {CAUSE_LABEL} = $cause")
+        cte = newest + "," + scoped_legs(f, a_leg=True, legs="candidates")
     b_cols = "b_leg_uuid, b_leg_to, position, " if leg == "b" else ""
     sql = _with(cte) + f"""
     SELECT timezone($tz, t) AS at, {"a_leg_uuid" if leg == "b" else "call_uuid"} AS call_uuid,
@@ -386,12 +410,13 @@ def fanout(f: Filters) -> Result:
 def winners_by_position(f: Filters) -> Result:
     """In simultaneous dials (2+ B legs), who answered first, by position in the Dial."""
     sql = _with(scoped_legs(f, a_leg=False)) + """
-    , simultaneous AS (SELECT * FROM scoped_legs
-                       QUALIFY count(*) OVER (PARTITION BY a_leg_uuid) > 1)
+    , simultaneous AS (SELECT a_leg_uuid FROM scoped_legs GROUP BY a_leg_uuid
+                       HAVING count(*) > 1)
     SELECT position, count(*) AS b_legs, count(*) FILTER (WHERE answered) AS wins,
            count(*) FILTER (WHERE outcome = 'lost-race') AS lost_race,
            count(*) FILTER (WHERE answered) / count(*) AS win_rate
-    FROM simultaneous GROUP BY position ORDER BY position
+    FROM scoped_legs SEMI JOIN simultaneous USING (a_leg_uuid)
+    GROUP BY position ORDER BY position
     """
     return run(sql, f.params())
 
@@ -466,7 +491,15 @@ def pairings(
     limit: int = ROW_LIMIT,
 ) -> Result:
     """A/B pairings, newest first, optionally narrowed by B outcome, position and text."""
-    sql = _with(scoped_legs(f, a_leg=True)) + """
+    legs_cte: tuple[str, ...] = ()
+    legs = "dial_legs"
+    if not _sliced(f) and not search.strip():
+        # Nothing to match on the A leg: the newest `limit` B legs that answered or ended, and
+        # those that did neither (timed by their A leg), are the only candidates; only they are
+        # joined to their A leg.
+        legs_cte = (newest_legs(f"{LEG_DESTINATIONS} AND {LEG_CHOICES}"),)
+        legs = "candidates"
+    sql = _with(*legs_cte, scoped_legs(f, a_leg=True, legs=legs)) + """
     SELECT timezone($tz, t) AS at, a_leg_uuid, a_from, a_to, direction, a_outcome,
            position, b_leg_to, b_leg_uuid, outcome AS b_outcome, answered AS b_answered,
            duration_s AS b_duration_s, hangup_cause_code AS b_cause_code,
@@ -490,11 +523,27 @@ def pairings(
     return run(sql, params)
 
 
+# B outcome and position choices on the Pairings table.
+LEG_CHOICES = """
+    (len(CAST($b_outcomes AS VARCHAR[])) = 0
+     OR list_contains(CAST($b_outcomes AS VARCHAR[]), l.outcome))
+    AND (len(CAST($positions AS INTEGER[])) = 0
+         OR list_contains(CAST($positions AS INTEGER[]), l.position))"""
+
+
 # --- Calls ----------------------------------------------------------------------------------
 
 
 def search_calls(text: str, tz: str, limit: int = 200) -> Result:
     """Calls (over all time) whose UUID starts with, or whose numbers contain, the text."""
+    if not text.strip():
+        # The newest calls: a plain top-N, which DuckDB answers from the newest row groups.
+        sql = """
+        SELECT timezone($tz, started_at) AS started, call_uuid, direction, from_number,
+               to_number, outcome, duration_s, hangup_cause_name
+        FROM calls ORDER BY started_at DESC LIMIT $limit
+        """
+        return run(sql, {"tz": tz, "limit": limit})
     sql = """
     SELECT timezone($tz, started_at) AS started, call_uuid, direction, from_number, to_number,
            outcome, duration_s, hangup_cause_name
@@ -530,17 +579,41 @@ def call_b_legs(call_uuid: str, tz: str) -> Result:
 
 
 def call_timeline(call_uuid: str, tz: str) -> Result:
-    """Every webhook about this call (its own, its Dial's, its B legs'), raw parameters too."""
-    sql = """
+    """Every webhook about this call (its own, its Dial's, its B legs'), raw parameters too.
+
+    On the rollups, the call's time span (its start and end, its B legs' answers and hangups)
+    bounds the scan of webhook_events to one day either side, so zone maps skip nearly all of
+    it (the rollups' one-day assumption, docs/data.md). A call not in the rollups yet, or the
+    views, get the full scan.
+    """
+    params: dict[str, Any] = {"uuid": call_uuid, "tz": tz}
+    bound = ""
+    if connection.reads_rollups():
+        span = run(
+            """
+            SELECT min(lo) AS lo, max(hi) AS hi FROM (
+                SELECT started_at AS lo, coalesce(ended_at, answered_at, started_at) AS hi
+                FROM calls WHERE call_uuid = $uuid
+                UNION ALL
+                SELECT coalesce(answered_at, ended_at), coalesce(ended_at, answered_at)
+                FROM dial_legs WHERE a_leg_uuid = $uuid)
+            """,
+            params,
+        ).frame.iloc[0]
+        if not (pd.isna(span["lo"]) or pd.isna(span["hi"])):
+            params.update(lo=span["lo"].to_pydatetime(), hi=span["hi"].to_pydatetime())
+            bound = """received_at >= $lo - INTERVAL 1 DAY AND received_at <= $hi + INTERVAL 1 DAY
+      AND """
+    sql = f"""
     SELECT timezone($tz, received_at) AS received, kind, event, dial_action, call_status,
            dial_status, dial_b_leg_uuid, duplicate, signature, http_method,
            CAST(params AS VARCHAR) AS params, CAST(event_id AS VARCHAR) AS event_id
     FROM webhook_events
-    WHERE call_uuid = $uuid OR dial_a_leg_uuid = $uuid
-       OR dial_b_leg_uuid IN (SELECT b_leg_uuid FROM dial_legs WHERE a_leg_uuid = $uuid)
+    WHERE {bound}(call_uuid = $uuid OR dial_a_leg_uuid = $uuid
+       OR dial_b_leg_uuid IN (SELECT b_leg_uuid FROM dial_legs WHERE a_leg_uuid = $uuid))
     ORDER BY received_at, event_id
     """
-    return run(sql, {"uuid": call_uuid, "tz": tz})
+    return run(sql, params)
 
 
 # --- Receiver health ------------------------------------------------------------------------
