@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 
@@ -110,20 +112,31 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> alt.Chart:
     return alt.vconcat(lines, bars, spacing=6).resolve_scale(x="shared")
 
 
-def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> alt.Chart:
-    if frame.empty:
-        return empty()
+def _stacked_over_time(
+    frame: pd.DataFrame, x_title: str, value: str, color: alt.Color, tooltip: list[Any]
+) -> alt.Chart:
+    """Bars spanning their time bucket (`bucket` to `bucket_end`), stacked by `color`."""
     return (
         alt.Chart(frame)
         .mark_bar(stroke="white", strokeWidth=0.5, orient="vertical")
         .encode(
-            x=_time_x(f"time ({tz})"),
+            x=_time_x(x_title),
             x2="bucket_end:T",
             y=alt.Y(f"{value}:Q", title=value),
-            color=_outcome_color(frame),
-            order=alt.Order("outcome_rank:Q"),
-            tooltip=[alt.Tooltip("bucket:T", title="from"), "outcome:N", f"{value}:Q"],
+            color=color,
+            tooltip=[alt.Tooltip("bucket:T", title="from"), *tooltip],
         )
+    )
+
+
+def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> alt.Chart:
+    if frame.empty:
+        return empty()
+    return (
+        _stacked_over_time(
+            frame, f"time ({tz})", value, _outcome_color(frame), ["outcome:N", f"{value}:Q"]
+        )
+        .encode(order=alt.Order("outcome_rank:Q"))
         .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
         .properties(height=280)
     )
@@ -200,19 +213,11 @@ def sources_bar(frame: pd.DataFrame) -> alt.Chart:
 def causes_over_time(frame: pd.DataFrame, tz: str) -> alt.Chart:
     if frame.empty:
         return empty()
-    return (
-        alt.Chart(frame)
-        .mark_bar(stroke="white", strokeWidth=0.5, orient="vertical")
-        .encode(
-            x=_time_x(f"time ({tz})"),
-            x2="bucket_end:T",
-            y=alt.Y("legs:Q", title="legs"),
-            color=alt.Color("cause:N", title="cause", scale=alt.Scale(scheme="tableau10"),
-                            legend=alt.Legend(orient="right", labelLimit=240)),
-            tooltip=[alt.Tooltip("bucket:T", title="from"), "cause:N", "legs:Q"],
-        )
-        .properties(height=260)
-    )
+    color = alt.Color("cause:N", title="cause", scale=alt.Scale(scheme="tableau10"),
+                      legend=alt.Legend(orient="right", labelLimit=240))
+    return _stacked_over_time(
+        frame, f"time ({tz})", "legs", color, ["cause:N", "legs:Q"]
+    ).properties(height=260)
 
 
 def count_bar(frame: pd.DataFrame, x: str, y: str, x_title: str, y_title: str) -> alt.Chart:
@@ -336,20 +341,11 @@ def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
 def webhooks_per_kind(frame: pd.DataFrame, tz: str) -> alt.Chart:
     if frame.empty:
         return empty()
-    return (
-        alt.Chart(frame)
-        .mark_bar(stroke="white", strokeWidth=0.5, orient="vertical")
-        .encode(
-            x=_time_x(f"received ({tz})"),
-            x2="bucket_end:T",
-            y=alt.Y("webhooks:Q", title="webhooks"),
-            color=alt.Color("kind:N", scale=alt.Scale(domain=list(KIND_COLORS),
-                                                      range=list(KIND_COLORS.values()))),
-            tooltip=[alt.Tooltip("bucket:T", title="from"), "kind:N", "webhooks:Q",
-                     "duplicates:Q"],
-        )
-        .properties(height=260)
-    )
+    color = alt.Color("kind:N", scale=alt.Scale(domain=list(KIND_COLORS),
+                                                range=list(KIND_COLORS.values())))
+    return _stacked_over_time(
+        frame, f"received ({tz})", "webhooks", color, ["kind:N", "webhooks:Q", "duplicates:Q"]
+    ).properties(height=260)
 
 
 def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
