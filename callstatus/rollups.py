@@ -65,13 +65,21 @@ ROLLUPS = (
         "b_leg_uuid",
         "dial_b_leg_uuid",
         ("dial_callback",),
-        "coalesce(answered_at, ended_at)",
+        "leg_at",
     ),
     Rollup(
         "dials_rollup", "dials_since", "params_hash", "params_hash", ("dial_action",), "received_at"
     ),
 )
 TABLES = tuple(r.table for r in ROLLUPS)
+# dial_legs_rollup's columns beyond the view's (migration 0004): the leg's time as the dashboard
+# defines it and its A leg's columns, taken from calls_rollup (refreshed before it).
+A_LEG_COLUMNS = """
+    coalesce(l.answered_at, l.ended_at, c.started_at) AS leg_at,
+    c.started_at AS a_started_at, c.outcome AS a_outcome, c.direction AS a_direction,
+    c.from_number AS a_from, c.to_number AS a_to"""
+ALL_TIME = "'-infinity'::TIMESTAMPTZ"
+EXTRA_COLUMNS = ("leg_at", "a_started_at", "a_outcome", "a_direction", "a_from", "a_to")
 VIEWS = {"calls": "calls_rollup", "dials": "dials_rollup", "dial_legs": "dial_legs_rollup"}
 
 
@@ -126,12 +134,22 @@ def refresh(cur: duckdb.DuckDBPyConnection, *, full: bool = False) -> int:
     return max(new, 0)
 
 
+def _rows(r: Rollup, since: str) -> str:
+    """The relation of r's rows computed from the webhooks received since `since` (SQL)."""
+    if r.table != "dial_legs_rollup":
+        return f"{r.macro}({since})"
+    return (
+        f"(SELECT l.*, {A_LEG_COLUMNS}\n FROM {r.macro}({since}) l"
+        " LEFT JOIN calls_rollup c ON c.call_uuid = l.a_leg_uuid)"
+    )
+
+
 def _rebuild(cur: duckdb.DuckDBPyConnection) -> None:
     """Every rollup from scratch, rows in time order so that zone maps on time skip row groups."""
     for r in ROLLUPS:
         cur.execute(f"DELETE FROM {r.table}")
         cur.execute(
-            f"INSERT INTO {r.table} SELECT * FROM {r.macro}('-infinity'::TIMESTAMPTZ)"
+            f"INSERT INTO {r.table} BY NAME SELECT * FROM {_rows(r, ALL_TIME)}"
             f" ORDER BY {r.order_by}"
         )
 
@@ -153,10 +171,25 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
         params = {"mark": mark, "top": top}
         cur.execute(f"DELETE FROM {r.table} WHERE {r.key} IN ({touched})", params)
         cur.execute(
-            f"INSERT INTO {r.table} SELECT * FROM {r.macro}($since)"
+            f"INSERT INTO {r.table} BY NAME SELECT * FROM {_rows(r, '$since')}"
             f" WHERE {r.key} IN ({touched}) ORDER BY {r.order_by}",
             {**params, "since": since},
         )
+    # A B leg's A-leg columns change when its A leg's webhooks arrive, maybe after the B leg's
+    # own: B legs not touched themselves take them again from the calls just recomputed.
+    calls = ROLLUPS[0]
+    touched_calls = (
+        f"SELECT {calls.event_key} FROM webhook_events WHERE rowid > $mark AND rowid <= $top"
+        f" AND kind IN {_sql_list(calls.kinds)} AND {calls.event_key} IS NOT NULL"
+    )
+    cur.execute(
+        "UPDATE dial_legs_rollup l SET leg_at = coalesce(l.answered_at, l.ended_at, c.started_at),"
+        " a_started_at = c.started_at, a_outcome = c.outcome, a_direction = c.direction,"
+        " a_from = c.from_number, a_to = c.to_number"
+        " FROM calls_rollup c WHERE c.call_uuid = l.a_leg_uuid"
+        f" AND c.call_uuid IN ({touched_calls})",
+        {"mark": mark, "top": top},
+    )
 
 
 def _sql_list(values: tuple[str, ...]) -> str:

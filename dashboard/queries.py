@@ -57,6 +57,21 @@ DIAL_DESTINATIONS = """
     (len(CAST($destinations AS VARCHAR[])) = 0 OR EXISTS (
          SELECT 1 FROM dial_legs x WHERE x.a_leg_uuid = d.a_leg_uuid
          AND list_contains(CAST($destinations AS VARCHAR[]), x.b_leg_to)))"""
+# scoped_legs on the rollups: leg_at and the A-leg columns are stored, so no join and zone maps
+# on leg_at (rows are inserted in its order) skip the row groups outside the range.
+ROLLUP_LEGS = """
+scoped_legs AS (
+    SELECT l.* EXCLUDE (leg_at, a_direction), l.leg_at AS t, l.a_direction AS direction
+    FROM dial_legs_rollup l
+    WHERE l.leg_at >= $start AND l.leg_at < $end
+      AND ($direction IS NULL OR l.a_direction = $direction)
+      AND (len(CAST($numbers AS VARCHAR[])) = 0 OR list_contains(CAST($numbers AS VARCHAR[]),
+           CASE WHEN l.a_direction = 'outbound' THEN l.a_from ELSE l.a_to END))
+      AND (len(CAST($destinations AS VARCHAR[])) = 0
+           OR list_contains(CAST($destinations AS VARCHAR[]), l.b_leg_to))
+)"""
+# CTE text on the views -> its equivalent on the rollups (filled by scoped_legs; few variants).
+_ON_ROLLUPS: dict[str, str] = {}
 LEG_DESTINATIONS = """
     (len(CAST($destinations AS VARCHAR[])) = 0
      OR list_contains(CAST($destinations AS VARCHAR[]), l.b_leg_to))"""
@@ -88,7 +103,24 @@ def scoped_legs(f: Filters | None = None, a_leg: bool = True, legs: str = "dial_
     """The scoped_legs CTE: B legs timed in the range, within the slices; with `a_leg` their A
     leg's outcome, start, direction and numbers too (a_outcome, a_started_at, direction, a_from,
     a_to). A leg that has neither answered nor ended is timed by its A leg's start. `legs`
-    names the relation of B legs to read (the dial_legs view, or a CTE of its rows)."""
+    names the relation of B legs to read (the dial_legs view, or a CTE of its rows).
+
+    The SQL returned joins the views; `on_rollups` swaps it for a plain range filter on
+    dial_legs_rollup, which stores each leg's time (leg_at) and A-leg columns (migration 0004),
+    whatever `legs` and `a_leg` are (its A-leg columns cost nothing to read there)."""
+    views = _scoped_legs_on_views(f, a_leg, legs)
+    _ON_ROLLUPS[views] = ROLLUP_LEGS
+    return views
+
+
+def _scoped_legs_on_views(
+    f: Filters | None = None, a_leg: bool = True, legs: str = "dial_legs"
+) -> str:
+    """The scoped_legs CTE: B legs timed in the range, within the slices; with `a_leg` their A
+    leg's outcome, start, direction and numbers too (a_outcome, a_started_at, direction, a_from,
+    a_to). A leg that has neither answered nor ended is timed by its A leg's start. `legs`
+    names the relation of B legs to read (the dial_legs view, or a CTE of its rows).
+    (On the views; `scoped_legs` gives this and its equivalent on the rollups.)"""
     if not a_leg and not _sliced(f):
         return f"""
 scoped_legs AS (
@@ -170,6 +202,8 @@ _VIEW_READ = re.compile(r"\b(FROM|JOIN)(\s+)(" + "|".join(rollups.VIEWS) + r")\b
 
 def on_rollups(sql: str) -> str:
     """The same query reading each view's rollup table (equal rows, docs/data.md)."""
+    for views, on_rollup_tables in _ON_ROLLUPS.items():
+        sql = sql.replace(views, on_rollup_tables)
     return _VIEW_READ.sub(lambda m: m[1] + m[2] + rollups.VIEWS[m[3]], sql)
 
 

@@ -28,8 +28,19 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 PAIRS = {
     "calls": ("calls_rollup", "call_uuid", ""),
     "dials": ("dials_rollup", "event_id", " EXCLUDE (params_hash)"),
-    "dial_legs": ("dial_legs_rollup", "b_leg_uuid", ""),
+    "dial_legs": (
+        "dial_legs_rollup",
+        "b_leg_uuid",
+        f" EXCLUDE ({', '.join(rollups.EXTRA_COLUMNS)})",
+    ),
 }
+# dial_legs_rollup's own columns, as the dashboard's join of dial_legs to calls gives them.
+A_LEG_JOIN = """
+SELECT l.b_leg_uuid, coalesce(l.answered_at, l.ended_at, c.started_at) AS leg_at,
+       c.started_at AS a_started_at, c.outcome AS a_outcome, c.direction AS a_direction,
+       c.from_number AS a_from, c.to_number AS a_to
+FROM dial_legs l LEFT JOIN calls c ON c.call_uuid = l.a_leg_uuid ORDER BY l.b_leg_uuid
+"""
 
 
 def assert_rollups_equal_views(db: Database) -> None:
@@ -38,6 +49,12 @@ def assert_rollups_equal_views(db: Database) -> None:
         expected = cur.execute(f"SELECT * FROM {view} ORDER BY {key}").fetchall()
         got = cur.execute(f"SELECT *{extra} FROM {table} ORDER BY {key}").fetchall()
         assert got == expected, view
+    columns = ", ".join(rollups.EXTRA_COLUMNS)
+    expected = cur.execute(A_LEG_JOIN).fetchall()
+    got = cur.execute(
+        f"SELECT b_leg_uuid, {columns} FROM dial_legs_rollup ORDER BY b_leg_uuid"
+    ).fetchall()
+    assert got == expected, "dial_legs_rollup's A-leg columns"
     assert rollups.is_current(cur)
 
 
@@ -127,6 +144,36 @@ def test_a_late_b_leg_hangup_updates_its_leg(db: Database) -> None:
     assert_rollups_equal_views(db)
     after = db.cursor().execute("SELECT outcome FROM dial_legs_rollup").fetchall()
     assert "in-progress" not in {row[0] for row in after}
+
+
+def test_a_late_a_leg_hangup_updates_its_b_legs(db: Database) -> None:
+    """The A leg's hangup arriving in a later refresh than its B legs' webhooks still reaches
+    the B legs' leg_at and a_* columns, though no webhook of the B legs came with it."""
+    records = sample_records("inbound_simultaneous_dial", T0)
+    hangup = [r for r in records if r.kind == "hangup"]
+    assert hangup
+    deliver(db, [r for r in records if r.kind != "hangup"], DuplicateTracker())
+    rollups.refresh(db.cursor())
+    assert_rollups_equal_views(db)
+    query = "SELECT DISTINCT a_outcome FROM dial_legs_rollup"
+    assert db.cursor().execute(query).fetchall() == [("in-progress",)]
+    deliver(db, hangup, DuplicateTracker())
+    assert rollups.refresh(db.cursor()) == len(hangup)
+    assert_rollups_equal_views(db)
+    assert db.cursor().execute(query).fetchall() != [("in-progress",)]
+
+
+def test_b_legs_before_their_a_leg_take_its_columns_later(db: Database) -> None:
+    records = sample_records("inbound_simultaneous_dial", T0)
+    deliver(db, [r for r in records if r.kind == "dial_callback"], DuplicateTracker())
+    rollups.refresh(db.cursor())
+    assert_rollups_equal_views(db)
+    unseen = "SELECT count(*) FROM dial_legs_rollup WHERE a_started_at IS NULL"
+    assert db.cursor().execute(unseen).fetchone() != (0,)
+    deliver(db, [r for r in records if r.kind != "dial_callback"], DuplicateTracker())
+    rollups.refresh(db.cursor())
+    assert_rollups_equal_views(db)
+    assert db.cursor().execute(unseen).fetchone() == (0,)
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SAMPLES.glob("*.json")))
