@@ -197,11 +197,12 @@ def query_list(f: Filters, call_uuid: str, cause: str) -> list[Query]:
     ]
 
 
-def captured_sql(query: Query) -> tuple[str, dict[str, Any]]:
-    """The SQL (written against the views) and parameters a query function runs."""
+def captured_sql(query: Query, on_rollups: bool) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters a query function runs, on the rollups or on the views (the two
+    may bind different parameters)."""
     real_fetch, real_reads = queries._fetch, connection.reads_rollups
     queries._fetch = _capture  # type: ignore[assignment]
-    connection.reads_rollups = lambda: False
+    connection.reads_rollups = lambda: on_rollups
     try:
         query.call()
     except Captured as got:
@@ -241,11 +242,11 @@ def bench_queries(
         )
         rows = []
         for query in query_list(f, call_uuid, cause):
-            sql, params = captured_sql(query)
-            on_rollups = queries.on_rollups(sql)
-            rollup_s = median_s(con, on_rollups, params, 5)
+            rollup_sql, rollup_params = captured_sql(query, on_rollups=True)
+            sql, params = captured_sql(query, on_rollups=False)
+            rollup_s = median_s(con, rollup_sql, rollup_params, 5)
             view_s = None
-            if view_runs and on_rollups != sql and (query.overview or all_views):
+            if view_runs and rollup_sql != sql and (query.overview or all_views):
                 view_s = median_s(con, sql, params, view_runs)
             rows.append((query.name, rollup_s, view_s))
             ratio = f"{view_s / rollup_s:,.0f}x" if view_s else ""
