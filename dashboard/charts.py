@@ -171,43 +171,41 @@ def heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
     )
 
 
+def _outcome_bars(
+    frame: pd.DataFrame, category: str, label_limit: int, tooltip: list[str], rows: int
+) -> alt.Chart:
+    """Legs per `category`, most first, each bar split by the legs' outcomes."""
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            y=alt.Y(f"{category}:N", sort="-x", title=None,
+                    axis=alt.Axis(labelLimit=label_limit)),
+            x=alt.X("sum(legs):Q", title="legs"),
+            color=_outcome_color(frame),
+            order=alt.Order("outcome_rank:Q"),
+            tooltip=tooltip,
+        )
+        .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
+        .properties(height=rows_height(rows))
+    )
+
+
 def causes_bar(frame: pd.DataFrame, top: int = 15) -> alt.Chart:
     """Legs per cause, most frequent first, each bar split by the legs' outcomes."""
     if frame.empty:
         return empty()
     keep = frame.groupby("cause")["legs"].sum().nlargest(top).index
     data = frame[frame["cause"].isin(keep)]
-    return (
-        alt.Chart(data)
-        .mark_bar()
-        .encode(
-            y=alt.Y("cause:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
-            x=alt.X("sum(legs):Q", title="legs"),
-            color=_outcome_color(data),
-            order=alt.Order("outcome_rank:Q"),
-            tooltip=["cause:N", "telephony_cause:N", "outcome:N", "legs:Q"],
-        )
-        .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
-        .properties(height=rows_height(len(keep)))
-    )
+    tooltip = ["cause:N", "telephony_cause:N", "outcome:N", "legs:Q"]
+    return _outcome_bars(data, "cause", 260, tooltip, len(keep))
 
 
 def sources_bar(frame: pd.DataFrame) -> alt.Chart:
     if frame.empty:
         return empty()
-    return (
-        alt.Chart(frame)
-        .mark_bar()
-        .encode(
-            y=alt.Y("source:N", sort="-x", title=None, axis=alt.Axis(labelLimit=200)),
-            x=alt.X("sum(legs):Q", title="legs"),
-            color=_outcome_color(frame),
-            order=alt.Order("outcome_rank:Q"),
-            tooltip=["source:N", "outcome:N", "legs:Q"],
-        )
-        .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
-        .properties(height=rows_height(frame["source"].nunique()))
-    )
+    tooltip = ["source:N", "outcome:N", "legs:Q"]
+    return _outcome_bars(frame, "source", 200, tooltip, frame["source"].nunique())
 
 
 def causes_over_time(frame: pd.DataFrame, tz: str) -> alt.Chart:

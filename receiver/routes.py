@@ -170,7 +170,9 @@ def _reject(
             truncated=truncated,
         )
     )
-    log.warning("refused %s %s: %s (checked against %s)", request.method, url, reason, url)
+    log.warning(
+        "refused %s %s: %s (checked against %s)", request.method, request.url.path, reason, url
+    )
 
 
 def _utf8_len(text: str) -> int:
