@@ -117,9 +117,16 @@ class EventRecord:
         )
 
 
-def params_hash(kind: str, params: Params) -> int:
+def canonical_json(params: Params) -> str:
+    """The parameters as stored in `params`: keys sorted, so the text is also the fingerprint's
+    canonical form and a webhook is encoded once."""
+    return json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def params_hash(kind: str, params: Params, canonical: str | None = None) -> int:
     """A 64-bit fingerprint of (kind, parameters): key order, method and nonce don't count."""
-    canonical = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    if canonical is None:
+        canonical = canonical_json(params)
     digest = hashlib.blake2b(f"{kind}\n{canonical}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -132,14 +139,15 @@ def make_record(
     received_at: datetime,
     event_id: str | None = None,
 ) -> EventRecord:
+    params_json = canonical_json(params)
     return EventRecord(
         event_id=event_id,
         received_at=received_at,
         kind=kind,
         http_method=http_method,
-        params_json=json.dumps(params, ensure_ascii=False, separators=(",", ":")),
+        params_json=params_json,
         signature=signature,
-        params_hash=params_hash(kind, params),
+        params_hash=params_hash(kind, params, params_json),
         params=params,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callstatus.settings import Settings
 from receiver import runtime
-from receiver.routes import dashboard_routes, receiver_routes
+from receiver.routes import dashboard_routes, receiver_routes, webhook_endpoints
 
 log = logging.getLogger("callstatus")
 
@@ -101,26 +101,36 @@ def build_app(settings: Settings) -> Any:
     dashboard = st.App(
         str(DASHBOARD_SCRIPT), routes=dashboard_routes(), middleware=middleware, lifespan=lifespan
     )
-    return CallstatusApp(dashboard, Router(routes=receiver_routes()))
+    return CallstatusApp(dashboard, Router(routes=receiver_routes()), webhook_endpoints())
 
 
 class CallstatusApp:
-    """One ASGI app on one port: webhooks and /healthz go straight to the receiver's router,
-    everything else (and the lifespan, which opens the database) to Streamlit.
+    """One ASGI app on one port: a webhook goes straight to its endpoint, other /plivo/ paths
+    and /healthz to the receiver's router, everything else (and the lifespan, which opens the
+    database) to Streamlit.
 
     Streamlit's middleware (sessions, path security, password) has nothing to do for a webhook
-    and costs about as much as storing it, so webhooks skip it.
+    and costs about as much as storing it, so webhooks skip it; routing them by an exact-path
+    lookup skips the router's pattern matching too.
     """
 
-    def __init__(self, dashboard: ASGIApp, receiver: ASGIApp) -> None:
+    def __init__(
+        self, dashboard: ASGIApp, receiver: ASGIApp, webhooks: Mapping[str, ASGIApp]
+    ) -> None:
         self.dashboard = dashboard
         self.receiver = receiver
+        self.webhooks = webhooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(OPEN_PREFIXES):
-            await self.receiver(scope, receive, send)
-        else:
-            await self.dashboard(scope, receive, send)
+        if scope["type"] == "http":
+            endpoint = self.webhooks.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+            if scope["path"].startswith(OPEN_PREFIXES):
+                await self.receiver(scope, receive, send)
+                return
+        await self.dashboard(scope, receive, send)
 
 
 def _start_background_jobs(rt: runtime.Runtime) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import unquote_plus
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from callstatus.events import Params
 from receiver.errors import RequestRefused
@@ -16,8 +17,9 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 Fields = dict[str, list[str]]
 
 
-async def read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(receive: Receive, headers: Mapping[str, str]) -> bytes:
+    """The whole request body, refused past MAX_BODY (declared or streamed)."""
+    declared = headers.get("content-length")
     if declared is not None:
         try:
             too_big = int(declared) > MAX_BODY
@@ -27,28 +29,30 @@ async def read_body(request: Request) -> bytes:
             raise _too_large()
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise _too_large()
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # Nobody is left to read the reply; refusing keeps it out of the 500s and the logs.
-        raise RequestRefused(
-            400, "client_disconnected", "the client went away before the body ended"
-        ) from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            # Nobody is left to read the reply; refusing keeps it out of the 500s and the logs.
+            raise RequestRefused(
+                400, "client_disconnected", "the client went away before the body ended"
+            )
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large() -> RequestRefused:
     return RequestRefused(413, "body_too_large", f"request body is over {MAX_BODY} bytes")
 
 
-def check_content_type(request: Request, body: bytes) -> None:
+def check_content_type(headers: Mapping[str, str], body: bytes) -> None:
     if not body:
         return
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != FORM_TYPE:
         raise RequestRefused(
             415,

@@ -24,7 +24,6 @@ from receiver.xml import answer_xml, empty_xml
 
 log = logging.getLogger("callstatus.receiver")
 
-XML_TYPE = "application/xml"
 # Headers kept with a refused request: enough to tell a proxy or URL mismatch from a forgery.
 KEPT_HEADERS = (
     "host",
@@ -39,19 +38,25 @@ KEPT_HEADERS = (
     "x-plivo-signature-v3-nonce",
 )
 
-Reply = Callable[[runtime.Runtime, str], Response]
+XML = b"application/xml"
+
+# What a webhook path replies after storing: (body, content type or None).
+Reply = Callable[[runtime.Runtime, str], tuple[bytes, bytes | None]]
 
 
-def _xml_answer(rt: runtime.Runtime, base_url: str) -> Response:
-    return Response(answer_xml(rt.settings, base_url), media_type=XML_TYPE)
+def _xml_answer(rt: runtime.Runtime, base_url: str) -> tuple[bytes, bytes | None]:
+    return answer_xml(rt.settings, base_url).encode(), XML
 
 
-def _xml_empty(rt: runtime.Runtime, base_url: str) -> Response:
-    return Response(empty_xml(), media_type=XML_TYPE)
+_EMPTY_XML = empty_xml().encode()
 
 
-def _empty(rt: runtime.Runtime, base_url: str) -> Response:
-    return Response(status_code=200)
+def _xml_empty(rt: runtime.Runtime, base_url: str) -> tuple[bytes, bytes | None]:
+    return _EMPTY_XML, XML
+
+
+def _empty(rt: runtime.Runtime, base_url: str) -> tuple[bytes, bytes | None]:
+    return b"", None
 
 
 # path -> (kind stored, reply)
@@ -66,17 +71,38 @@ WEBHOOKS: dict[str, tuple[str, Reply]] = {
 }
 
 
-def base_url(rt: runtime.Runtime, request: Request) -> str:
-    if rt.settings.public_base_url:
-        return rt.settings.public_base_url
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}"
+class WebhookRequest:
+    """What a webhook needs of an ASGI request: method, path, query, headers (lower-case
+    names, the first of repeated ones). Starlette's Request builds far more per request."""
 
+    __slots__ = ("headers", "method", "path", "scope")
 
-def signed_url(rt: runtime.Runtime, request: Request) -> str:
-    """The URL as Plivo called it: the public base, our path, the query exactly as sent."""
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    return base_url(rt, request) + request.url.path + (f"?{query}" if query else "")
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        self.headers = headers
+
+    @property
+    def query_string(self) -> bytes:
+        return self.scope.get("query_string", b"")
+
+    def base_url(self, rt: runtime.Runtime) -> str:
+        if rt.settings.public_base_url:
+            return rt.settings.public_base_url
+        host = self.headers.get("host")
+        if not host:
+            server = self.scope.get("server") or ("localhost", None)
+            host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+        return f"{self.scope.get('scheme', 'http')}://{host}"
+
+    def signed_url(self, rt: runtime.Runtime) -> str:
+        """The URL as Plivo called it: the public base, our path, the query exactly as sent."""
+        query = self.query_string.decode("latin-1")
+        return self.base_url(rt) + self.path + (f"?{query}" if query else "")
 
 
 def _require_runtime() -> runtime.Runtime:
@@ -87,40 +113,49 @@ def _require_runtime() -> runtime.Runtime:
 
 
 class WebhookEndpoint:
-    """A raw ASGI endpoint for one webhook path: Starlette's function-endpoint wrapper (a
-    thread-pool check, exception middleware per request) costs more than storing a webhook."""
+    """A raw ASGI endpoint for one webhook path. Starlette's Request, Response and routing
+    cost about as much per webhook as storing it, so the hot path speaks ASGI directly."""
 
     def __init__(self, kind: str, reply: Reply) -> None:
         self.kind = kind
         self.reply = reply
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        request = WebhookRequest(scope)
         try:
             rt = _require_runtime()
             if request.method not in ("GET", "POST"):
                 raise RequestRefused(405, "method_not_allowed", "use GET or POST")
-            response = await _receive(rt, request, self.kind, self.reply)
+            body, content_type = await _receive(rt, request, receive, self.kind, self.reply)
         except RequestRefused as refused:
             metrics.REJECTIONS.labels(refused.code).inc()
             # A webhook the writer could not store is already counted there as "failed".
             if refused.code != "storage_unavailable":
                 result = "rejected" if refused.status == 403 else "invalid"
                 metrics.WEBHOOKS.labels(self.kind, result).inc()
-            response = error_response(refused.status, refused.code, refused.message)
-        await response(scope, receive, send)
+            await error_response(refused.status, refused.code, refused.message)(
+                scope, receive, send
+            )
+            return
+        headers = [(b"content-length", b"%d" % len(body))]
+        if content_type:
+            headers.append((b"content-type", content_type))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
-async def _receive(rt: runtime.Runtime, request: Request, kind: str, reply: Reply) -> Response:
+async def _receive(
+    rt: runtime.Runtime, request: WebhookRequest, receive: Receive, kind: str, reply: Reply
+) -> tuple[bytes, bytes | None]:
     received_at = datetime.now(UTC)
-    body = await read_body(request)
-    check_content_type(request, body)
-    query = parse_fields(request.scope.get("query_string", b""), "query string")
+    body = await read_body(receive, request.headers)
+    check_content_type(request.headers, body)
+    query = parse_fields(request.query_string, "query string")
     form = parse_fields(body, "body")
     params = merge_params(query, form)
     signature = "unchecked"
     if rt.settings.auth_tokens:
-        url = signed_url(rt, request)
+        url = request.signed_url(rt)
         try:
             signatures.verify(request.method, url, form, request.headers, rt.settings.auth_tokens)
         except signatures.SignatureError as exc:
@@ -134,12 +169,12 @@ async def _receive(rt: runtime.Runtime, request: Request, kind: str, reply: Repl
         raise RequestRefused(
             503, "storage_unavailable", f"could not store the webhook: {exc}"
         ) from exc
-    return reply(rt, base_url(rt, request))
+    return reply(rt, request.base_url(rt))
 
 
 def _reject(
     rt: runtime.Runtime,
-    request: Request,
+    request: WebhookRequest,
     reason: str,
     url: str,
     params: dict[str, str | list[str]],
@@ -162,7 +197,7 @@ def _reject(
             rejected_id=str(uuid.uuid4()),
             received_at=received_at,
             reason=reason,
-            path=request.url.path,
+            path=request.path,
             http_method=request.method,
             checked_url=url,
             headers_json=headers_json,
@@ -170,9 +205,7 @@ def _reject(
             truncated=truncated,
         )
     )
-    log.warning(
-        "refused %s %s: %s (checked against %s)", request.method, request.url.path, reason, url
-    )
+    log.warning("refused %s %s: %s (checked against %s)", request.method, request.path, reason, url)
 
 
 def _utf8_len(text: str) -> int:
@@ -229,11 +262,16 @@ async def plivo_not_found(request: Request) -> Response:
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
+def webhook_endpoints() -> dict[str, WebhookEndpoint]:
+    """Every webhook path's endpoint, for dispatch by exact path."""
+    return {path: WebhookEndpoint(kind, reply) for path, (kind, reply) in WEBHOOKS.items()}
+
+
 def receiver_routes() -> list[BaseRoute]:
-    """The open routes: every webhook path, a JSON 404 for other /plivo/ paths, /healthz."""
+    """The open routes: every webhook path (for the router's trailing-slash redirects; exact
+    paths are dispatched before routing), a JSON 404 for other /plivo/ paths, /healthz."""
     webhook_routes: list[BaseRoute] = [
-        Route(path, WebhookEndpoint(kind, reply), methods=METHODS)
-        for path, (kind, reply) in WEBHOOKS.items()
+        Route(path, endpoint, methods=METHODS) for path, endpoint in webhook_endpoints().items()
     ]
     return [
         *webhook_routes,

@@ -56,7 +56,7 @@ def string_to_sign(method: str, url: str, body: Fields, nonce: str) -> str:
 
 def sign(method: str, url: str, body: Fields, nonce: str, auth_token: str) -> str:
     message = string_to_sign(method, url, body, nonce).encode("utf-8")
-    digest = hmac.new(auth_token.encode("utf-8"), message, hashlib.sha256).digest()
+    digest = hmac.digest(auth_token.encode("utf-8"), message, hashlib.sha256)
     return base64.b64encode(digest).decode("ascii")
 
 
