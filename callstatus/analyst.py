@@ -19,13 +19,14 @@ from pathlib import Path
 import duckdb
 
 from callstatus.db import connect
+from callstatus.events import STORAGE_RELATIONS
 from callstatus.settings import Settings
 from callstatus.snapshot import age_s
 
-# Bookkeeping, not call data: left out of exports.
-NOT_EXPORTED = frozenset({"schema_migrations"})
+# Bookkeeping, and what webhook_events reads (exports hold webhook_events itself).
+NOT_EXPORTED = frozenset({"schema_migrations"}) | STORAGE_RELATIONS
 # The column an export's --since/--until filters on: the first of these a relation has.
-TIME_COLUMNS = ("received_at", "started_at", "ended_at", "answered_at")
+TIME_COLUMNS = ("received_at", "started_at", "ended_at", "answered_at", "bucket_at")
 PARTITIONED = {"webhook_events": "received_at"}
 
 

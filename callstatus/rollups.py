@@ -1,12 +1,17 @@
 """Rollup tables: the rows of calls, dials and dial_legs kept in tables, refreshed as data comes.
 
-webhook_events is append-only and has one writer, so its `rowid` grows with every append: a
-rollup that has read every row up to a watermark only needs the rows after it. A refresh finds the
-legs those rows touch, and in one transaction deletes them from each rollup and inserts them again
-from the views' table macros (`calls_since` …), which only read the webhooks received since a day
-before the oldest new row: a leg's webhooks all arrive within a day (docs/data.md, "Rollups").
-The refresh writes the rollup tables only, never webhook_events, so it never conflicts with the
-writer thread. The server refreshes every REFRESH_EVERY_S in a background thread.
+Each refresh first moves the receiver's inbox into webhook_rows (`move_inbox`, migration 0006).
+webhook_rows is append-only and only that move appends to it, so its `rowid` grows with every
+append: a rollup that has read every row up to a watermark only needs the rows after it. A
+refresh finds the legs those rows touch, and in one transaction deletes them from each rollup and
+inserts them again from the views' table macros (`calls_since` …), which only read the webhooks
+received since a day before the oldest new row: a leg's webhooks all arrive within a day
+(docs/data.md, "Rollups"). The refresh writes the rollup tables and webhook_rows, and deletes
+from the inbox only the rows it moved, so it never conflicts with the receiver's writer thread.
+The server refreshes every REFRESH_EVERY_S in a background thread.
+
+webhook_counts (webhooks per 5-minute bucket of received_at, kind, duplicate and signature)
+shares the rollups' watermark; its counts only ever grow, so a refresh adds the new rows' counts.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from callstatus.db import Database
+from callstatus.events import move_inbox
 from callstatus.jobs import PeriodicJob
 
 if TYPE_CHECKING:
@@ -71,7 +77,9 @@ ROLLUPS = (
         "dials_rollup", "dials_since", "params_hash", "params_hash", ("dial_action",), "received_at"
     ),
 )
-TABLES = tuple(r.table for r in ROLLUPS)
+# Webhooks per 5-minute bucket of received_at (migration 0005), refreshed with the rollups.
+COUNTS = "webhook_counts"
+TABLES = (*(r.table for r in ROLLUPS), COUNTS)
 # dial_legs_rollup's columns beyond the view's (migration 0004): the leg's time as the dashboard
 # defines it and its A leg's columns, taken from calls_rollup (refreshed before it).
 A_LEG_COLUMNS = """
@@ -84,10 +92,11 @@ VIEWS = {"calls": "calls_rollup", "dials": "dials_rollup", "dial_legs": "dial_le
 
 
 def watermark(cur: duckdb.DuckDBPyConnection) -> int | None:
-    """The rowid up to which every rollup has read webhook_events; None before the first
+    """The rowid up to which every rollup has read webhook_rows; None before the first
     refresh (or when a rollup was never built, e.g. a rollup added by a later migration)."""
+    names = ", ".join("?" for _ in TABLES)
     row = cur.execute(
-        "SELECT min(watermark), count(*) FROM rollup_state WHERE name IN (?, ?, ?)", list(TABLES)
+        f"SELECT min(watermark), count(*) FROM rollup_state WHERE name IN ({names})", list(TABLES)
     ).fetchone()
     if row is None or row[1] < len(TABLES):
         return None
@@ -95,8 +104,8 @@ def watermark(cur: duckdb.DuckDBPyConnection) -> int | None:
 
 
 def last_rowid(cur: duckdb.DuckDBPyConnection) -> int:
-    """The rowid of the newest webhook (-1 when there is none)."""
-    row = cur.execute("SELECT coalesce(max(rowid), -1) FROM webhook_events").fetchone()
+    """The rowid of the newest webhook moved to webhook_rows (-1 when there is none)."""
+    row = cur.execute("SELECT coalesce(max(rowid), -1) FROM webhook_rows").fetchone()
     return int(row[0]) if row else -1
 
 
@@ -106,13 +115,21 @@ def is_current(cur: duckdb.DuckDBPyConnection) -> bool:
         mark = watermark(cur)
     except duckdb.CatalogException:
         return False  # a file from before the rollups: no rollup_state table
-    return mark is not None and mark == last_rowid(cur)
+    if mark is None or mark != last_rowid(cur):
+        return False
+    row = cur.execute("SELECT count(*) FROM webhook_inbox").fetchone()
+    return row is not None and row[0] == 0
 
 
 def refresh(cur: duckdb.DuckDBPyConnection, *, full: bool = False) -> int:
-    """Bring the rollups up to the newest webhook; return how many new webhooks were read.
+    """Move the inbox, then bring the rollups up to the newest webhook; return how many new
+    webhooks were read.
 
-    Incremental unless `full`, the rollups were never built, or they are far behind."""
+    Incremental unless `full`, the rollups were never built, or they are far behind. The
+    webhooks the receiver stores meanwhile wait in the inbox for the next refresh; the legs they
+    touch may already be recomputed with them (the macros read webhook_events), and are again then.
+    """
+    move_inbox(cur)
     cur.execute("BEGIN")
     try:
         # One transaction, one snapshot: the rows counted here are exactly the rows read below.
@@ -125,6 +142,7 @@ def refresh(cur: duckdb.DuckDBPyConnection, *, full: bool = False) -> int:
             _rebuild(cur)
         elif mark is not None and new > 0:
             _replace_touched(cur, mark, top)
+            _count_webhooks(cur, mark, top)
         if rebuild or new > 0:
             _set_watermark(cur, top)
         cur.execute("COMMIT")
@@ -152,12 +170,27 @@ def _rebuild(cur: duckdb.DuckDBPyConnection) -> None:
             f"INSERT INTO {r.table} BY NAME SELECT * FROM {_rows(r, ALL_TIME)}"
             f" ORDER BY {r.order_by}"
         )
+    cur.execute(f"DELETE FROM {COUNTS}")
+    _count_webhooks(cur, -1, last_rowid(cur))
+
+
+def _count_webhooks(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
+    """Add the webhooks mark < rowid <= top to webhook_counts, to the rows of their buckets."""
+    cur.execute(
+        f"INSERT INTO {COUNTS} BY NAME"
+        " SELECT time_bucket(INTERVAL 5 MINUTE, received_at) AS bucket_at, kind, duplicate,"
+        "  signature, count(*) AS webhooks"
+        " FROM webhook_rows WHERE rowid > $mark AND rowid <= $top"
+        " GROUP BY ALL ORDER BY bucket_at"
+        " ON CONFLICT DO UPDATE SET webhooks = webhooks + excluded.webhooks",
+        {"mark": mark, "top": top},
+    )
 
 
 def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
     """Recompute the legs that webhooks mark < rowid <= top belong to."""
     row = cur.execute(
-        "SELECT min(received_at) FROM webhook_events WHERE rowid > $mark AND rowid <= $top",
+        "SELECT min(received_at) FROM webhook_rows WHERE rowid > $mark AND rowid <= $top",
         {"mark": mark, "top": top},
     ).fetchone()
     if row is None or row[0] is None:
@@ -165,7 +198,7 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
     since = row[0] - WINDOW
     for r in ROLLUPS:
         touched = (
-            f"SELECT {r.event_key} FROM webhook_events WHERE rowid > $mark AND rowid <= $top"
+            f"SELECT {r.event_key} FROM webhook_rows WHERE rowid > $mark AND rowid <= $top"
             f" AND kind IN {_sql_list(r.kinds)} AND {r.event_key} IS NOT NULL"
         )
         params = {"mark": mark, "top": top}
@@ -179,7 +212,7 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
     # own: B legs not touched themselves take them again from the calls just recomputed.
     calls = ROLLUPS[0]
     touched_calls = (
-        f"SELECT {calls.event_key} FROM webhook_events WHERE rowid > $mark AND rowid <= $top"
+        f"SELECT {calls.event_key} FROM webhook_rows WHERE rowid > $mark AND rowid <= $top"
         f" AND kind IN {_sql_list(calls.kinds)} AND {calls.event_key} IS NOT NULL"
     )
     cur.execute(

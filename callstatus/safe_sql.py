@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from callstatus.events import STORAGE_RELATIONS
+
 DEFAULT_TIME_LIMIT_S = 10.0
 DEFAULT_ROW_LIMIT = 10_000
 DEFAULT_MEMORY_LIMIT = "2GB"
@@ -144,6 +146,8 @@ def schema(snapshot: Path) -> dict[str, list[tuple[str, str]]]:
         con.close()
     relations: dict[str, list[tuple[str, str]]] = {}
     for name, kind, column, data_type in rows:
+        if name in STORAGE_RELATIONS:
+            continue
         label = f"{name} (view)" if kind == "VIEW" else str(name)
         relations.setdefault(label, []).append((str(column), str(data_type)))
     return relations

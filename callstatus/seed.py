@@ -31,6 +31,7 @@ from callstatus.events import (
     insert_table,
     make_record,
     mark_duplicates,
+    move_inbox,
     records_table,
 )
 from callstatus.progress import Progress
@@ -193,6 +194,8 @@ def _write(
     except Exception:
         cur.execute("ROLLBACK")
         raise
+    # Typed in bulk, as the server's rollup job does with what the receiver stored.
+    move_inbox(cur)
     return int(batch.num_rows)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from callstatus.db import Database
-from callstatus.events import DuplicateTracker, EventRecord, insert_events
+from callstatus.events import DuplicateTracker, EventRecord, InboxAppender
 from receiver import metrics
 from receiver.rejected import RejectedRecord, insert_rejected
 from receiver.spool import Spool
@@ -47,6 +47,7 @@ class Writer:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="callstatus-writer", daemon=True)
         self._spool_pending = False
+        self._inbox: InboxAppender | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -134,8 +135,10 @@ class Writer:
 
     def _commit(self, events: Sequence[EventRecord], rejected: Sequence[RejectedRecord]) -> None:
         cur = self.database.cursor()
-        # Without BEGIN the INSERT is its own transaction: committed when execute() returns.
-        insert_events(cur, events, self.plivo_timezone)
+        if self._inbox is None:  # created in the writer thread, for the writer thread's cursor
+            self._inbox = InboxAppender(cur, self.plivo_timezone)
+        # Without BEGIN the append is its own transaction: committed when it returns.
+        self._inbox.append(events)
         if rejected:
             try:
                 insert_rejected(cur, rejected)

@@ -113,7 +113,7 @@ def test_sql_parquet_needs_and_writes_a_file(
     [
         ("SELECT nope FROM calls", "SQL error: Binder Error"),
         ("SELEC 1", "SQL error: Parser Error"),
-        ("DELETE FROM webhook_events", "read-only"),
+        ("DELETE FROM rejected_webhooks", "read-only"),
     ],
 )
 def test_sql_errors_are_one_line(

@@ -16,7 +16,7 @@ import pytest
 import receiver.spool
 import receiver.writer
 from callstatus.db import Database
-from callstatus.events import EventRecord, insert_events, make_record
+from callstatus.events import EventRecord, InboxAppender, make_record
 from receiver import runtime
 from receiver.spool import Spool
 from tests.conftest import app_client
@@ -24,23 +24,24 @@ from tests.factories import rows, wait_until
 
 
 class FailingDisk:
-    """Stands in for `insert_events` while `failing`: the database refuses every write."""
+    """While `failing`, every append to webhook_inbox (the writer's and the spool replay's)
+    fails: the database refuses every write."""
 
     def __init__(self) -> None:
         self.failing = True
-        self.real = insert_events
-
-    def __call__(self, cur: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> None:
-        if self.failing:
-            raise duckdb.IOException("IO Error: No space left on device")
-        self.real(cur, *args, **kwargs)
 
 
 @pytest.fixture
 def disk(monkeypatch: pytest.MonkeyPatch) -> FailingDisk:
     fake = FailingDisk()
-    monkeypatch.setattr(receiver.writer, "insert_events", fake)
-    monkeypatch.setattr(receiver.spool, "insert_events", fake)
+    real = InboxAppender.append
+
+    def append(appender: InboxAppender, records: Sequence[EventRecord]) -> None:
+        if fake.failing:
+            raise duckdb.IOException("IO Error: No space left on device")
+        real(appender, records)
+
+    monkeypatch.setattr(InboxAppender, "append", append)
     monkeypatch.setattr(receiver.writer, "SPOOL_RETRY_S", 0.1)
     return fake
 
