@@ -72,7 +72,7 @@ KINDS = (
 class EventRecord:
     """One received webhook before it is stored."""
 
-    event_id: str | None  # None: DuckDB assigns one at insert (uuid4 costs the event loop)
+    event_id: str | None  # None: the writer assigns one when it stores the record
     received_at: datetime
     kind: str
     http_method: str
@@ -81,6 +81,9 @@ class EventRecord:
     params_hash: int
     params: Params
     duplicate: bool = False
+    # webhook_inbox.typed; None: computed when stored. The receiver computes it on the event
+    # loop, which waits on the writer anyway, to keep the writer's part of a batch short.
+    typed: str | None = None
 
     def ensure_id(self) -> str:
         if self.event_id is None:
@@ -138,7 +141,9 @@ def make_record(
     signature: str,
     received_at: datetime,
     event_id: str | None = None,
+    plivo_timezone: str | None = None,
 ) -> EventRecord:
+    """A record of one webhook; with plivo_timezone, its typed copies are computed now."""
     params_json = canonical_json(params)
     return EventRecord(
         event_id=event_id,
@@ -149,6 +154,7 @@ def make_record(
         signature=signature,
         params_hash=params_hash(kind, params, params_json),
         params=params,
+        typed=None if plivo_timezone is None else typed_json(params, ZoneInfo(plivo_timezone)),
     )
 
 
@@ -338,7 +344,7 @@ def records_table(records: Sequence[EventRecord], plivo_timezone: str) -> pa.Tab
         [r.signature for r in records],
         [r.duplicate for r in records],
         [r.params_hash for r in records],
-        [typed_json(r.params, zone) for r in records],
+        [typed_json(r.params, zone) if r.typed is None else r.typed for r in records],
     ]
     return pa.table(columns, schema=_SCHEMA)
 
@@ -389,7 +395,7 @@ class InboxAppender:
                         r.signature,
                         r.duplicate,
                         r.params_hash,
-                        typed_json(r.params, zone),
+                        typed_json(r.params, zone) if r.typed is None else r.typed,
                     )
                     for r in records
                 ]

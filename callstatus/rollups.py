@@ -113,11 +113,12 @@ def is_current(cur: duckdb.DuckDBPyConnection) -> bool:
     """True when the rollups hold every stored webhook (they then equal the views)."""
     try:
         mark = watermark(cur)
+        if mark is None or mark != last_rowid(cur):
+            return False
+        row = cur.execute("SELECT count(*) FROM webhook_inbox").fetchone()
     except duckdb.CatalogException:
-        return False  # a file from before the rollups: no rollup_state table
-    if mark is None or mark != last_rowid(cur):
+        # A file from before a migration, opened read-only (no rollup_state, no webhook_rows).
         return False
-    row = cur.execute("SELECT count(*) FROM webhook_inbox").fetchone()
     return row is not None and row[0] == 0
 
 

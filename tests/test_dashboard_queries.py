@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+import pandas as pd
 import pytest
 
 from callstatus import rollups
 from callstatus import settings as settings_module
 from callstatus.db import Database
-from callstatus.events import Params
+from callstatus.events import DuplicateTracker, Params
 from dashboard import queries
-from dashboard.filters import Filters
+from dashboard.filters import BUCKETS, Filters
 from tests.factories import T0, store
 
 START, END = T0 - timedelta(hours=1), T0 + timedelta(hours=2)
@@ -210,3 +212,155 @@ def test_queries_name_the_relations_they_read(sample: Path) -> None:
     assert ("FROM calls_rollup c" in sql) == current
     assert ("FROM calls c" in sql) != current
 
+
+# Webhooks about 97 s apart on Nov 1st, across the end of daylight saving time in Los Angeles
+# (-07:00 to -08:00 at 09:00 UTC), within a day of the sample's calls: the sample delivered
+# eight times, then B legs without an A leg or a position.
+SPREAD_START = datetime(2026, 11, 1, 6, 58, 41, tzinfo=UTC)
+SPREAD_STEP = timedelta(seconds=97)
+# (start, end) after SPREAD_START (the webhooks span 3 h 53 min): both ends inside 5-minute
+# buckets, both on bucket edges, within one bucket, around everything.
+RANGES = [
+    (timedelta(minutes=7, seconds=13), timedelta(hours=2, minutes=2, seconds=31)),
+    (timedelta(minutes=1, seconds=19), timedelta(hours=3, minutes=41, seconds=19)),
+    (timedelta(minutes=2, seconds=50), timedelta(minutes=3, seconds=40)),
+    (timedelta(minutes=-20), timedelta(hours=6)),
+]
+
+
+def spread_events() -> list[tuple[str, Params]]:
+    odd: list[tuple[str, Params]] = [
+        ("dial_callback", {"DialBLegUUID": "b-orphan-1", "DialAction": "answer"}),
+        (
+            "dial_callback",
+            {
+                "DialBLegUUID": "b-orphan-2",
+                "DialAction": "hangup",
+                "DialBLegHangupCauseCode": "3000",
+            },
+        ),
+        *_b_leg("in-009", "b-9a", "+1700", 1, 4000, "Normal Hangup", True),
+        *_b_leg("in-009", "b-9b", "+1701", 2, 9000, "Lost Race", False),
+        *_b_leg("in-010", "b-10a", "+1700", 1, 3000, "No Answer", False),
+    ]
+    for _, params in odd[2:4]:
+        del params["DialBLegPosition"]  # b-9a, on both of its callbacks
+    return sample_events() * 8 + odd
+
+
+@pytest.fixture(scope="module")
+def spread(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same webhooks in two files: rollups refreshed between deliveries, and never."""
+    events = spread_events()
+    half = len(events) // 2
+    files = {}
+    for name in ("rollups", "views"):
+        path = tmp_path_factory.mktemp(name) / f"{name}.duckdb"
+        database = Database(path)
+        tracker = DuplicateTracker()
+        store(database, events[:half], start=SPREAD_START, step=SPREAD_STEP, tracker=tracker)
+        if name == "rollups":
+            rollups.refresh(database.cursor())
+        later = SPREAD_START + half * SPREAD_STEP
+        store(database, events[half:], start=later, step=SPREAD_STEP, tracker=tracker)
+        if name == "rollups":
+            rollups.refresh(database.cursor())
+        database.close()
+        files[name] = path
+    return files
+
+
+def _on(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLSTATUS_DB", str(path))
+    settings_module.get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Kathmandu", "America/St_Johns", "America/Los_Angeles"])
+def test_webhook_counts_give_the_rows_of_webhook_events(
+    spread: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tz: str
+) -> None:
+    for bucket in BUCKETS.values():
+        for start, end in RANGES:
+            f = Filters(start=SPREAD_START + start, end=SPREAD_START + end, bucket=bucket, tz=tz)
+            results = {}
+            for name, path in spread.items():
+                _on(path, monkeypatch)
+                results[name] = (queries.webhooks_per_kind(f), queries.receiver_totals(f))
+            per_kind, totals = results["rollups"]
+            assert "webhook_counts" in per_kind.sql and "webhook_counts" in totals.sql
+            assert "webhook_counts" not in results["views"][0].sql
+            pd.testing.assert_frame_equal(per_kind.frame, results["views"][0].frame)
+            pd.testing.assert_frame_equal(
+                totals.frame.drop(columns="last_event_at"),
+                results["views"][1].frame.drop(columns="last_event_at"),
+            )
+    settings_module.get_settings.cache_clear()
+
+
+def test_webhooks_per_kind_counts_every_delivery(
+    spread: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = spread_events()
+    f = Filters(start=SPREAD_START, end=SPREAD_START + len(events) * SPREAD_STEP, bucket="1 day")
+    for path in spread.values():
+        _on(path, monkeypatch)
+        frame = queries.webhooks_per_kind(f).frame
+        per_kind = frame.groupby("kind")[["webhooks", "duplicates"]].sum()
+        kinds = pd.Series([kind for kind, _ in events]).value_counts()
+        assert per_kind["webhooks"].to_dict() == kinds.to_dict()
+        # Every delivery after the first of each webhook is a duplicate.
+        firsts = len({(kind, str(sorted(params.items()))) for kind, params in events})
+        assert per_kind["duplicates"].sum() == len(events) - firsts
+        totals = queries.receiver_totals(f).frame.iloc[0]
+        assert (totals["webhooks"], totals["duplicates"]) == (len(events), len(events) - firsts)
+    settings_module.get_settings.cache_clear()
+
+
+# The plain definitions the faster SQL of winners_by_position and ring_times must equal.
+WINNERS = """
+, simultaneous AS (SELECT a_leg_uuid FROM scoped_legs GROUP BY a_leg_uuid HAVING count(*) > 1)
+SELECT position, count(*) AS b_legs, count(*) FILTER (WHERE answered) AS wins,
+       count(*) FILTER (WHERE outcome = 'lost-race') AS lost_race,
+       count(*) FILTER (WHERE answered) / count(*) AS win_rate
+FROM scoped_legs SEMI JOIN simultaneous USING (a_leg_uuid) GROUP BY position ORDER BY position
+"""
+RING_TIMES = """
+, timed AS (
+    SELECT CASE WHEN answered THEN 'time to answer' ELSE 'ring time, not answered' END AS measure,
+           epoch(CASE WHEN answered THEN answered_at ELSE ended_at END - a_started_at) AS s
+    FROM scoped_legs
+    WHERE outcome NOT IN ('lost-race', 'in-progress') AND a_started_at IS NOT NULL)
+SELECT measure, CAST(least(greatest(floor(s / $bin) * $bin, 0), $cap) AS INTEGER) AS seconds,
+       count(*) AS legs
+FROM timed WHERE s IS NOT NULL GROUP BY ALL ORDER BY measure, seconds
+"""
+
+
+def _plain(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> pd.DataFrame:
+    return con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql}).df()
+
+
+@pytest.mark.parametrize("start", [timedelta(minutes=-20), timedelta(hours=3, minutes=30)])
+def test_b_leg_figures_equal_their_plain_definitions(
+    spread: dict[str, Path], monkeypatch: pytest.MonkeyPatch, start: timedelta
+) -> None:
+    f = Filters(start=SPREAD_START + start, end=SPREAD_START + timedelta(hours=6))
+    params = {**f.params(), "bin": 1, "cap": 120}
+    con = duckdb.connect(str(spread["views"]), read_only=True)
+    try:
+        expected = {
+            name: _plain(con, queries._with(queries.scoped_legs(f, a_leg=a_leg)) + body, params)
+            for name, a_leg, body in [("winners", False, WINNERS), ("ring", True, RING_TIMES)]
+        }
+    finally:
+        con.close()
+    assert len(expected["winners"]) >= 2
+    for path in spread.values():
+        _on(path, monkeypatch)
+        got = {
+            "winners": queries.winners_by_position(f).frame,
+            "ring": queries.ring_times(f, bin_s=1, cap_s=120).frame,
+        }
+        for name, frame in got.items():
+            pd.testing.assert_frame_equal(frame, expected[name], check_dtype=True)
+    settings_module.get_settings.cache_clear()
