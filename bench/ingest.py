@@ -4,7 +4,7 @@ Starts `callstatus serve` (token set) and a bare FastAPI app on the same uvicorn
 endpoint only parses the form body and returns 200, drives both with `wrk` on 127.0.0.1 in
 alternating rounds, and prints requests/s, p50/p99 and the ratio to the bare endpoint. Then it
 checks that every acknowledged webhook is in webhook_events, and measures latency at a fixed
-offered load with an open-loop generator.
+offered load (many connections with random think times: Poisson arrivals).
 
 Needs `wrk` (Debian: `apt-get install wrk`). Usage:
     python bench/ingest.py [--duration 10] [--rounds 3] [--rate 500]
@@ -83,11 +83,17 @@ def hangup_params(i: int) -> dict[str, str]:
 def lua_script(base_url: str, count: int, out: Path, delay_ms: float | None = None) -> Path:
     """A wrk script cycling through `count` distinct, correctly signed POSTs.
 
-    With delay_ms, each connection waits that long between requests: with C connections the
-    offered load is about C * 1000 / delay_ms requests/s (wrk has no open-loop mode)."""
+    With delay_ms, each connection waits a random time between requests, exponentially
+    distributed with that mean: with C connections the offered load is about C * 1000 / delay_ms
+    requests/s, arriving as a Poisson stream (wrk has no open-loop mode; with think times far
+    longer than the replies, this comes close to one)."""
     lines = ["local reqs = {}"]
     if delay_ms is not None:
-        lines.append(f"delay = function() return {delay_ms:.1f} end")
+        # Exponential think times (Poisson arrivals): a fixed delay would keep connections in
+        # step, and group commit answers a whole step at once, so it would measure bursts.
+        lines.append("math.randomseed(os.time())")
+        exponential = f"math.floor(-math.log(1 - math.random()) * {delay_ms:.1f})"
+        lines.append(f"delay = function() return {exponential} end")
     for i in range(count):
         params = hangup_params(i)
         nonce = secrets.token_hex(10)
@@ -192,6 +198,19 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def soak(url: str, script: Path, total: int, pid: int) -> list[tuple[int, float]]:
+    """Drive `total` more webhooks at 64 connections in 20 s steps; (acknowledged, RSS) each."""
+    steps: list[tuple[int, float]] = []
+    done = 0
+    while done < total:
+        r = run_wrk(url, script, 64, 20)
+        acknowledged = int(r["requests"] - r["non2xx"])
+        done += acknowledged
+        steps.append((acknowledged, rss_mb(pid)))
+        print(f"  soak: {done:,} webhooks, {r['rps']:.0f} req/s, RSS {steps[-1][1]:.0f} MiB")
+    return steps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk round")
@@ -200,6 +219,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="fixed offered load, req/s")
     parser.add_argument("--rate-seconds", type=float, default=10.0)
     parser.add_argument("--distinct", type=int, default=5000, help="distinct signed requests")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        help="then keep 64 connections busy until this many more webhooks were acknowledged, "
+        "printing the server's RSS as it goes (1000000 for the memory check)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
@@ -238,12 +264,16 @@ def main() -> int:
         for key, rounds in results.items():
             if key[0] == "callstatus":
                 acked += sum(int(r["requests"] - r["non2xx"]) for r in rounds)
-        connections = 64
+        # Think times far longer than replies: a stalled server still sees most of the offer.
+        connections = 256
         paced = lua_script(
             base, args.distinct, folder / "paced.lua", connections * 1000 / args.rate
         )
         fixed = run_wrk(base + PATH, paced, connections, int(args.rate_seconds))
         acked += int(fixed["requests"] - fixed["non2xx"])
+        rss_end = rss_mb(server.process.pid)
+        soak_rss = soak(base + PATH, script, args.soak, server.process.pid) if args.soak else []
+        acked += sum(n for n, _ in soak_rss)
         rss_end = rss_mb(server.process.pid)
     finally:
         bare.send_signal(signal.SIGTERM)
@@ -271,6 +301,13 @@ def main() -> int:
     if fixed["p99_ms"] >= 25:
         ok = False
     print(f"  server RSS: {rss_start:.0f} MiB after warm-up, {rss_end:.0f} MiB at the end")
+    if soak_rss:
+        done = 0
+        series = []
+        for n, rss in soak_rss:
+            done += n
+            series.append(f"{done // 1000}k: {rss:.0f}")
+        print(f"  soak, RSS (MiB) after each step's acknowledged webhooks: {', '.join(series)}")
 
     con = duckdb.connect(str(folder / "bench.duckdb"), read_only=True)
     stored = con.execute("SELECT count(*) FROM webhook_events").fetchone()[0]  # type: ignore[index]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -159,23 +158,26 @@ def make_record(
 
 
 class DuplicateTracker:
-    """Remembers the most recent fingerprints to flag exact repeats (Plivo retries).
+    """Remembers recent fingerprints to flag exact repeats (Plivo retries).
 
-    Retries arrive within a minute of the first delivery, so a bounded memory of recent
-    fingerprints catches them without an index over the whole table.
+    Retries arrive within minutes of the first delivery, so a bounded memory of recent
+    fingerprints catches them without an index over the whole table. Two generations of sets,
+    each up to capacity/2: every fingerprint among the last capacity/2 distinct ones is
+    remembered, and at most `capacity` are held (about 80 bytes each, half an LRU's).
     """
 
     def __init__(self, capacity: int = 1_000_000) -> None:
         self.capacity = capacity
-        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._generation = max(1, capacity // 2)
+        self._current: set[int] = set()
+        self._previous: set[int] = set()
 
     def warm(self, cur: duckdb.DuckDBPyConnection) -> None:
         rows = cur.execute(
             "SELECT params_hash FROM webhook_events ORDER BY received_at DESC LIMIT ?",
             [self.capacity],
         ).fetchall()
-        for (value,) in reversed(rows):
-            self._remember(value)
+        self.flags(value for (value,) in reversed(rows))
 
     def mark(self, records: Iterable[EventRecord]) -> None:
         records = list(records)
@@ -186,18 +188,17 @@ class DuplicateTracker:
         """For each fingerprint in arrival order: was it seen before?"""
         result = []
         for value in hashes:
-            repeat = value in self._seen
-            if repeat:
-                self._seen.move_to_end(value)
-            else:
-                self._remember(value)
-            result.append(repeat)
+            if value in self._current:
+                result.append(True)
+                continue
+            result.append(value in self._previous)
+            self._current.add(value)
+            if len(self._current) >= self._generation:
+                self._previous, self._current = self._current, set()
         return result
 
-    def _remember(self, value: int) -> None:
-        self._seen[value] = None
-        if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
 
 
 _TRUE = frozenset({"true", "t", "1", "yes", "y"})
