@@ -197,7 +197,9 @@ class DuplicateTracker:
                 self._previous, self._current = self._current, set()
         return result
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """How many fingerprints are held (at most `capacity`)."""
         return len(self._current) + len(self._previous)
 
 

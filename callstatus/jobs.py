@@ -15,14 +15,26 @@ STOP_WAIT_S = 120.0
 class PeriodicJob:
     """Runs `work` now and then every `interval_s` in its own thread, and once more at stop so
     that what the server stored last is included. A failure is logged and retried next time:
-    a full disk must not end the loop."""
+    a full disk must not end the loop.
 
-    def __init__(self, name: str, work: Callable[[], object], interval_s: float) -> None:
+    With `max_share`, the pause after a run is also at least long enough that the job takes at
+    most that share of the time: work that grows with the data (a refresh over a busy day) then
+    runs less often instead of taking a core from the receiver."""
+
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[], object],
+        interval_s: float,
+        max_share: float = 1.0,
+    ) -> None:
         self.name = name
         self.work = work
         self.interval_s = interval_s
+        self.max_share = max_share
         self.last_error: str | None = None
         self.last_ok: float | None = None  # time.monotonic() of the last successful run
+        self.last_pause_s = interval_s  # the pause after the last run
         self._lock = threading.Lock()  # the loop and the final run at stop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"callstatus-{name}", daemon=True)
@@ -43,8 +55,11 @@ class PeriodicJob:
 
     def _loop(self) -> None:
         while True:
+            started = time.monotonic()
             self.run_once()
-            if self._stop.wait(self.interval_s):
+            took = time.monotonic() - started
+            self.last_pause_s = max(self.interval_s, took * (1 / self.max_share - 1))
+            if self._stop.wait(self.last_pause_s):
                 return
 
     def stop(self) -> None:

@@ -39,6 +39,9 @@ WINDOW = timedelta(days=1)
 # Past this many new rows, recomputing everything costs less than replacing keys one by one.
 FULL_REBUILD_ROWS = 1_000_000
 REFRESH_EVERY_S = 2.0
+# A refresh reads the last day of webhooks: on a busy day it pauses longer, so that refreshing
+# takes at most this share of the time (and of a core) from the receiver.
+REFRESH_MAX_SHARE = 0.2
 # The dashboard trusts rollups a little behind webhook_events only while a job keeps them fresh.
 STALE_AFTER_S = 30.0
 
@@ -245,18 +248,22 @@ class RollupJob:
 
     def __init__(self, database: Database, interval_s: float = REFRESH_EVERY_S) -> None:
         self.database = database
-        self.loop = PeriodicJob("rollups", self.refresh, interval_s)
+        self.loop = PeriodicJob("rollups", self.refresh, interval_s, REFRESH_MAX_SHARE)
 
     def refresh(self) -> None:
         started = time.perf_counter()
         new = refresh(self.database.cursor())
+        took = time.perf_counter() - started
         if new:
-            log.debug("rollups: %d webhooks in %.3f s", new, time.perf_counter() - started)
+            # Slow refreshes say so: they space themselves out (REFRESH_MAX_SHARE).
+            level = logging.INFO if took > 1.0 else logging.DEBUG
+            log.log(level, "rollups: %d new webhooks in %.2f s", new, took)
 
     def keeping_up(self) -> bool:
         """True while refreshes succeed: the rollups are then at most a few seconds behind."""
         last = self.loop.last_ok
-        return last is not None and time.monotonic() - last < STALE_AFTER_S
+        # A slow refresh pauses longer (REFRESH_MAX_SHARE): allow for that pause too.
+        return last is not None and time.monotonic() - last < STALE_AFTER_S + self.loop.last_pause_s
 
     def stop(self) -> None:
         """Stop the loop after a final refresh, so the file's rollups hold every webhook."""

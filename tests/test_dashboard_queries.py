@@ -364,3 +364,44 @@ def test_b_leg_figures_equal_their_plain_definitions(
         for name, frame in got.items():
             pd.testing.assert_frame_equal(frame, expected[name], check_dtype=True)
     settings_module.get_settings.cache_clear()
+
+
+# rates_over_time as first written: every row bucketed in the chosen zone.
+RATES = """
+, c AS (SELECT time_bucket(CAST($bucket AS INTERVAL), timezone($tz, t)) AS bucket,
+               count(*) AS calls,
+               count(*) FILTER (WHERE outcome <> 'in-progress' AND answered)
+               / nullif(count(*) FILTER (WHERE outcome <> 'in-progress'), 0) AS call_answer_rate
+        FROM scoped_calls GROUP BY bucket)
+, d AS (SELECT time_bucket(CAST($bucket AS INTERVAL), timezone($tz, t)) AS bucket,
+               count(*) FILTER (WHERE dial_status = 'completed') / count(*) AS dial_answer_rate
+        FROM scoped_dials GROUP BY bucket)
+, l AS (SELECT time_bucket(CAST($bucket AS INTERVAL), timezone($tz, t)) AS bucket,
+               count(*) FILTER (WHERE answered) / count(*) AS b_leg_answer_rate
+        FROM scoped_legs GROUP BY bucket)
+SELECT bucket, bucket + CAST($bucket AS INTERVAL) AS bucket_end, coalesce(c.calls, 0) AS calls,
+       call_answer_rate, dial_answer_rate, b_leg_answer_rate
+FROM c FULL JOIN d USING (bucket) FULL JOIN l USING (bucket) ORDER BY bucket
+"""
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Kathmandu", "America/St_Johns", "America/Los_Angeles"])
+def test_rates_over_time_equal_their_plain_definition(
+    spread: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tz: str
+) -> None:
+    for bucket in BUCKETS.values():
+        for start, end in RANGES:
+            f = Filters(start=SPREAD_START + start, end=SPREAD_START + end, bucket=bucket, tz=tz)
+            sql = queries._with(
+                queries.SCOPED_CALLS, queries.scoped_dials(f), queries.scoped_legs(f, a_leg=False)
+            )
+            con = duckdb.connect(str(spread["views"]), read_only=True)
+            try:
+                expected = _plain(con, sql + RATES, f.params())
+            finally:
+                con.close()
+            for path in spread.values():
+                _on(path, monkeypatch)
+                got = queries.rates_over_time(f).frame
+                pd.testing.assert_frame_equal(got, expected, check_dtype=True)
+    settings_module.get_settings.cache_clear()

@@ -177,6 +177,6 @@ def test_the_duplicate_tracker_remembers_recent_fingerprints_within_its_bound() 
     # Every one of the last capacity/2 distinct fingerprints is remembered, repeats included.
     assert tracker.flags([0, 49, 49]) == [True, True, True]
     assert tracker.flags(range(1000, 1200)) == [False] * 200
-    assert len(tracker) <= 100
+    assert tracker.size <= 100
     # Long forgotten: a repeat this late counts as new (the views never double-count anyway).
     assert tracker.flags([0]) == [False]
