@@ -1,7 +1,10 @@
-"""Webhook records and the one batch insert that turns them into `webhook_events` rows.
+"""Webhook records, and how they become `webhook_events` rows.
 
-The receiver, the spool replay and `callstatus seed` all store events through `insert_events`,
-so seeded data and received data are the same rows.
+Every webhook enters `webhook_inbox` (migration 0006) with its typed copies as one JSON column,
+computed here by `typed_json`: the receiver's writer through a kept `InboxAppender`, the spool
+replay through `insert_events`, `callstatus seed` through Arrow tables (`records_table`,
+`insert_table`). `move_inbox` then makes them columns of `webhook_rows` in bulk. One path for
+all, so seeded data and received data are the same rows.
 """
 
 from __future__ import annotations
