@@ -83,9 +83,6 @@ class EventRecord:
     params_hash: int
     params: Params
     duplicate: bool = False
-    # webhook_inbox.typed; None: computed when stored. The receiver computes it on the event
-    # loop, which waits on the writer anyway, to keep the writer's part of a batch short.
-    typed: str | None = None
 
     def ensure_id(self) -> str:
         if self.event_id is None:
@@ -122,10 +119,15 @@ class EventRecord:
         )
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def canonical_json(params: Params) -> str:
     """The parameters as stored in `params`: keys sorted, so the text is also the fingerprint's
     canonical form and a webhook is encoded once."""
-    return json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _CANONICAL.encode(params)
 
 
 def params_hash(kind: str, params: Params, canonical: str | None = None) -> int:
@@ -143,9 +145,7 @@ def make_record(
     signature: str,
     received_at: datetime,
     event_id: str | None = None,
-    plivo_timezone: str | None = None,
 ) -> EventRecord:
-    """A record of one webhook; with plivo_timezone, its typed copies are computed now."""
     params_json = canonical_json(params)
     return EventRecord(
         event_id=event_id,
@@ -156,7 +156,6 @@ def make_record(
         signature=signature,
         params_hash=params_hash(kind, params, params_json),
         params=params,
-        typed=None if plivo_timezone is None else typed_json(params, ZoneInfo(plivo_timezone)),
     )
 
 
@@ -269,8 +268,9 @@ _TYPED_SLOTS = {param: (column, sql_type) for column, param, sql_type in TYPED_C
 
 
 def typed_values(params: Params, zone: ZoneInfo) -> dict[str, object]:
-    """The typed copies of one webhook's parameters that have a value; unusable values are left
-    out (NULL). Walks the webhook's own parameters, most of which are typed."""
+    """The typed copies of one webhook's parameters that have a value, ready for JSON
+    (timestamps as ISO 8601 in UTC); unusable values are left out (NULL). Walks the webhook's
+    own parameters, most of which are typed."""
     values: dict[str, object] = {}
     for param, value in params.items():
         slot = _TYPED_SLOTS.get(param)
@@ -280,21 +280,13 @@ def typed_values(params: Params, zone: ZoneInfo) -> dict[str, object]:
         if text is not None:
             typed = _typed(text, slot[1], zone)
             if typed is not None:
-                values[slot[0]] = typed
+                values[slot[0]] = typed.isoformat() if isinstance(typed, datetime) else typed
     return values
-
-
-def _iso(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {value!r}")
 
 
 def typed_json(params: Params, zone: ZoneInfo) -> str:
     """`typed_values` as the JSON object stored in webhook_inbox.typed."""
-    return json.dumps(
-        typed_values(params, zone), ensure_ascii=False, separators=(",", ":"), default=_iso
-    )
+    return _COMPACT.encode(typed_values(params, zone))
 
 
 # The relations webhook_events reads (migration 0006): storage details, not shown to analysts.
@@ -350,7 +342,7 @@ def records_table(records: Sequence[EventRecord], plivo_timezone: str) -> pa.Tab
         [r.signature for r in records],
         [r.duplicate for r in records],
         [r.params_hash for r in records],
-        [typed_json(r.params, zone) if r.typed is None else r.typed for r in records],
+        [typed_json(r.params, zone) for r in records],
     ]
     return pa.table(columns, schema=_SCHEMA)
 
@@ -401,7 +393,7 @@ class InboxAppender:
                         r.signature,
                         r.duplicate,
                         r.params_hash,
-                        typed_json(r.params, zone) if r.typed is None else r.typed,
+                        typed_json(r.params, zone),
                     )
                     for r in records
                 ]

@@ -162,14 +162,7 @@ async def _receive(
             _reject(rt, request, exc.reason, url, params, received_at)
             raise RequestRefused(403, exc.reason, str(exc)) from None
         signature = "valid"
-    record = make_record(
-        kind,
-        request.method,
-        params,
-        signature,
-        received_at,
-        plivo_timezone=rt.settings.plivo_timezone,
-    )
+    record = make_record(kind, request.method, params, signature, received_at)
     try:
         await rt.writer.store(record)
     except WriteFailed as exc:
