@@ -130,10 +130,9 @@ def canonical_json(params: Params) -> str:
     return _CANONICAL.encode(params)
 
 
-def params_hash(kind: str, params: Params, canonical: str | None = None) -> int:
-    """A 64-bit fingerprint of (kind, parameters): key order, method and nonce don't count."""
-    if canonical is None:
-        canonical = canonical_json(params)
+def params_hash(kind: str, canonical: str) -> int:
+    """A 64-bit fingerprint of (kind, parameters as `canonical_json` writes them): key order,
+    method and nonce don't count."""
     digest = hashlib.blake2b(f"{kind}\n{canonical}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -154,7 +153,7 @@ def make_record(
         http_method=http_method,
         params_json=params_json,
         signature=signature,
-        params_hash=params_hash(kind, params, params_json),
+        params_hash=params_hash(kind, params_json),
         params=params,
     )
 
@@ -294,17 +293,6 @@ STORAGE_RELATIONS = frozenset({"webhook_rows", "webhook_inbox", "webhook_inbox_t
 
 # The columns the receiver writes: webhook_inbox's (migration 0006). An INSERT costs DuckDB about
 # 45 us per column, so the typed copies travel as one JSON column and become columns in bulk.
-INBOX_COLUMNS = (
-    "event_id",
-    "received_at",
-    "kind",
-    "http_method",
-    "params",
-    "signature",
-    "duplicate",
-    "params_hash",
-    "typed",
-)
 _SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -318,6 +306,7 @@ _SCHEMA = pa.schema(
         ("typed", pa.string()),
     ]
 )
+INBOX_COLUMNS = tuple(_SCHEMA.names)
 _CASTS = {
     "event_id": "coalesce(b.event_id::UUID, gen_random_uuid())",
     "params": "b.params::JSON",
