@@ -2,7 +2,7 @@
 
 Seeds `bench/out/dashboard.duckdb` with 2,000,000 calls over 30 days (about 10 million webhooks;
 reused when it already has them), brings its rollups up to date, then:
-- times every query function of `dashboard/queries.py` (median of 5) on the rollup tables and,
+- times every query function of `callstatus/dashboard/queries.py` (median of 5) on the rollup tables and,
   as the in-run baseline, on the views (overview queries, fewer runs: each takes seconds);
 - times an incremental rollup refresh after a burst of new calls (what the server pays);
 - times each page's first render with `streamlit.testing.v1.AppTest` (median of 3, data cache
@@ -38,14 +38,14 @@ import duckdb  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from callstatus import rollups  # noqa: E402
-from callstatus.db import Database  # noqa: E402
-from callstatus.seed import seed_calls, seed_database  # noqa: E402
-from callstatus.settings import Settings, get_settings  # noqa: E402
-from callstatus.traffic import TrafficModel  # noqa: E402
-from dashboard import connection, queries  # noqa: E402
-from dashboard.filters import DEFAULT_PRESET, Filters, auto_bucket, resolve_range  # noqa: E402
+from callstatus.core.db import Database  # noqa: E402
+from callstatus.simulator.seed import seed_calls, seed_database  # noqa: E402
+from callstatus.core.settings import Settings, get_settings  # noqa: E402
+from callstatus.simulator.traffic import TrafficModel  # noqa: E402
+from callstatus.dashboard import connection, queries  # noqa: E402
+from callstatus.dashboard.filters import DEFAULT_PRESET, Filters, auto_bucket, resolve_range  # noqa: E402
 
-APP = ROOT / "dashboard" / "app.py"
+APP = ROOT / "callstatus" / "dashboard" / "app.py"
 PAGES = {
     "Overview": None,
     "Hangup causes": "screens/causes.py",

@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from receiver.signatures import sign  # noqa: E402
+from callstatus.receiver.signatures import sign  # noqa: E402
 from tests.servers import free_port, start_server  # noqa: E402
 
 TOKEN = "bench-token-0123456789"

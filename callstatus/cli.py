@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from callstatus.settings import Settings, SettingsError, get_settings
+from callstatus.core.settings import Settings, SettingsError, get_settings
 
 
 def _settings(db: Path | None = None) -> Settings:
@@ -20,38 +20,38 @@ def _settings(db: Path | None = None) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from receiver.server import serve
+    from callstatus.app.server import serve
 
     serve(_settings(args.db), args.host, args.port)
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from callstatus.simulate import run_simulate
+    from callstatus.simulator.simulate import run_simulate
 
     return run_simulate(args, _settings())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from callstatus.simulate import run_demo
+    from callstatus.simulator.simulate import run_demo
 
     return run_demo(args, _settings(args.db))
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from callstatus.seed import run_seed
+    from callstatus.simulator.seed import run_seed
 
     return run_seed(args, _settings(args.db))
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from callstatus.analyst import run_sql
+    from callstatus.analyst.commands import run_sql
 
     return run_sql(args, _settings(args.db))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from callstatus.analyst import run_export
+    from callstatus.analyst.commands import run_export
 
     return run_export(args, _settings(args.db))
 

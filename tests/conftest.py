@@ -12,8 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 from streamlit.runtime import Runtime
 
-from callstatus.db import Database
-from callstatus.settings import Settings
+from callstatus.core.db import Database
+from callstatus.core.settings import Settings
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def receiver_client(tmp_path: Path) -> Iterator[TestClient]:
 @contextmanager
 def app_client(tmp_path: Path, **values: Any) -> Iterator[TestClient]:
     """The whole app in-process with the given settings, lifespan run (the writer started)."""
-    from receiver.app import build_app
+    from callstatus.app.asgi import build_app
 
     app = build_app(make_settings(tmp_path, **values))
     try:

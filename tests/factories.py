@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from callstatus.db import Database
-from callstatus.events import DuplicateTracker, Params, insert_events, make_record
-from receiver.signatures import sign
+from callstatus.core.db import Database
+from callstatus.core.events import DuplicateTracker, Params, insert_events, make_record
+from callstatus.receiver.signatures import sign
 
 T0 = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
 
@@ -88,7 +88,7 @@ def signed_request(
 
 def rows(sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
     """Query the database of the server running in this process (its own cursor per thread)."""
-    from receiver import runtime
+    from callstatus.app import runtime
 
     rt = runtime.current()
     assert rt is not None, "no server is running in this process"

@@ -1,0 +1,146 @@
+"""The one ASGI app: Streamlit's dashboard with the receiver routes beside it."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.routing import Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from callstatus.core.settings import Settings
+from callstatus.app import runtime
+from callstatus.receiver.routes import dashboard_routes, receiver_routes, webhook_endpoints
+
+log = logging.getLogger("callstatus")
+
+DASHBOARD_SCRIPT = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+OPEN_PREFIXES = ("/plivo/", "/healthz")
+
+
+class PasswordMiddleware:
+    """HTTP Basic auth (any user name) for everything but the receiver and /healthz."""
+
+    def __init__(self, app: ASGIApp, password: str) -> None:
+        self.app = app
+        self.password = password.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"].startswith(OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        if self._authorized(Headers(scope=scope).get("authorization", "")):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"www-authenticate", b'Basic realm="callstatus", charset="UTF-8"'),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b'{"error": {"code": "unauthorized", '
+                b'"message": "the dashboard needs DASHBOARD_PASSWORD"}}',
+            }
+        )
+
+    def _authorized(self, header: str) -> bool:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            _, _, given = base64.b64decode(encoded, validate=True).partition(b":")
+        except ValueError:
+            return False
+        return hmac.compare_digest(given, self.password)
+
+
+def build_app(settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any] | None]:
+        if settings.development_mode:
+            log.warning(
+                "\n%s\nPLIVO_AUTH_TOKEN is not set: DEVELOPMENT MODE. Webhook signatures are NOT\n"
+                "checked and rows are stored with signature='unchecked'. Set PLIVO_AUTH_TOKEN\n"
+                "before pointing Plivo at this server.\n%s",
+                "!" * 78,
+                "!" * 78,
+            )
+        rt = runtime.Runtime(settings)
+        rt.start()
+        _start_background_jobs(rt)
+        runtime.install(rt)
+        log.info("callstatus storing webhooks in %s", settings.db)
+        try:
+            yield None
+        finally:
+            runtime.install(None)
+            rt.stop()
+            log.info("callstatus stopped: queue drained, database checkpointed and closed")
+
+    middleware = []
+    if settings.dashboard_password:
+        middleware.append(Middleware(PasswordMiddleware, password=settings.dashboard_password))
+    dashboard = st.App(
+        str(DASHBOARD_SCRIPT), routes=dashboard_routes(), middleware=middleware, lifespan=lifespan
+    )
+    return CallstatusApp(dashboard, Router(routes=receiver_routes()), webhook_endpoints())
+
+
+class CallstatusApp:
+    """One ASGI app on one port: a webhook goes straight to its endpoint, other /plivo/ paths
+    and /healthz to the receiver's router, everything else (and the lifespan, which opens the
+    database) to Streamlit.
+
+    Streamlit's middleware (sessions, path security, password) has nothing to do for a webhook
+    and costs about as much as storing it, so webhooks skip it; routing them by an exact-path
+    lookup skips the router's pattern matching too.
+    """
+
+    def __init__(
+        self, dashboard: ASGIApp, receiver: ASGIApp, webhooks: Mapping[str, ASGIApp]
+    ) -> None:
+        self.dashboard = dashboard
+        self.receiver = receiver
+        self.webhooks = webhooks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.webhooks.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+            if scope["path"].startswith(OPEN_PREFIXES):
+                await self.receiver(scope, receive, send)
+                return
+        await self.dashboard(scope, receive, send)
+
+
+def _start_background_jobs(rt: runtime.Runtime) -> None:
+    """Jobs that run beside the receiver (the analysts' snapshot), if installed."""
+    from callstatus import rollups
+
+    # First, so that its final refresh at stop lands in the final snapshot (on_stop runs in order).
+    rollups.start_background(rt)
+    try:
+        from callstatus import snapshot
+    except ImportError:
+        return
+    snapshot.start_background(rt)

@@ -1,0 +1,65 @@
+"""Running the app under uvicorn: one worker, uvloop/httptools, exit 0 after SIGTERM."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import signal
+import sys
+from types import FrameType
+
+import uvicorn
+
+from callstatus.core.settings import Settings
+from callstatus.app.asgi import build_app
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+SWITCH_INTERVAL_S = 0.0005
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn re-raises the captured signal after shutdown, which turns a clean
+        # SIGTERM stop into exit status 143; a drained, checkpointed stop is a success.
+        if sig == signal.SIGTERM:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
+
+
+def configure_streamlit() -> None:
+    from streamlit import config
+
+    for key, value in {
+        "browser.gatherUsageStats": False,
+        "server.headless": True,
+        "server.fileWatcherType": "none",
+        "server.runOnSave": False,
+        "client.toolbarMode": "viewer",
+        "theme.base": "light",
+    }.items():
+        config.set_option(key, value)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    settings.check_serving(host)
+    configure_streamlit()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # The writer thread hands the GIL back and forth with the event loop on every batch;
+    # a shorter switch interval keeps a commit from waiting 5 ms for its turn.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    config = uvicorn.Config(
+        build_app(settings),
+        host=host,
+        port=port,
+        workers=1,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        ws_ping_interval=20,
+    )
+    _Server(config).run()

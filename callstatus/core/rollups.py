@@ -1,0 +1,288 @@
+"""Rollup tables: the rows of calls, dials and dial_legs kept in tables, refreshed as data comes.
+
+Each refresh first moves the receiver's inbox into webhook_rows (`move_inbox`, migration 0006).
+webhook_rows is append-only and only that move appends to it, so its `rowid` grows with every
+append: a rollup that has read every row up to a watermark only needs the rows after it. A
+refresh finds the legs those rows touch, and in one transaction deletes them from each rollup and
+inserts them again from the views' table macros (`calls_since` …), which only read the webhooks
+received since a day before the oldest new row: a leg's webhooks all arrive within a day
+(docs/data.md, "Rollups"). The refresh writes the rollup tables and webhook_rows, and deletes
+from the inbox only the rows it moved, so it never conflicts with the receiver's writer thread.
+The server refreshes every REFRESH_EVERY_S in a background thread.
+
+webhook_counts (webhooks per 5-minute bucket of received_at, kind, duplicate and signature)
+shares the rollups' watermark; its counts only ever grow, so a refresh adds the new rows' counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from callstatus.core.db import Database
+from callstatus.core.events import move_inbox
+from callstatus.core.jobs import PeriodicJob
+
+if TYPE_CHECKING:
+    from callstatus.app.runtime import Runtime
+
+log = logging.getLogger("callstatus.rollups")
+
+# A leg's webhooks all arrive within this span (a call lasts hours at most; Plivo retries for
+# minutes): a leg touched by new rows is recomputed from the webhooks of this window only.
+WINDOW = timedelta(days=1)
+# Past this many new rows, recomputing everything costs less than replacing keys one by one.
+FULL_REBUILD_ROWS = 1_000_000
+REFRESH_EVERY_S = 2.0
+# A refresh reads the last day of webhooks: on a busy day it pauses longer, so that refreshing
+# takes at most this share of the time (and of a core) from the receiver.
+REFRESH_MAX_SHARE = 0.2
+# The dashboard trusts rollups a little behind webhook_events only while a job keeps them fresh.
+STALE_AFTER_S = 30.0
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A rollup table, the macro it is computed with, its key, and the new rows' key column."""
+
+    table: str
+    macro: str
+    key: str
+    event_key: str
+    kinds: tuple[str, ...]
+    order_by: str
+
+
+# Fixed names only: these are the only identifiers ever formatted into SQL here.
+ROLLUPS = (
+    Rollup(
+        "calls_rollup",
+        "calls_since",
+        "call_uuid",
+        "call_uuid",
+        ("answer", "fallback", "hangup", "ring", "machine_detection"),
+        "started_at",
+    ),
+    Rollup(
+        "dial_legs_rollup",
+        "dial_legs_since",
+        "b_leg_uuid",
+        "dial_b_leg_uuid",
+        ("dial_callback",),
+        "leg_at",
+    ),
+    Rollup(
+        "dials_rollup", "dials_since", "params_hash", "params_hash", ("dial_action",), "received_at"
+    ),
+)
+# Webhooks per 5-minute bucket of received_at (migration 0005), refreshed with the rollups.
+COUNTS = "webhook_counts"
+TABLES = (*(r.table for r in ROLLUPS), COUNTS)
+# dial_legs_rollup's columns beyond the view's (migration 0004): the leg's time as the dashboard
+# defines it and its A leg's columns, taken from calls_rollup (refreshed before it).
+A_LEG_COLUMNS = """
+    coalesce(l.answered_at, l.ended_at, c.started_at) AS leg_at,
+    c.started_at AS a_started_at, c.outcome AS a_outcome, c.direction AS a_direction,
+    c.from_number AS a_from, c.to_number AS a_to"""
+ALL_TIME = "'-infinity'::TIMESTAMPTZ"
+EXTRA_COLUMNS = ("leg_at", "a_started_at", "a_outcome", "a_direction", "a_from", "a_to")
+VIEWS = {"calls": "calls_rollup", "dials": "dials_rollup", "dial_legs": "dial_legs_rollup"}
+
+
+def watermark(cur: duckdb.DuckDBPyConnection) -> int | None:
+    """The rowid up to which every rollup has read webhook_rows; None before the first
+    refresh (or when a rollup was never built, e.g. a rollup added by a later migration)."""
+    names = ", ".join("?" for _ in TABLES)
+    row = cur.execute(
+        f"SELECT min(watermark), count(*) FROM rollup_state WHERE name IN ({names})", list(TABLES)
+    ).fetchone()
+    if row is None or row[1] < len(TABLES):
+        return None
+    return int(row[0])
+
+
+def last_rowid(cur: duckdb.DuckDBPyConnection) -> int:
+    """The rowid of the newest webhook moved to webhook_rows (-1 when there is none)."""
+    row = cur.execute("SELECT coalesce(max(rowid), -1) FROM webhook_rows").fetchone()
+    return int(row[0]) if row else -1
+
+
+def is_current(cur: duckdb.DuckDBPyConnection) -> bool:
+    """True when the rollups hold every stored webhook (they then equal the views)."""
+    try:
+        mark = watermark(cur)
+        if mark is None or mark != last_rowid(cur):
+            return False
+        row = cur.execute("SELECT count(*) FROM webhook_inbox").fetchone()
+    except duckdb.CatalogException:
+        # A file from before a migration, opened read-only (no rollup_state, no webhook_rows).
+        return False
+    return row is not None and row[0] == 0
+
+
+def refresh(cur: duckdb.DuckDBPyConnection, *, full: bool = False) -> int:
+    """Move the inbox, then bring the rollups up to the newest webhook; return how many new
+    webhooks were read.
+
+    Incremental unless `full`, the rollups were never built, or they are far behind. The
+    webhooks the receiver stores meanwhile wait in the inbox for the next refresh; the legs they
+    touch may already be recomputed with them (the macros read webhook_events), and are again then.
+    """
+    move_inbox(cur)
+    cur.execute("BEGIN")
+    try:
+        # One transaction, one snapshot: the rows counted here are exactly the rows read below.
+        top = last_rowid(cur)
+        mark = watermark(cur)
+        new = top - (-1 if mark is None else mark)
+        # new < 0: rows were removed behind our back (never by callstatus); start over.
+        rebuild = full or mark is None or new < 0 or new > FULL_REBUILD_ROWS
+        if rebuild:
+            _rebuild(cur)
+        elif mark is not None and new > 0:
+            _replace_touched(cur, mark, top)
+            _count_webhooks(cur, mark, top)
+        if rebuild or new > 0:
+            _set_watermark(cur, top)
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    return max(new, 0)
+
+
+def _rows(r: Rollup, since: str) -> str:
+    """The relation of r's rows computed from the webhooks received since `since` (SQL)."""
+    if r.table != "dial_legs_rollup":
+        return f"{r.macro}({since})"
+    return (
+        f"(SELECT l.*, {A_LEG_COLUMNS}\n FROM {r.macro}({since}) l"
+        " LEFT JOIN calls_rollup c ON c.call_uuid = l.a_leg_uuid)"
+    )
+
+
+def _rebuild(cur: duckdb.DuckDBPyConnection) -> None:
+    """Every rollup from scratch, rows in time order so that zone maps on time skip row groups."""
+    for r in ROLLUPS:
+        cur.execute(f"DELETE FROM {r.table}")
+        cur.execute(
+            f"INSERT INTO {r.table} BY NAME SELECT * FROM {_rows(r, ALL_TIME)}"
+            f" ORDER BY {r.order_by}"
+        )
+    cur.execute(f"DELETE FROM {COUNTS}")
+    _count_webhooks(cur, -1, last_rowid(cur))
+
+
+def _count_webhooks(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
+    """Add the webhooks mark < rowid <= top to webhook_counts, to the rows of their buckets."""
+    cur.execute(
+        f"INSERT INTO {COUNTS} BY NAME"
+        " SELECT time_bucket(INTERVAL 5 MINUTE, received_at) AS bucket_at, kind, duplicate,"
+        "  signature, count(*) AS webhooks"
+        " FROM webhook_rows WHERE rowid > $mark AND rowid <= $top"
+        " GROUP BY ALL ORDER BY bucket_at"
+        " ON CONFLICT DO UPDATE SET webhooks = webhooks + excluded.webhooks",
+        {"mark": mark, "top": top},
+    )
+
+
+def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
+    """Recompute the legs that webhooks mark < rowid <= top belong to."""
+    row = cur.execute(
+        "SELECT min(received_at) FROM webhook_rows WHERE rowid > $mark AND rowid <= $top",
+        {"mark": mark, "top": top},
+    ).fetchone()
+    if row is None or row[0] is None:
+        return
+    since = row[0] - WINDOW
+    for r in ROLLUPS:
+        touched = (
+            f"SELECT {r.event_key} FROM webhook_rows WHERE rowid > $mark AND rowid <= $top"
+            f" AND kind IN {_sql_list(r.kinds)} AND {r.event_key} IS NOT NULL"
+        )
+        params = {"mark": mark, "top": top}
+        cur.execute(f"DELETE FROM {r.table} WHERE {r.key} IN ({touched})", params)
+        cur.execute(
+            f"INSERT INTO {r.table} BY NAME SELECT * FROM {_rows(r, '$since')}"
+            f" WHERE {r.key} IN ({touched}) ORDER BY {r.order_by}",
+            {**params, "since": since},
+        )
+    # A B leg's A-leg columns change when its A leg's webhooks arrive, maybe after the B leg's
+    # own: B legs not touched themselves take them again from the calls just recomputed.
+    calls = ROLLUPS[0]
+    touched_calls = (
+        f"SELECT {calls.event_key} FROM webhook_rows WHERE rowid > $mark AND rowid <= $top"
+        f" AND kind IN {_sql_list(calls.kinds)} AND {calls.event_key} IS NOT NULL"
+    )
+    cur.execute(
+        "UPDATE dial_legs_rollup l SET leg_at = coalesce(l.answered_at, l.ended_at, c.started_at),"
+        " a_started_at = c.started_at, a_outcome = c.outcome, a_direction = c.direction,"
+        " a_from = c.from_number, a_to = c.to_number"
+        " FROM calls_rollup c WHERE c.call_uuid = l.a_leg_uuid"
+        f" AND c.call_uuid IN ({touched_calls})",
+        {"mark": mark, "top": top},
+    )
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    # Kinds are the fixed literals above, never input.
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def _set_watermark(cur: duckdb.DuckDBPyConnection, top: int) -> None:
+    for name in TABLES:
+        cur.execute(
+            "INSERT OR REPLACE INTO rollup_state (name, watermark, refreshed_at)"
+            " VALUES (?, ?, now())",
+            [name, top],
+        )
+
+
+class RollupJob:
+    """Refreshes the rollups every interval in its own thread, with its own cursor."""
+
+    def __init__(self, database: Database, interval_s: float = REFRESH_EVERY_S) -> None:
+        self.database = database
+        self.loop = PeriodicJob("rollups", self.refresh, interval_s, REFRESH_MAX_SHARE)
+
+    def refresh(self) -> None:
+        started = time.perf_counter()
+        new = refresh(self.database.cursor())
+        took = time.perf_counter() - started
+        if new:
+            # Slow refreshes say so: they space themselves out (REFRESH_MAX_SHARE).
+            level = logging.INFO if took > 1.0 else logging.DEBUG
+            log.log(level, "rollups: %d new webhooks in %.2f s", new, took)
+
+    def keeping_up(self) -> bool:
+        """True while refreshes succeed: the rollups are then at most a few seconds behind."""
+        last = self.loop.last_ok
+        # A slow refresh pauses longer (REFRESH_MAX_SHARE): allow for that pause too.
+        return last is not None and time.monotonic() - last < STALE_AFTER_S + self.loop.last_pause_s
+
+    def stop(self) -> None:
+        """Stop the loop after a final refresh, so the file's rollups hold every webhook."""
+        self.loop.stop()
+        _jobs.pop(id(self.database), None)
+
+
+# The job keeping each open database's rollups fresh, for the dashboard in the same process.
+_jobs: dict[int, RollupJob] = {}
+
+
+def job_for(database: Database) -> RollupJob | None:
+    return _jobs.get(id(database))
+
+
+def start_background(rt: Runtime) -> RollupJob:
+    """Refresh the rollups beside a running server (once at start, then every interval)."""
+    job = RollupJob(rt.database)
+    _jobs[id(rt.database)] = job
+    rt.on_stop.append(job.stop)
+    job.loop.start()
+    return job

@@ -1,0 +1,60 @@
+"""Dashboard entry point: shared sidebar controls, navigation, live refresh around each page."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from callstatus.dashboard import controls, queries
+from callstatus.dashboard.sql_page import render as sql_page
+
+FIRST_RUN_POLL_S = 5
+
+
+def waiting_for_first_webhook() -> None:
+    @st.fragment(run_every=FIRST_RUN_POLL_S)
+    def poll() -> None:
+        if queries.event_count() > 0:
+            st.rerun(scope="app")
+
+    poll()
+    st.navigation([st.Page("screens/first_run.py", title="Get started", url_path="welcome",
+                           icon=":material/rocket_launch:")]).run()
+
+
+def dashboard() -> None:
+    # The page files live in screens/, not pages/: Streamlit would run a `pages/` folder next
+    # to the main script as a legacy multipage app, each file alone without the sidebar.
+    page = st.navigation(
+        {
+            "Call outcomes": [
+                st.Page("screens/overview.py", title="Overview", url_path="overview", default=True,
+                        icon=":material/monitoring:"),
+                st.Page("screens/causes.py", title="Hangup causes", url_path="causes",
+                        icon=":material/call_end:"),
+                st.Page("screens/legs.py", title="A/B legs", url_path="legs",
+                        icon=":material/call_split:"),
+                st.Page("screens/calls.py", title="Calls", url_path="calls",
+                        icon=":material/search:"),
+            ],
+            "Operations": [
+                st.Page("screens/health.py", title="Receiver health", url_path="health",
+                        icon=":material/health_and_safety:"),
+                st.Page(sql_page, title="SQL", url_path="sql", icon=":material/database:"),
+            ],
+        }
+    )
+    controls.sidebar()
+
+    # Live mode reruns only the page body: the sidebar and the browser page stay put.
+    @st.fragment(run_every=controls.refresh_seconds())
+    def body() -> None:
+        page.run()
+
+    body()
+
+
+st.set_page_config(page_title="callstatus", page_icon=":material/call:", layout="wide")
+if queries.event_count() == 0:
+    waiting_for_first_webhook()
+else:
+    dashboard()

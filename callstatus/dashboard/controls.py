@@ -1,0 +1,110 @@
+"""The sidebar controls shared by every page, kept in the URL so a link reproduces the view."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo, available_timezones
+
+import streamlit as st
+
+from callstatus.core.settings import get_settings
+from callstatus.dashboard import queries
+from callstatus.dashboard.filters import (
+    BUCKET_CHOICES,
+    BUCKETS,
+    DEFAULT_PRESET,
+    DIRECTIONS,
+    PRESETS,
+    Filters,
+    auto_bucket,
+    resolve_range,
+)
+
+REFRESH_CHOICES = {"5 s": 5, "15 s": 15, "30 s": 30, "1 min": 60}
+COMMON_ZONES = (
+    "UTC", "America/New_York", "America/Chicago", "America/Los_Angeles", "America/Sao_Paulo",
+    "Europe/London", "Europe/Berlin", "Africa/Johannesburg", "Asia/Dubai", "Asia/Kolkata",
+    "Asia/Singapore", "Asia/Tokyo", "Australia/Sydney",
+)
+
+
+def _zones() -> list[str]:
+    browser = st.context.timezone
+    first = [z for z in (browser, get_settings().plivo_timezone) if z]
+    valid = available_timezones()
+    return list(dict.fromkeys([*first, *COMMON_ZONES, *sorted(valid)]))
+
+
+def sidebar() -> None:
+    """Draw the controls; widget keys double as query-string names (bind="query-params")."""
+    bar = st.sidebar
+    bar.selectbox("Time range", list(PRESETS), index=list(PRESETS).index(DEFAULT_PRESET),
+                  key="range", bind="query-params")
+    if st.session_state["range"] == "Custom":
+        today = datetime.now(UTC).date()
+        bar.date_input("Days", value=(today - timedelta(days=6), today), key="days",
+                       bind="query-params")
+    bar.selectbox("Bucket", BUCKET_CHOICES, key="bucket", bind="query-params")
+    bar.segmented_control("Direction", DIRECTIONS, default="all", key="dir",
+                          bind="query-params", required=True)
+    bar.multiselect("Our numbers", queries.our_numbers(), key="num", bind="query-params",
+                    accept_new_options=True, placeholder="all",
+                    help="The number Plivo called (inbound) or our caller ID (outbound)")
+    bar.multiselect("B destination", queries.destinations_list(), key="dest",
+                    bind="query-params", accept_new_options=True, placeholder="all",
+                    help="Only calls that dialled these B numbers")
+    bar.selectbox("Time zone", _zones(), key="tz", bind="query-params")
+    bar.divider()
+    left, right = bar.columns(2, vertical_alignment="bottom")
+    left.toggle("Live", key="live", bind="query-params",
+                help="Refresh this page's figures in place, without reloading")
+    right.selectbox("every", list(REFRESH_CHOICES), index=1, key="every",
+                    label_visibility="collapsed", disabled=not st.session_state.get("live"))
+
+
+def refresh_seconds() -> int | None:
+    if not st.session_state.get("live"):
+        return None
+    return REFRESH_CHOICES.get(st.session_state.get("every", "15 s"), 15)
+
+
+def current() -> Filters:
+    """The Filters the controls describe, with relative ranges measured from now."""
+    state = st.session_state
+    tz = state.get("tz") or "UTC"
+    preset = state.get("range") or DEFAULT_PRESET
+    days = state.get("days")
+    custom: tuple[date, date] | None = None
+    if isinstance(days, (tuple, list)) and len(days) == 2:
+        custom = (days[0], days[1])
+    elif isinstance(days, (tuple, list)) and len(days) == 1:
+        custom = (days[0], days[0])
+    span = queries.data_span() if preset == "All time" else None
+    start, end = resolve_range(preset, datetime.now(UTC), custom, tz, span)
+    bucket_choice = state.get("bucket") or "auto"
+    bucket = BUCKETS.get(bucket_choice) or auto_bucket(end - start)
+    direction = state.get("dir")
+    return Filters(
+        start=start,
+        end=end,
+        bucket=bucket,
+        direction=None if direction in (None, "all") else direction,
+        numbers=tuple(state.get("num") or ()),
+        destinations=tuple(state.get("dest") or ()),
+        tz=tz,
+    )
+
+
+def describe(f: Filters) -> str:
+    """One line saying what the page shows, in the chosen zone."""
+    fmt = "%Y-%m-%d %H:%M"
+    start = f.start.astimezone(ZoneInfo(f.tz)).strftime(fmt)
+    end = f.end.astimezone(ZoneInfo(f.tz)).strftime(fmt)
+    parts = [f"{start} → {end} ({f.tz})", f"buckets of {f.bucket}"]
+    if f.direction:
+        parts.append(f.direction)
+    if f.numbers:
+        parts.append("our numbers " + ", ".join(f.numbers))
+    if f.destinations:
+        parts.append("B " + ", ".join(f.destinations))
+    return " · ".join(parts)

@@ -1,0 +1,54 @@
+"""Hangup causes: why legs ended, by Plivo code and by source, for A and B legs apart."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from callstatus.dashboard import charts, controls, queries, widgets
+from callstatus.dashboard.filters import Filters
+
+LEGS = {"a": "A legs (the calls)", "b": "B legs (the numbers we dialled)"}
+
+
+def render() -> None:
+    f = controls.current()
+    st.title("Hangup causes")
+    st.caption(controls.describe(f))
+    for tab, leg in zip(st.tabs(list(LEGS.values())), LEGS, strict=True):
+        with tab:
+            _leg_section(f, leg)
+
+
+def _leg_section(f: Filters, leg: str) -> None:
+    # Answered legs dwarf every other cause; managers come here for the rest.
+    everything = st.toggle("Include answered legs", key=f"answered-{leg}",
+                           help="Answered legs end with a normal hangup (4000) mostly.")
+    found = queries.causes(f, leg, everything)
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("By Plivo cause")
+        widgets.chart(found, charts.causes_bar(found.frame), f"causes-{leg}")
+    with right:
+        st.subheader("By hangup source")
+        sources = queries.causes_by_source(f, leg, everything)
+        widgets.chart(sources, charts.sources_bar(sources.frame), f"sources-{leg}")
+    st.subheader("Over time")
+    over_time = queries.causes_over_time(f, leg, everything)
+    widgets.chart(over_time, charts.causes_over_time(over_time.frame, f.tz), f"causes-time-{leg}")
+
+    st.subheader("Plivo's names beside the telephony cause names")
+    widgets.table(
+        found,
+        f"cause-table-{leg}",
+        column_order=["code", "plivo_name", "telephony_cause", "outcome", "legs"],
+        column_config={"code": st.column_config.NumberColumn("code", format="%d")},
+    )
+    st.subheader("The calls behind a cause")
+    names = list(dict.fromkeys(found.frame["cause"]))
+    cause = st.selectbox("Cause", names, key=f"cause-{leg}", index=0 if names else None,
+                         placeholder="no causes in this range")
+    if cause:
+        widgets.table(queries.cause_legs(f, leg, cause), f"cause-calls-{leg}")
+
+
+render()

@@ -1,0 +1,71 @@
+"""Receiver health: is Plivo reaching us, are we refusing anything, is anything stuck."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import streamlit as st
+
+from callstatus.dashboard import charts, controls, queries, receiver_status, tiles, widgets
+
+
+def render() -> None:
+    f = controls.current()
+    st.title("Receiver health")
+    st.caption(controls.describe(f) + " · direction and number filters do not apply here")
+    totals = queries.receiver_totals(f)
+    row = totals.frame.iloc[0]
+    live = receiver_status.status()
+    cols = st.columns(5)
+    # Short values: five tiles share the row, and a long one is cut to "21 min …".
+    cols[0].metric("Since last webhook", _ago(row["last_event_at"]), border=True,
+                   help="Time since the most recent webhook was stored (any time range).")
+    cols[1].metric("Webhooks", tiles.fmt_count(row["webhooks"]), border=True)
+    cols[2].metric("Duplicates", tiles.fmt_count(row["duplicates"]), border=True,
+                   help="Repeat deliveries of the same webhook (Plivo retries); kept, but "
+                   "counted once in every view.")
+    cols[3].metric("Rejected", tiles.fmt_count(row["rejected"]), border=True,
+                   help="Requests refused with 403 (bad signature): Plivo does not retry them.")
+    cols[4].metric("Spool depth",
+                   "—" if live.spool_depth is None else tiles.fmt_count(live.spool_depth),
+                   border=True, help="Webhooks waiting on disk for the database (0 is healthy).")
+    snapshot = "—" if live.snapshot_age_s is None else f"{live.snapshot_age_s:.0f} s"
+    st.caption(
+        f"Signature checks: **{live.signature_checks}** · snapshot age: **{snapshot}** · "
+        + (f"writer queue: **{live.writer_queue}**" if live.serving
+           else "no server in this process: spool and queue unknown")
+    )
+    widgets.provenance(totals, "receiver-totals")
+
+    st.subheader("Webhooks per kind")
+    kinds = queries.webhooks_per_kind(f)
+    widgets.chart(kinds, charts.webhooks_per_kind(kinds.frame, f.tz), "webhooks-per-kind")
+
+    st.subheader("Rejected requests, and why")
+    rejected = queries.rejections(f)
+    if rejected.frame.empty:
+        st.success("No request was refused in this range.")
+    else:
+        advice = receiver_status.base_url_advice(rejected.frame)
+        if advice:
+            st.error(advice, icon=":material/link_off:")
+    widgets.table(rejected, "rejected")
+
+
+def _ago(moment: object) -> str:
+    if moment is None or pd.isna(moment):
+        return "never"
+    seconds = (datetime.now(UTC) - pd.Timestamp(moment).to_pydatetime()).total_seconds()
+    if seconds < 5:
+        return "just now"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+render()

@@ -1,0 +1,65 @@
+"""A/B legs: who we dialled for each call, who picked up, and how long it took."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from callstatus.dashboard import charts, controls, definitions, queries, tiles, widgets
+from callstatus.dashboard.charts import OUTCOMES
+
+RING_CAP_S = 120
+
+
+def render() -> None:
+    f = controls.current()
+    st.title("A/B legs")
+    st.caption(controls.describe(f))
+    gone = queries.abandoned(f)
+    row = gone.frame.iloc[0]
+    kpi = queries.kpis(f).frame.iloc[0]
+    cols = st.columns(4)
+    cols[0].metric("A legs that dialled", tiles.fmt_count(row["dialled_a_legs"]), border=True)
+    cols[1].metric("B-leg answer rate", tiles.fmt_rate(kpi["b_leg_answer_rate"]),
+                   help=definitions.B_LEG_ANSWER_RATE, border=True)
+    cols[2].metric("Lost races", tiles.fmt_rate(kpi["b_lost_race_share"]),
+                   help="B legs that lost the race (code 9000) / B legs.", border=True)
+    cols[3].metric("Abandoned while ringing", tiles.fmt_rate(row["abandoned_rate"]),
+                   help=definitions.ABANDONED, border=True)
+    widgets.provenance(gone, "abandoned")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("B legs per A leg")
+        fan = queries.fanout(f)
+        widgets.chart(fan, charts.count_bar(fan.frame, "b_legs", "a_legs", "B legs dialled",
+                                            "A legs"), "fanout")
+    with right:
+        st.subheader("Simultaneous dials: who wins, by position")
+        wins = queries.winners_by_position(f)
+        widgets.chart(wins, charts.winners_by_position(wins.frame), "winners-position")
+
+    st.subheader("B-leg answer rate per destination")
+    dest = queries.destinations(f)
+    widgets.chart(dest, charts.destination_rates(dest.frame), "destinations")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("A outcome × B outcome")
+        matrix = queries.outcome_matrix(f)
+        widgets.chart(matrix, charts.outcome_matrix(matrix.frame), "outcome-matrix")
+    with right:
+        st.subheader("Time to answer and ring time")
+        rings = queries.ring_times(f, cap_s=RING_CAP_S)
+        widgets.chart(rings, charts.ring_histogram(rings.frame, RING_CAP_S), "ring-times")
+
+    st.subheader("Pairings")
+    a, b, c = st.columns([2, 1, 2])
+    outcomes = a.multiselect("B outcome", OUTCOMES[:-1], key="pair_outcome",
+                             placeholder="any outcome")
+    positions = b.multiselect("Position", [1, 2, 3, 4, 5, 6, 7, 8], key="pair_position",
+                              placeholder="any")
+    search = c.text_input("Search", key="pair_search", placeholder="UUID or number")
+    widgets.table(queries.pairings(f, tuple(outcomes), tuple(positions), search), "pairings")
+
+
+render()

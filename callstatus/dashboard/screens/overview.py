@@ -1,0 +1,52 @@
+"""Overview: the KPIs against the previous range, answer rates, outcomes and busy hours."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from callstatus.dashboard import charts, controls, definitions, queries, tiles, widgets
+
+RATE_NAMES = {"dial": "dial answer rate", "call": "call answer rate"}
+
+
+def render() -> None:
+    f = controls.current()
+    st.title("Call outcomes")
+    st.caption(controls.describe(f))
+    now, before = queries.kpis(f), queries.kpis(f.previous())
+    row = now.frame.iloc[0]
+    lead = tiles.lead_metric(f.direction, row)
+    span = queries.data_span()
+    covered = span is not None and span[0] <= f.previous().start
+    tiles.render(row, before.frame.iloc[0], lead, covered)
+    st.caption(
+        f"Leading with the **{RATE_NAMES[lead]}**: "
+        + ("inbound calls are answered by our own XML, so what counts is whether an agent "
+           "picked up." if lead == "dial" else "for outbound calls, did the callee pick up.")
+        + f" Lost races: {tiles.fmt_rate(row['b_lost_race_share'])} of B legs "
+        "(another simultaneous leg answered first; not a failure)."
+    )
+    widgets.provenance(now, "kpis")
+
+    st.subheader("Answer rates over time, with call volume")
+    rates = queries.rates_over_time(f)
+    widgets.chart(rates, charts.rates_with_volume(rates.frame, RATE_NAMES[lead], f.tz),
+                  "answer-rates")
+
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("How calls ended")
+        outcomes = queries.outcomes_over_time(f)
+        widgets.chart(outcomes, charts.outcomes_stacked(outcomes.frame, f.tz), "outcomes")
+    with right:
+        st.subheader("When calls get answered")
+        metric = st.segmented_control(
+            "Heat map of", ["dial", "call"], default=lead, key="heat",
+            format_func=lambda m: RATE_NAMES[m], required=True,
+            help=definitions.DIAL_ANSWER_RATE if lead == "dial" else definitions.CALL_ANSWER_RATE,
+        )
+        heat = queries.answer_heatmap(f, metric or lead)
+        widgets.chart(heat, charts.heatmap(heat.frame, RATE_NAMES[metric or lead]), "heatmap")
+
+
+render()

@@ -1,0 +1,41 @@
+"""Layout helpers every page uses: a chart or table with its CSV and its SQL beside it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import streamlit as st
+
+from callstatus.dashboard.queries import Result
+
+
+def chart(result: Result, figure: alt.TopLevelMixin, name: str) -> None:
+    """A chart, then the exact rows behind it as CSV and the SQL that produced them."""
+    st.altair_chart(figure, width="stretch")
+    provenance(result, name)
+
+
+def table(result: Result, name: str, **kwargs: Any) -> Any:
+    """A table of a query's rows, with CSV and SQL; returns st.dataframe's value."""
+    value = st.dataframe(result.frame, hide_index=True, width="stretch", **kwargs)
+    provenance(result, name)
+    return value
+
+
+def provenance(result: Result, name: str) -> None:
+    row = st.container(horizontal=True, vertical_alignment="top", gap="small")
+    row.download_button(
+        "CSV",
+        result.frame.to_csv(index=False),
+        file_name=f"callstatus-{name}.csv",
+        mime="text/csv",
+        key=f"csv-{name}",
+        icon=":material/download:",
+        on_click="ignore",
+        help=f"The {len(result.frame)} rows behind this, as CSV",
+    )
+    with row.expander("Show SQL", width="stretch"):
+        st.code(result.sql, language="sql")
+        st.caption("Bound parameters")
+        st.json({key: str(value) for key, value in result.params.items()}, expanded=False)

@@ -1,0 +1,1 @@
+"""Realistic Plivo traffic: the traffic model, its settings, `simulate` over HTTP and `seed` straight into a database."""

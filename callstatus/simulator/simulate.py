@@ -1,0 +1,373 @@
+"""`callstatus simulate` and `callstatus demo`: model traffic over HTTP, signed as Plivo signs.
+
+Each call sends its head (ring, answer or fallback), reads the XML the server answered with, and
+when that XML has a <Dial>, rebuilds the call around its targets and URLs before sending the rest;
+without one, the model's own B numbers and the standard paths are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import random
+import secrets
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx
+
+from callstatus.core.progress import Progress
+from callstatus.simulator.seed import DatabaseBusy, load_config, open_database, seed_database
+from callstatus.core.settings import Settings
+from callstatus.simulator.traffic import Call, DialSpec, Endpoint, TrafficModel, Webhook
+from callstatus.receiver.signatures import sign
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+DEMO_HISTORY_CALLS = 2_000
+DEMO_HISTORY_DAYS = 7.0
+MAX_ACTIVE_CALLS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go (`send_base`) and the base URL Plivo would have signed (`sign_base`,
+    PUBLIC_BASE_URL when the server is behind a proxy)."""
+
+    send_base: str
+    sign_base: str
+    token: str | None
+
+
+@dataclass(slots=True)
+class Tally:
+    sent: Counter[str] = field(default_factory=Counter)
+    accepted: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
+    first_error: str | None = None
+    calls: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused and not self.failed
+
+
+class Sender:
+    """Signs and sends webhooks, at most `concurrency` requests in flight."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, target: Target, concurrency: int, tally: Tally
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.tally = tally
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def send(self, hook: Webhook) -> httpx.Response | None:
+        tail = hook.url()
+        headers = {"User-Agent": "PlivoHTTP/callstatus-simulate"}
+        content = None
+        if hook.method == "POST":
+            content = urlencode(_pairs(hook.body)).encode("utf-8")
+            headers["Content-Type"] = FORM_TYPE
+        if self.target.token:
+            nonce = secrets.token_hex(10)  # fresh per request, as Plivo does (retries included)
+            url = self.target.sign_base + tail
+            headers["X-Plivo-Signature-V3"] = sign(
+                hook.method, url, hook.form(), nonce, self.target.token
+            )
+            headers["X-Plivo-Signature-V3-Nonce"] = nonce
+        self.tally.sent[hook.kind] += 1
+        async with self._slots:
+            try:
+                response = await self.client.request(
+                    hook.method, self.target.send_base + tail, content=content, headers=headers
+                )
+            except httpx.HTTPError as exc:
+                self.tally.failed[hook.kind] += 1
+                self.tally.first_error = self.tally.first_error or f"{type(exc).__name__}: {exc}"
+                return None
+        if response.status_code == 200:
+            self.tally.accepted[hook.kind] += 1
+        else:
+            self.tally.refused[hook.kind] += 1
+            self.tally.refusals[f"{response.status_code} {_error_code(response)}"] += 1
+        return response
+
+
+def _pairs(body: dict[str, str | list[str]]) -> list[tuple[str, str]]:
+    return [(k, x) for k, v in body.items() for x in (v if isinstance(v, list) else [v])]
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "error"
+
+
+def dial_from_xml(text: str) -> DialSpec | None:
+    """The first <Dial> of a Plivo XML reply: its Number/User targets, action and callbackUrl."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None
+    dial = root.find(".//Dial")
+    if dial is None:
+        return None
+    targets = tuple(
+        (child.text or "").strip()
+        for child in dial
+        if child.tag in ("Number", "User") and (child.text or "").strip()
+    )
+    timeout = dial.get("timeout")
+    return DialSpec(
+        targets=targets,
+        action=_endpoint(dial.get("action"), dial.get("method")),
+        callback=_endpoint(dial.get("callbackUrl"), dial.get("callbackMethod")),
+        caller_id=dial.get("callerId") or None,
+        timeout_s=int(timeout) if timeout and timeout.isdigit() else None,
+    )
+
+
+def _endpoint(url: str | None, method: str | None) -> Endpoint | None:
+    if not url:
+        return None
+    parts = urlsplit(url)
+    query = tuple(parse_qsl(parts.query, keep_blank_values=True))
+    # Plivo calls the URL exactly; we send it to --url and sign it with the public base.
+    return Endpoint((method or "POST").upper(), parts.path or "/", query)
+
+
+async def _pace(hook: Webhook, call: Call, speed: float, anchor: float) -> None:
+    if speed <= 0:
+        return
+    due = anchor + (hook.delivered_at - call.started_at) / speed
+    delay = due - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def run_call(
+    model: TrafficModel, index: int, started_at: float, sender: Sender, speed: float
+) -> None:
+    """Send one call's webhooks in delivery order, following the server's answer XML."""
+    anchor = asyncio.get_running_loop().time()
+    call = model.call(index, started_at)
+    xml: str | None = None
+    for hook in call.webhooks[: call.head]:
+        await _pace(hook, call, speed, anchor)
+        response = await sender.send(hook)
+        if hook.kind in ("answer", "fallback") and response is not None:
+            xml = response.text if response.status_code == 200 else xml
+    spec = dial_from_xml(xml) if xml else None
+    if spec is not None:
+        call = model.call(index, started_at, spec)
+    for hook in call.webhooks[call.head :]:
+        await _pace(hook, call, speed, anchor)
+        await sender.send(hook)
+    sender.tally.calls += 1
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to send: `calls` calls (None: until stopped) at `rate` per second (<= 0: at once),
+    call time running `speed` times real time (0: each call's webhooks back to back)."""
+
+    calls: int | None
+    rate: float
+    speed: float = 0.0
+    concurrency: int = 32
+    starts: Sequence[float] | None = None  # call start times; default: when each is launched
+    first_index: int = 0
+
+
+async def simulate(
+    target: Target,
+    model: TrafficModel,
+    plan: Plan,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> Tally:
+    tally = Tally()
+    limits = httpx.Limits(
+        max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
+    )
+    async with httpx.AsyncClient(timeout=httpx.Timeout(55.0, connect=2.0), limits=limits) as client:
+        sender = Sender(client, target, plan.concurrency, tally)
+        active: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        numbers = itertools.count() if plan.calls is None else iter(range(plan.calls))
+        for n in numbers:
+            if stop is not None and stop.is_set():
+                break
+            if plan.rate > 0:
+                await asyncio.sleep(max(0.0, began + n / plan.rate - loop.time()))
+            started_at = plan.starts[n] if plan.starts is not None else time.time()
+            task = asyncio.create_task(
+                run_call(model, plan.first_index + n, started_at, sender, plan.speed)
+            )
+            active.add(task)
+            task.add_done_callback(lambda done: _finished(done, active, progress))
+            while len(active) >= max(MAX_ACTIVE_CALLS, plan.concurrency):
+                await asyncio.wait(active, return_when=asyncio.FIRST_COMPLETED)
+        await _drain(active, stop)
+    return tally
+
+
+def _finished(
+    task: asyncio.Task[None], active: set[asyncio.Task[None]], progress: Progress | None
+) -> None:
+    active.discard(task)
+    if progress is not None:
+        progress.advance()
+
+
+async def _drain(active: set[asyncio.Task[None]], stop: threading.Event | None) -> None:
+    while active:
+        if stop is not None and stop.is_set():
+            for task in active:
+                task.cancel()
+            await asyncio.gather(*active, return_exceptions=True)
+            return
+        await asyncio.wait(active, timeout=0.5)
+
+
+def reachable(url: str) -> str | None:
+    """None when the server answers /healthz; otherwise why not."""
+    try:
+        httpx.get(f"{url}/healthz", timeout=3.0)
+    except httpx.HTTPError:
+        return f"cannot reach {url}: is `callstatus serve` running?"
+    return None
+
+
+def make_target(url: str, settings: Settings, public_url: str | None = None) -> Target:
+    send_base = url.rstrip("/")
+    sign_base = (public_url or settings.public_base_url or send_base).rstrip("/")
+    token = settings.auth_tokens[0] if settings.auth_tokens else None
+    return Target(send_base, sign_base, token)
+
+
+def summary(tally: Tally, target: Target, elapsed: float) -> str:
+    sent = sum(tally.sent.values())
+    lines = [
+        f"{tally.calls:,} calls, {sent:,} webhooks sent to {target.send_base} in {elapsed:.1f} s: "
+        f"{sum(tally.accepted.values()):,} accepted, {sum(tally.refused.values()):,} refused, "
+        f"{sum(tally.failed.values()):,} failed"
+        + ("" if target.token else " (unsigned: PLIVO_AUTH_TOKEN is not set)"),
+        f"  {'kind':<18}{'sent':>8}{'accepted':>10}{'refused':>9}{'failed':>8}",
+    ]
+    for kind in sorted(tally.sent):
+        lines.append(
+            f"  {kind:<18}{tally.sent[kind]:>8,}{tally.accepted[kind]:>10,}"
+            f"{tally.refused[kind]:>9,}{tally.failed[kind]:>8,}"
+        )
+    for reason, count in tally.refusals.most_common():
+        lines.append(f"  refused {count:,} x {reason}")
+    if tally.first_error:
+        lines.append(f"  first failure: {tally.first_error}")
+    return "\n".join(lines)
+
+
+def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    target = make_target(args.url, settings, getattr(args, "public_url", None))
+    problem = reachable(target.send_base)
+    if problem is not None:
+        print(f"callstatus simulate: {problem}", file=sys.stderr)
+        return 1
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    model = TrafficModel(seed, load_config(getattr(args, "traffic", None)), settings.plivo_timezone)
+    plan = Plan(args.calls, args.rate, args.speed, getattr(args, "concurrency", 32))
+    progress = Progress(args.calls, "simulating calls")
+    began = time.monotonic()
+    tally = asyncio.run(simulate(target, model, plan, progress))
+    progress.close()
+    print(summary(tally, target, time.monotonic() - began))
+    if tally.refused and any(r.startswith("403") for r in tally.refusals):
+        print(
+            "callstatus simulate: the server refused signatures: run simulate with the server's "
+            "PLIVO_AUTH_TOKEN (and PUBLIC_BASE_URL, or --public-url, if it has one)",
+            file=sys.stderr,
+        )
+    if sum(tally.failed.values()) and not sum(tally.accepted.values()):
+        print(
+            f"callstatus simulate: {reachable(target.send_base) or 'requests failed'}",
+            file=sys.stderr,
+        )
+    return 0 if tally.ok else 1
+
+
+def backfill(settings: Settings, seed: int) -> int:
+    """Seed a few days of calls into an empty database, so the dashboard has history."""
+    db = open_database(settings.db)
+    try:
+        row = db.cursor().execute("SELECT count(*) FROM webhook_events").fetchone()
+        if row is not None and row[0]:
+            return 0
+        model = TrafficModel(seed, plivo_timezone=settings.plivo_timezone)
+        return seed_database(db, model, settings, DEMO_HISTORY_CALLS, DEMO_HISTORY_DAYS).calls
+    finally:
+        db.close()
+
+
+def _demo_traffic(
+    url: str, settings: Settings, rate: float, seed: int, stop: threading.Event
+) -> None:
+    deadline = time.monotonic() + 120.0
+    while reachable(url) is not None:
+        if stop.is_set() or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+    model = TrafficModel(seed, plivo_timezone=settings.plivo_timezone)
+    # Indexes past the history's, so live calls never repeat a seeded call's UUIDs.
+    plan = Plan(None, rate, speed=1.0, concurrency=16, first_index=DEMO_HISTORY_CALLS)
+    try:
+        asyncio.run(simulate(make_target(url, settings), model, plan, stop=stop))
+    except Exception as exc:  # the demo's server keeps running without live traffic
+        print(f"callstatus demo: simulated traffic stopped: {exc}", file=sys.stderr)
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from callstatus.app.server import serve
+
+    # The server logs at INFO; one httpx line per simulated webhook would drown its own lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    seed = random.SystemRandom().randrange(2**31)
+    try:
+        seeded = backfill(settings, seed)
+    except DatabaseBusy as exc:
+        print(f"callstatus demo: {exc}", file=sys.stderr)
+        return 1
+    if seeded:
+        print(
+            f"callstatus demo: seeded {seeded:,} calls of history into {settings.db}",
+            file=sys.stderr,
+        )
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{host}:{args.port}"
+    stop = threading.Event()
+    traffic = threading.Thread(
+        target=_demo_traffic, args=(url, settings, args.rate, seed, stop), daemon=True
+    )
+    traffic.start()
+    print(
+        f"callstatus demo: dashboard at {url}/ with {args.rate:g} simulated calls/s; Ctrl-C stops",
+        file=sys.stderr,
+    )
+    try:
+        serve(settings, args.host, args.port)
+    finally:
+        stop.set()
+        traffic.join(timeout=5.0)
+    return 0

@@ -1,0 +1,50 @@
+"""One real Chromium against a real `callstatus serve` on a seeded database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from callstatus.cli import main as callstatus
+from callstatus.dashboard import tiles
+from tests.servers import running_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run",
+]
+
+
+@pytest.mark.browser
+def test_overview_in_a_real_browser(tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    db = tmp_path / "browser.duckdb"
+    assert callstatus(["seed", "--db", str(db), "--calls", "300", "--days", "2",
+                       "--seed", "5"]) == 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute(
+            "SELECT avg((dial_status = 'completed')::INT) FROM dials"
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    expected = tiles.fmt_rate(row[0])
+
+    with running_server(db) as server, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(f"{server.url}/?range=Last+30+days", timeout=60_000)
+            tile = page.locator('[data-testid="stMetric"]').filter(has_text="Dial answer rate")
+            tile.first.wait_for(timeout=60_000)
+            page.locator(".vega-embed").first.wait_for(timeout=60_000)
+            assert expected in tile.first.inner_text()
+            assert page.locator(".vega-embed").count() >= 3
+        finally:
+            browser.close()

@@ -1,0 +1,182 @@
+"""When DuckDB refuses writes, webhooks still get 200 from an fsynced spool, replayed later."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+import callstatus.receiver.spool
+import callstatus.receiver.writer
+from callstatus.core.db import Database
+from callstatus.core.events import EventRecord, InboxAppender, make_record
+from callstatus.app import runtime
+from callstatus.receiver.spool import Spool
+from tests.conftest import app_client
+from tests.factories import rows, wait_until
+
+
+class FailingDisk:
+    """While `failing`, every append to webhook_inbox (the writer's and the spool replay's)
+    fails: the database refuses every write."""
+
+    def __init__(self) -> None:
+        self.failing = True
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> FailingDisk:
+    fake = FailingDisk()
+    real = InboxAppender.append
+
+    def append(appender: InboxAppender, records: Sequence[EventRecord]) -> None:
+        if fake.failing:
+            raise duckdb.IOException("IO Error: No space left on device")
+        real(appender, records)
+
+    monkeypatch.setattr(InboxAppender, "append", append)
+    monkeypatch.setattr(receiver.writer, "SPOOL_RETRY_S", 0.1)
+    return fake
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr("callstatus.receiver.spool.os.fsync", spy)
+    return calls
+
+
+def _spooled_lines(folder: Path) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted(folder.glob("spool-*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return lines
+
+
+def test_webhooks_spool_while_the_database_refuses_and_replay_after(
+    tmp_path: Path, disk: FailingDisk, fsyncs: list[int]
+) -> None:
+    spool_dir = tmp_path / "spool"
+    with app_client(tmp_path) as client:
+        for i in range(5):
+            response = client.post("/plivo/hangup", data={"CallUUID": f"s{i}", "Duration": "3"})
+            assert response.status_code == 200, response.text
+        # The same webhook twice while spooling: the repeat is flagged all the same.
+        assert (
+            client.post("/plivo/hangup", data={"CallUUID": "s0", "Duration": "3"}).status_code
+            == 200
+        )
+
+        spooled = _spooled_lines(spool_dir)
+        assert sorted(line["event_id"] for line in spooled) == sorted(
+            {line["event_id"] for line in spooled}
+        )
+        assert len(spooled) == 6
+        assert not list(spool_dir.glob("*.partial"))
+        assert len(fsyncs) >= 2  # the file, then the folder entry, before any reply
+        assert rows("SELECT count(*) AS n FROM webhook_events")[0]["n"] == 0
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded"
+        assert health["spool_depth"] == 6
+        assert "No space left" in health["database"]
+        assert "callstatus_spool_depth 6.0" in client.get("/metrics").text
+
+        disk.failing = False
+        wait_until(lambda: rows("SELECT count(*) AS n FROM webhook_events")[0]["n"] == 6)
+        assert client.post("/plivo/hangup", data={"CallUUID": "after"}).status_code == 200
+        stored = rows(
+            "SELECT call_uuid, duplicate, count(*) OVER (PARTITION BY event_id) AS copies"
+            " FROM webhook_events ORDER BY received_at"
+        )
+        wait_until(lambda: client.get("/healthz").json()["status"] == "ok")
+        health = client.get("/healthz").json()
+    assert [row["call_uuid"] for row in stored] == ["s0", "s1", "s2", "s3", "s4", "s0", "after"]
+    assert [row["duplicate"] for row in stored] == [False] * 5 + [True, False]
+    assert all(row["copies"] == 1 for row in stored)
+    assert health["spool_depth"] == 0
+    assert health["database"] == "ok"
+    assert not list(spool_dir.glob("spool-*"))
+
+
+def _records(n: int, prefix: str = "r") -> list[EventRecord]:
+    now = datetime.now(UTC)
+    return [
+        make_record("hangup", "POST", {"CallUUID": f"{prefix}{i}"}, "unchecked", now)
+        for i in range(n)
+    ]
+
+
+def test_replaying_the_same_file_twice_stores_it_once(db: Database, tmp_path: Path) -> None:
+    # A crash between the replay's commit and the file's removal replays the file again.
+    spool = Spool(tmp_path / "spool")
+    path = spool.write(_records(3))
+    kept = tmp_path / "copy.jsonl"
+    shutil.copy(path, kept)
+    assert spool.depth() == 3
+    assert spool.replay(db.cursor(), "UTC") == 3
+    assert spool.depth() == 0
+    shutil.copy(kept, path)
+    spool.replay(db.cursor(), "UTC")
+    (count,) = (
+        db.cursor()
+        .execute("SELECT count(*), count(DISTINCT event_id) FROM webhook_events")
+        .fetchall()
+    )
+    assert count == (3, 3)
+    assert not path.exists()
+
+
+def test_a_spool_left_by_a_previous_process_is_replayed_at_start(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    left: Sequence[EventRecord] = _records(4, prefix="left")
+    spool.write(left[:2])
+    spool.write(left[2:])
+    # What a process that died mid-write leaves: never acknowledged, never replayed.
+    (tmp_path / "spool" / "spool-00000000000000000000-1.partial").write_text('{"trunc')
+    with app_client(tmp_path) as client:
+        stored = rows("SELECT call_uuid, event_id::VARCHAR AS id FROM webhook_events")
+        health = client.get("/healthz").json()
+        # A retry of a spooled webhook arriving after the restart is still a duplicate.
+        assert client.post("/plivo/hangup", data={"CallUUID": "left0"}).status_code == 200
+        (retry,) = rows(
+            "SELECT duplicate FROM webhook_events WHERE call_uuid = 'left0'"
+            " ORDER BY received_at DESC LIMIT 1"
+        )
+    assert sorted(str(row["id"]) for row in stored) == sorted(str(r.event_id) for r in left)
+    assert health["spool_depth"] == 0
+    assert health["status"] == "ok"
+    assert retry["duplicate"] is True
+    assert not list((tmp_path / "spool").glob("spool-*.jsonl"))
+
+
+def test_when_the_spool_fails_too_the_webhook_is_refused_not_lost_silently(
+    tmp_path: Path, disk: FailingDisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_write(self: Spool, records: Sequence[EventRecord]) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Spool, "write", broken_write)
+    with app_client(tmp_path) as client:
+        response = client.post("/plivo/hangup", data={"CallUUID": "lost"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "storage_unavailable"
+        rt = runtime.current()
+        assert rt is not None
+        # The writer survives: once the disk is back, webhooks are stored again.
+        disk.failing = False
+        monkeypatch.undo()
+        assert client.post("/plivo/hangup", data={"CallUUID": "ok"}).status_code == 200
+        assert [r["call_uuid"] for r in rows("SELECT call_uuid FROM webhook_events")] == ["ok"]
