@@ -42,7 +42,7 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> FailingDisk:
         real(appender, records)
 
     monkeypatch.setattr(InboxAppender, "append", append)
-    monkeypatch.setattr(receiver.writer, "SPOOL_RETRY_S", 0.1)
+    monkeypatch.setattr(callstatus.receiver.writer, "SPOOL_RETRY_S", 0.1)
     return fake
 
 
