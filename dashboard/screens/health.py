@@ -47,8 +47,9 @@ def render() -> None:
     if rejected.frame.empty:
         st.success("No request was refused in this range.")
     else:
-        advice = receiver_status.base_url_advice(rejected.frame)
-        if advice:
+        samples = queries.rejected_samples(f)
+        for advice in receiver_status.base_url_advice(samples.frame,
+                                                      receiver_status.auth_tokens()):
             st.error(advice, icon=":material/link_off:")
     widgets.table(rejected, "rejected")
 
@@ -68,4 +69,4 @@ def _ago(moment: object) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-render()
+controls.live(render)
