@@ -98,12 +98,12 @@ class BasicAuth:
             if name.lower() == b"authorization":
                 header = value
                 break
+        if not header:
+            return Verdict.MISSING, 0  # not a login attempt: the browser is asked for one
         key = client_key(scope)
         retry_after = self.limiter.retry_after(key)
         if retry_after:
             return Verdict.LOCKED, retry_after
-        if not header:
-            return Verdict.MISSING, 0
         if self._matches(header):
             return Verdict.OK, 0
         self.limiter.fail(key)
