@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -105,13 +106,26 @@ class CallstatusApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             endpoint = self.webhooks.get(scope["path"])
+            if endpoint is None and scope["path"].startswith(OPEN_PREFIXES):
+                endpoint = self.receiver
             if endpoint is not None:
-                await endpoint(scope, receive, send)
-                return
-            if scope["path"].startswith(OPEN_PREFIXES):
-                await self.receiver(scope, receive, send)
+                try:
+                    await endpoint(scope, receive, send)
+                except Exception:
+                    # A bug, not bad input: logged with its traceback, answered in the JSON
+                    # shape (uvicorn's own 500 is text/plain).
+                    log.exception("%s %s failed", scope["method"], scope["path"])
+                    await _internal_error(scope, receive, send)
                 return
         await self.dashboard(scope, receive, send)
+
+
+async def _internal_error(scope: Scope, receive: Receive, send: Send) -> None:
+    # RuntimeError: the reply had already started; uvicorn closes the connection.
+    with contextlib.suppress(RuntimeError):
+        await error_response(500, "internal_error", "the server failed; see its log")(
+            scope, receive, send
+        )
 
 
 def _start_background_jobs(rt: runtime.Runtime) -> None:
