@@ -26,7 +26,7 @@ from callstatus.snapshot import age_s
 # Bookkeeping, and what webhook_events reads (exports hold webhook_events itself).
 NOT_EXPORTED = frozenset({"schema_migrations"}) | STORAGE_RELATIONS
 # The column an export's --since/--until filters on: the first of these a relation has.
-TIME_COLUMNS = ("received_at", "started_at", "ended_at", "answered_at", "bucket_at")
+TIME_COLUMNS = ("received_at", "started_at", "ended_at", "answered_at", "bucket_at", "bucket")
 PARTITIONED = {"webhook_events": "received_at"}
 
 
