@@ -276,7 +276,6 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 HEALTHZ_PATHS = ("/healthz", "/healthz/")
 
 
