@@ -74,11 +74,8 @@ def _show_result() -> None:
             st.code(rest.strip("\n"), language="text")
         return
     rows = result.table.num_rows
-    if result.truncated:
-        st.warning(
-            f"Showing the first {rows:,} rows only (the row limit): aggregate, or use "
-            "`callstatus export` / `callstatus sql --format parquet` for everything."
-        )
+    if result.notice:  # rows left out: the row limit, or the size limit
+        st.warning(result.notice)
     st.caption(f"{rows:,} rows in {result.elapsed_s:.2f} s")
     st.dataframe(result.table, hide_index=True)
     csv_col, parquet_col = st.columns(2)
@@ -127,8 +124,9 @@ def _page(path: Path) -> None:
         return
     st.caption(
         f"Read-only queries on the snapshot {code(path.name)}, current as of {age:.0f} s ago. "
-        f"One statement, at most {safe_sql.DEFAULT_TIME_LIMIT_S:g} s and "
-        f"{safe_sql.DEFAULT_ROW_LIMIT:,} rows. Definitions: docs/data.md."
+        f"One statement, at most {safe_sql.DEFAULT_TIME_LIMIT_S:g} s, "
+        f"{safe_sql.DEFAULT_ROW_LIMIT:,} rows and "
+        f"{safe_sql.DEFAULT_BYTE_LIMIT // safe_sql.MiB} MB. Definitions: docs/data.md."
     )
     st.session_state.setdefault(TEXT_KEY, next(iter(safe_sql.EXAMPLES.values())))
     editor, side = st.columns([3, 1])
