@@ -753,6 +753,17 @@ def receiver_totals(f: Filters) -> Result:
     return run(sql, f.params())
 
 
+def repeats_not_stored(f: Filters) -> Result:
+    """Deliveries of a webhook past the first few, acknowledged but only counted
+    (webhook_repeats, per 5-minute bucket of received_at: a bucket counts when it starts in
+    the range)."""
+    sql = """
+    SELECT CAST(coalesce(sum(repeats), 0) AS BIGINT) AS repeats
+    FROM webhook_repeats WHERE bucket >= $start AND bucket < $end
+    """
+    return run(sql, f.params())
+
+
 def rejections(f: Filters) -> Result:
     """Refused requests grouped by why, where, and the URL we checked against what was sent."""
     sql = """
