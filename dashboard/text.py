@@ -13,9 +13,14 @@ import re
 import string
 
 # CommonMark lets any ASCII punctuation character be backslash-escaped, and an escaped one is
-# always literal text: no emphasis, link, image, HTML, entity, autolink (`http\://`,
-# `www\.`, `a\@b`), math (`\$`), or Streamlit directive, icon or emoji (`\:`).
+# always literal text: no emphasis, link, image, HTML, entity, `<…>` autolink, math (`\$`),
+# or Streamlit directive, icon or emoji (`\:`).
 _PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
+# GFM also links bare `http://…`, `www.…` and `a@b.c` in the text *after* escapes are resolved,
+# only where the character before is a space or punctuation (or none). A WORD JOINER (U+2060,
+# zero width, invisible) before each URL start and after each `@` stops that.
+_BARE_URL = re.compile(r"(https?://|www\.)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
 _BACKTICKS = re.compile(r"`+")
 
@@ -25,8 +30,10 @@ def _one_line(value: object) -> str:
 
 
 def plain(value: object) -> str:
-    """`value` as Markdown that renders as exactly its text (line breaks become spaces)."""
-    return _PUNCTUATION.sub(r"\\\1", _one_line(value))
+    """`value` as Markdown that renders as exactly its text (line breaks become spaces; URLs
+    and e-mail addresses carry an invisible word joiner so they stay unlinked)."""
+    text = _BARE_URL.sub(WORD_JOINER + r"\1", _one_line(value)).replace("@", "@" + WORD_JOINER)
+    return _PUNCTUATION.sub(r"\\\1", text)
 
 
 def code(value: object) -> str:
