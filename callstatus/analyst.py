@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,7 @@ TIME_COLUMNS = ("received_at", "started_at", "ended_at", "answered_at", "bucket_
 PARTITIONED = {"webhook_events": "received_at"}
 # DuckDB's memory for analysts' commands: beyond it DuckDB spills to a temporary folder.
 DEFAULT_MEMORY_LIMIT = "2GB"
+MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
 # After --time-limit the query is interrupted; if DuckDB is inside one long function call and
 # does not stop within this grace, the process ends.
 KILL_GRACE_S = 1.0
@@ -217,6 +219,8 @@ def run_sql(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--out needs --format csv, json or parquet")
     if time_limit < 0:
         raise UsageError("--time-limit wants seconds, 0 for none")
+    if not MEMORY_SIZE.fullmatch(memory_limit):
+        raise UsageError(f"--memory-limit wants a size such as 512MB or 4GB, got {memory_limit!r}")
     existed = out is not None and out.exists()
     if out is not None:
         _check_out(out)

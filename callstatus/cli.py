@@ -142,9 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run a read-only SQL query over the call data",
         description="Run a read-only SQL query over the database, or over the server's snapshot "
-        "while a server holds the database. Every row goes to stdout or --out FILE: results "
-        "are not limited in rows or bytes here (the dashboard's SQL page is). DuckDB's memory "
-        "is bounded (--memory-limit, spilling to a temporary folder beyond it).",
+        "while a server holds the database. CSV and JSON (stdout or --out FILE) and Parquet "
+        "get every row: results are not limited in rows or bytes here, unlike the dashboard's "
+        "SQL page; --format table shows a preview. DuckDB's memory is bounded (--memory-limit; "
+        "beyond it DuckDB spills to a temporary folder).",
     )
     sql.add_argument("query")
     sql.add_argument("--db", type=Path, default=None)

@@ -175,7 +175,12 @@ def run_query(
     waited = _acquire_slot(time_limit_s, cancelled)
     try:
         return _run_in_worker(
-            snapshot, statement, time_limit_s - waited, time_limit_s, row_limit, byte_limit,
+            snapshot,
+            statement,
+            time_limit_s - waited,
+            time_limit_s,
+            row_limit,
+            byte_limit,
             cancelled,
         )
     finally:
@@ -193,9 +198,7 @@ def _acquire_slot(time_limit_s: float, cancelled: Callable[[], bool] | None) -> 
         if cancelled is not None and cancelled():
             raise Refused("Cancelled.")
         if waited >= time_limit_s / 2:
-            raise Refused(
-                f"{MAX_RUNNING} other queries are running; try again when they are done."
-            )
+            raise Refused(f"{MAX_RUNNING} other queries are running; try again when they are done.")
     return time.monotonic() - started
 
 
@@ -203,8 +206,28 @@ def _worker_command() -> list[str]:
     return [sys.executable, "-m", "callstatus.sql_worker"]
 
 
+# What the worker's interpreter needs from the environment; nothing else reaches the process
+# that runs other people's SQL (no tokens, no passwords).
+WORKER_ENVIRONMENT = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "LD_LIBRARY_PATH",
+)
+
+
 def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in WORKER_ENVIRONMENT or name.startswith("LC_")
+    }
     # Two malloc arenas keep the worker's address space, which RLIMIT_AS bounds, near its use.
     env["MALLOC_ARENA_MAX"] = "2"
     # The worker imports this package from wherever this process did.

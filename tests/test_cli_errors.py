@@ -126,6 +126,9 @@ def cases(folder: Path) -> dict[str, Case]:
         "parquet without --out": Case(
             ("sql", "--db", db, "--format", "parquet", "SELECT 1"), 2, "add --out FILE"
         ),
+        "bad memory limit": Case(
+            ("sql", "--db", db, "--memory-limit", "lots", "SELECT 1"), 2, "--memory-limit wants"
+        ),
         "bad choice": Case(("sql", "--db", db, "--format", "xml", "SELECT 1"), 2, "invalid choice"),
         "unknown option": Case(("sql", "--bogus", "SELECT 1"), 2, "unrecognized arguments"),
         "no command": Case((), 2, "required: COMMAND"),

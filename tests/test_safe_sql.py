@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -255,6 +256,78 @@ def test_a_query_cancelled_by_its_caller_is_killed(
         safe_sql.run_query(snapshot, RUNAWAY, time_limit_s=30, cancelled=gone.is_set)
     assert time.perf_counter() - started < 3
     _assert_gone(taken[0])
+
+
+PARENT = """
+import sys
+from pathlib import Path
+from callstatus import safe_sql
+
+take = safe_sql._pool.take
+
+def announce():
+    proc = take()
+    print(proc.pid, flush=True)
+    return proc
+
+safe_sql._pool.take = announce
+safe_sql.run_query(Path(sys.argv[1]), sys.argv[2], time_limit_s=60)
+"""
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie waiting for whoever adopted it: either way no longer running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(
+            os.readlink(f"/proc/{pid}/fd/{fd}") == str(path.resolve())
+            for fd in os.listdir(f"/proc/{pid}/fd")
+        )
+    except OSError:
+        return False
+
+
+def test_a_worker_whose_parent_dies_ends_too(snapshot: Path) -> None:
+    """A server killed (kill -9) in the middle of a query leaves no query running."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(snapshot), RUNAWAY],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        deadline = time.monotonic() + 15
+        while not _has_open(worker, snapshot) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _has_open(worker, snapshot)  # the query has started
+        time.sleep(0.2)
+        assert not _exited(worker)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 3
+    while not _exited(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _exited(worker)
+
+
+def test_the_worker_gets_no_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "token")
+    monkeypatch.setenv("DASHBOARD_PASSWORD", "password")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    env = safe_sql._worker_env()
+    assert "PLIVO_AUTH_TOKEN" not in env and "DASHBOARD_PASSWORD" not in env
+    assert env["LC_ALL"] == "C.UTF-8" and env["MALLOC_ARENA_MAX"] == "2"
+    assert env["PATH"] == os.environ["PATH"]
 
 
 def test_a_huge_result_is_cut_at_the_byte_bound_outside_this_process(
