@@ -292,8 +292,8 @@ class Writer:
             self.lost = (
                 f"the database file {path} was removed or replaced while the server ran: "
                 "anything written to it from then on would be gone at stop, so webhooks are "
-                "refused with 503 (nothing was spooled). Restart callstatus serve: it opens "
-                f"{path} again (restore it first if it was removed by mistake)"
+                "refused with 503 and nothing is spooled. To recover, restart callstatus serve "
+                f"(it opens {path} again; restore the file first if it was removed by mistake)"
             )
             self.last_error = self.lost
             log.critical(self.lost)
