@@ -72,6 +72,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store(database, [("answer", {"CallUUID": f"c{i}", "Direction": "inbound"}) for i in range(5)])
     database.close()
     (path / "notes.txt").write_text("not a database\n")
+    (path / "tmp").mkdir()
     return path
 
 
@@ -88,32 +89,10 @@ def cases(folder: Path) -> dict[str, Case]:
             2,
             "--since wants a day as YYYY-MM-DD",
         ),
-        "days swapped": Case(
-            (
-                "export",
-                "--db",
-                db,
-                "--out",
-                str(folder / "x"),
-                "--since",
-                "2026-11-03",
-                "--until",
-                "2026-11-02",
-            ),
-            2,
-            "is before --since",
-        ),
         "unknown column": Case(
             ("sql", "--db", db, "SELECT nope FROM calls"), 1, "SQL error: Binder Error"
         ),
-        "syntax": Case(("sql", "--db", db, "SELEC 1"), 1, "SQL error: Parser Error"),
-        "write statement": Case(
-            ("sql", "--db", db, "DELETE FROM rejected_webhooks"), 1, "read-only"
-        ),
         "missing database (sql)": Case(("sql", "--db", missing, "SELECT 1"), 1, "no database at"),
-        "missing database (export)": Case(
-            ("export", "--db", missing, "--out", str(folder / "y")), 1, "no database at"
-        ),
         "not a database": Case(("sql", "--db", str(blocked), "SELECT 1"), 1, "cannot open"),
         "unwritable sql --out": Case(
             ("sql", "--db", db, "--format", "csv", "--out", str(blocked / "r.csv"), "SELECT 1"),
@@ -129,7 +108,6 @@ def cases(folder: Path) -> dict[str, Case]:
         "bad memory limit": Case(
             ("sql", "--db", db, "--memory-limit", "lots", "SELECT 1"), 2, "--memory-limit wants"
         ),
-        "bad choice": Case(("sql", "--db", db, "--format", "xml", "SELECT 1"), 2, "invalid choice"),
         "unknown option": Case(("sql", "--bogus", "SELECT 1"), 2, "unrecognized arguments"),
         "no command": Case((), 2, "required: COMMAND"),
         "bad setting": Case(
@@ -153,6 +131,7 @@ def cases(folder: Path) -> dict[str, Case]:
             ),
             1,
             "stopped after 1 s (--time-limit)",
+            (("TMPDIR", str(folder / "tmp")),),  # to see that the temporary files go
         ),
     }
 
@@ -195,7 +174,7 @@ def test_the_time_limit_ends_even_one_long_function_call(
     # The limit, the grace for the interrupt, and Python's start on a busy machine.
     assert outcome.seconds < 1 + 1 + 4, outcome.seconds
     assert not (folder / "never.csv").exists()  # no half-written --out
-    assert not list(folder.glob("callstatus-*"))
+    assert list((folder / "tmp").iterdir()) == []  # DuckDB's spill folder and the result's
 
 
 def test_export_until_the_last_day_exports_everything(

@@ -351,6 +351,34 @@ def test_a_huge_result_is_cut_at_the_byte_bound_outside_this_process(
     _assert_gone(taken[0])
 
 
+# A worker that does not keep its side of the protocol: it claims a huge result and streams
+# bytes without end.
+GREEDY_WORKER = """
+import json, sys
+out = sys.stdout.buffer
+out.write(b"R"); out.flush()
+sys.stdin.buffer.readline()
+out.write(json.dumps({"ok": True, "rows": 1, "bytes": 2**40, "truncated": None}).encode())
+out.write(b"\\n")
+while True:
+    out.write(b"x" * 65536)
+"""
+
+
+def test_this_process_never_reads_past_the_byte_bound(
+    snapshot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    safe_sql._pool.retire()
+    monkeypatch.setattr(safe_sql._pool, "enabled", False)
+    monkeypatch.setattr(safe_sql, "_worker_command", lambda: [sys.executable, "-c", GREEDY_WORKER])
+    before = _status_kib("VmRSS")
+    _peak_rss_reset()
+    with pytest.raises(safe_sql.Refused, match="larger than 32 MB"):
+        safe_sql.run_query(snapshot, "SELECT 1")
+    assert (_status_kib("VmHWM") - before) / 1024 < 20
+    assert "Z" not in _children().values()
+
+
 def test_a_runaway_allocation_dies_in_the_worker(
     snapshot: Path, taken: list[subprocess.Popen[bytes]]
 ) -> None:
