@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import pandas as pd
 import streamlit as st
@@ -75,17 +76,28 @@ def auth_tokens() -> list[str]:
     return (rt.settings if rt is not None else get_settings()).auth_tokens
 
 
+_BASE = re.compile(r"^[^:/?#]*://[^/?#]*")
+
+
 def _base(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    """scheme://host[:port] of a URL, whatever the host holds (a Host header can hold `]`,
+    which urlsplit refuses)."""
+    found = _BASE.match(url)
+    return found.group(0) if found else ""
 
 
 def _claimed_bases(headers: Mapping[str, str], checked_base: str) -> list[str]:
     """The base URLs a refused request's own headers claim it was sent to (untrusted)."""
-    proto = (headers.get("x-forwarded-proto") or "").split(",")[0].strip() or (
+    proto = str(headers.get("x-forwarded-proto") or "").split(",")[0].strip() or (
         "https" if checked_base.startswith("https") else "http")
-    hosts = (headers.get("x-forwarded-host"), headers.get("host"))
-    return [f"{proto}://{h.split(',')[0].strip()}" for h in hosts if h and h.split(",")[0].strip()]
+    hosts = [str(headers.get(name) or "").split(",")[0].strip()
+             for name in ("x-forwarded-host", "host")]
+    return [f"{proto}://{host}" for host in hosts if host]
+
+
+def _clipped(text: str, limit: int = 120) -> str:
+    """A header value as shown: a refused request may carry kilobytes of it."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _form(method: str, url: str, params: Mapping[str, object]) -> dict[str, list[str]]:
@@ -94,7 +106,7 @@ def _form(method: str, url: str, params: Mapping[str, object]) -> dict[str, list
     if method.upper() == "GET":
         return {}
     query: dict[str, int] = {}
-    for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+    for key, _ in parse_qsl(url.partition("?")[2].partition("#")[0], keep_blank_values=True):
         query[key] = query.get(key, 0) + 1
     form: dict[str, list[str]] = {}
     for key, value in params.items():
@@ -125,7 +137,7 @@ def _signed_for(row: Any, tokens: Sequence[str]) -> str | None:
             continue
         try:
             signatures.verify(row.http_method, base + rest, form, headers, tokens)
-        except signatures.SignatureError:
+        except (signatures.SignatureError, ValueError):  # ValueError: no URL at all
             continue
         return base
     return None
@@ -150,7 +162,7 @@ def base_url_advice(samples: pd.DataFrame, tokens: Sequence[str] = ()) -> list[s
     if bad.empty:
         return advice
     checked = list(dict.fromkeys(_base(u) for u in bad["checked_url"].dropna()))
-    checked_text = ", ".join(code(c) for c in checked[:3]) or "the request's own address"
+    checked_text = ", ".join(code(_clipped(c)) for c in checked[:3] if c) or "the address"
     for row in bad.itertuples():
         signed = _signed_for(row, tokens)
         if signed:
@@ -180,7 +192,7 @@ def base_url_advice(samples: pd.DataFrame, tokens: Sequence[str] = ()) -> list[s
     if claimed:
         text += (
             " The requests' own `Host` / `X-Forwarded-Host` headers named "
-            + ", ".join(code(c) for c in claimed[:3])
+            + ", ".join(code(_clipped(c)) for c in claimed[:3])
             + (" and others" if len(claimed) > 3 else "")
             + ": any client can send those headers, and the signatures do not verify against "
             "that address either, so do not copy it into `PUBLIC_BASE_URL` unless it is "

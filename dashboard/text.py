@@ -42,6 +42,8 @@ def code(value: object) -> str:
     if not text:
         return ""
     # A code span ends at a backtick run of its opening length: open with a longer one. The
-    # padding spaces are stripped again by the Markdown parser (one on each side).
+    # parser strips one space from each end when both have one: pad when an end is a backtick
+    # (it would join the fence) or when both ends are spaces (they would be lost).
     fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
-    return f"{fence} {text} {fence}"
+    pad = " " if "`" in (text[0], text[-1]) or text[0] == text[-1] == " " else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
