@@ -1,15 +1,35 @@
-"""The `callstatus` command: serve, simulate, demo, seed, sql, export."""
+"""The `callstatus` command: serve, simulate, demo, seed, sql, export.
+
+Errors the user can act on end as one line on stderr, `callstatus: error: ...` with what to do
+next: exit status 2 for a wrong command line or setting, 1 for anything else. A closed stdout
+(`callstatus sql ... | head`) ends the command quietly, as for other Unix tools (status 141).
+`--debug` shows the traceback of an unexpected error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
+from callstatus.core.errors import CommandError, one_line
 from callstatus.core.settings import Settings, SettingsError, get_settings
+
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
+EXIT_INTERRUPTED = 128 + 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's errors as one line in callstatus's form, pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"callstatus: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _settings(db: Path | None = None) -> Settings:
@@ -56,20 +76,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run_export(args, _settings(args.db))
 
 
+DEBUG_HELP = "show the traceback of an unexpected error"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="callstatus",
         description="Plivo voice webhooks into DuckDB, and a dashboard of how calls end.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    # --debug after the command too; SUPPRESS keeps a value given before it.
+    common = Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
 
-    serve = sub.add_parser("serve", help="receive webhooks and serve the dashboard")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="receive webhooks and serve the dashboard"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--db", type=Path, default=None, help="DuckDB file (CALLSTATUS_DB)")
     serve.set_defaults(func=cmd_serve)
 
-    simulate = sub.add_parser("simulate", help="send realistic signed Plivo traffic to a server")
+    simulate = sub.add_parser(
+        "simulate", parents=[common], help="send realistic signed Plivo traffic to a server"
+    )
     simulate.add_argument("--url", default="http://127.0.0.1:8000")
     simulate.add_argument("--calls", type=int, default=100)
     simulate.add_argument("--rate", type=float, default=5.0, help="new calls per second")
@@ -84,14 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="JSON file overriding the traffic model's settings")
     simulate.set_defaults(func=cmd_simulate)
 
-    demo = sub.add_parser("demo", help="serve plus simulated traffic, for a first look")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="serve plus simulated traffic, for a first look"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--db", type=Path, default=None)
     demo.add_argument("--rate", type=float, default=1.0, help="new calls per second")
     demo.set_defaults(func=cmd_demo)
 
-    seed = sub.add_parser("seed", help="write simulated calls straight into a database")
+    seed = sub.add_parser(
+        "seed", parents=[common], help="write simulated calls straight into a database"
+    )
     seed.add_argument("--db", type=Path, default=None)
     seed.add_argument("--calls", type=int, default=10_000)
     seed.add_argument("--days", type=float, default=30.0)
@@ -100,14 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
                       help="JSON file overriding the traffic model's settings")
     seed.set_defaults(func=cmd_seed)
 
-    sql = sub.add_parser("sql", help="run a read-only SQL query over the call data")
+    sql = sub.add_parser(
+        "sql",
+        parents=[common],
+        help="run a read-only SQL query over the call data",
+        description="Run a read-only SQL query over the database, or over the server's snapshot "
+        "while a server holds the database. CSV and JSON (stdout or --out FILE) and Parquet "
+        "get every row: results are not limited in rows or bytes here, unlike the dashboard's "
+        "SQL page; --format table shows a preview. DuckDB's memory is bounded (--memory-limit; "
+        "beyond it DuckDB spills to a temporary folder).",
+    )
     sql.add_argument("query")
     sql.add_argument("--db", type=Path, default=None)
     sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
-    sql.add_argument("--out", type=Path, default=None)
+    sql.add_argument("--out", type=Path, default=None, help="write the result to this file")
+    sql.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                     help="stop the query after SECONDS, whatever it is doing (default: none)")
+    sql.add_argument("--memory-limit", default=None, metavar="SIZE",
+                     help="DuckDB's memory, e.g. 4GB (default: 2GB)")
     sql.set_defaults(func=cmd_sql)
 
-    export = sub.add_parser("export", help="export every table and view to Parquet or CSV")
+    export = sub.add_parser(
+        "export", parents=[common], help="export every table and view to Parquet or CSV"
+    )
     export.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--db", type=Path, default=None)
@@ -117,18 +169,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
+        print(f"callstatus: error: {message}", file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the interpreter's final flush
+    does not complain on stderr."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
     except ValidationError as exc:
+        problems = []
         for error in exc.errors():
             name = error["loc"][0] if error["loc"] else "setting"
-            print(f"callstatus: invalid {name}: {error['msg']}", file=sys.stderr)
+            problems.append(f"invalid {name}: {error['msg']}")
+        _error("; ".join(problems) + " (fix the environment or .env)")
         return 2
     except SettingsError as exc:
-        print(f"callstatus: {exc}", file=sys.stderr)
+        _error(one_line(exc))
         return 2
+    except CommandError as exc:
+        _error(one_line(exc))
+        return exc.exit_code
+    except Exception as exc:
+        if args.debug:
+            raise
+        _error(
+            f"unexpected {type(exc).__name__}: {one_line(exc)} "
+            "(run with --debug for the traceback)"
+        )
+        return 1
 
 
 if __name__ == "__main__":

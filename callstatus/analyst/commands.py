@@ -2,23 +2,32 @@
 
 While a server holds the database file no other process may open it, not even read-only; then
 both commands read the snapshot the server keeps next to it (see callstatus.core.snapshot).
+
+Both run in the analyst's own process, bounded so that a big query cannot starve a server on the
+same machine: DuckDB's memory limit (spilling into a temporary folder removed at the end), and
+for `sql` an optional time limit that ends the process whatever DuckDB is doing. Results are
+not bounded in rows or bytes: stdout and `--out FILE` get every row.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
 
-from callstatus.core.db import connect
+from callstatus.core.db import BASE_CONFIG
+from callstatus.core.errors import CommandError, UsageError, one_line
 from callstatus.core.events import STORAGE_RELATIONS
 from callstatus.core.settings import Settings
 from callstatus.core.snapshot import age_s
@@ -26,12 +35,18 @@ from callstatus.core.snapshot import age_s
 # Bookkeeping, and what webhook_events reads (exports hold webhook_events itself).
 NOT_EXPORTED = frozenset({"schema_migrations"}) | STORAGE_RELATIONS
 # The column an export's --since/--until filters on: the first of these a relation has.
-TIME_COLUMNS = ("received_at", "started_at", "ended_at", "answered_at", "bucket_at")
+TIME_COLUMNS = ("received_at", "started_at", "ended_at", "answered_at", "bucket_at", "bucket")
 PARTITIONED = {"webhook_events": "received_at"}
+# DuckDB's memory for analysts' commands: beyond it DuckDB spills to a temporary folder.
+DEFAULT_MEMORY_LIMIT = "2GB"
+MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
+# After --time-limit the query is interrupted; if DuckDB is inside one long function call and
+# does not stop within this grace, the process ends.
+KILL_GRACE_S = 1.0
 
 
-class AnalystError(Exception):
-    """A problem the user can fix, reported as one line without a traceback."""
+class AnalystError(CommandError):
+    """A problem the user can fix, reported as one line without a traceback (exit status 1)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,21 @@ def is_lock_error(exc: duckdb.Error) -> bool:
     return "lock" in str(exc).lower()
 
 
-def open_source(settings: Settings) -> tuple[duckdb.DuckDBPyConnection, Source]:
+def _connect(path: Path, memory_limit: str, temp_dir: str | None) -> duckdb.DuckDBPyConnection:
+    config: dict[str, str | bool | int | float | list[str]] = {
+        **BASE_CONFIG,
+        "memory_limit": memory_limit,
+    }
+    if temp_dir:
+        config["temp_directory"] = temp_dir
+    con = duckdb.connect(str(path), read_only=True, config=config)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def open_source(
+    settings: Settings, memory_limit: str = DEFAULT_MEMORY_LIMIT, temp_dir: str | None = None
+) -> tuple[duckdb.DuckDBPyConnection, Source]:
     """The database read-only, or the snapshot when a server holds the database."""
     db = settings.db
     if not db.exists():
@@ -53,84 +82,187 @@ def open_source(settings: Settings) -> tuple[duckdb.DuckDBPyConnection, Source]:
             "(`callstatus seed --db PATH` makes practice data)"
         )
     try:
-        return connect(db, read_only=True), Source(db, None)
+        return _connect(db, memory_limit, temp_dir), Source(db, None)
     except duckdb.IOException as exc:
         if not is_lock_error(exc):
-            raise AnalystError(f"cannot open {db}: {exc}") from None
+            raise AnalystError(
+                f"cannot open {db}: {one_line(exc)}; is it a callstatus database?"
+            ) from None
+    except duckdb.Error as exc:
+        raise AnalystError(
+            f"cannot open {db}: {one_line(exc)}; is it a callstatus database?"
+        ) from None
     snapshot = settings.snapshot_path
     age = age_s(snapshot)
     if age is None:
         raise AnalystError(
-            f"a server holds {db} and has not written its snapshot {snapshot} yet; it writes "
-            "one shortly after start (CALLSTATUS_SNAPSHOT_INTERVAL): try again in a minute"
+            f"{db} is held by another process (a running server?) that has not written its "
+            f"snapshot {snapshot} yet; a server writes one shortly after start "
+            "(CALLSTATUS_SNAPSHOT_INTERVAL): try again in a minute"
         )
     try:
-        con = connect(snapshot, read_only=True)
+        con = _connect(snapshot, memory_limit, temp_dir)
     except duckdb.Error as exc:
-        raise AnalystError(f"cannot open the snapshot {snapshot}: {exc}") from None
+        raise AnalystError(
+            f"cannot open the snapshot {snapshot}: {one_line(exc)}; try again in a moment"
+        ) from None
     return con, Source(snapshot, age)
 
 
 @contextmanager
-def opened(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    con, source = open_source(settings)
-    if source.snapshot_age_s is not None:
-        _say(
-            f"reading the snapshot written {source.snapshot_age_s:.0f} s ago; "
-            "the server holds the live database"
-        )
-    try:
-        yield con
-    finally:
-        con.close()
+def opened(
+    settings: Settings,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    watchdog: Watchdog | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A bounded read-only connection; DuckDB spills into a temporary folder removed after."""
+    with tempfile.TemporaryDirectory(prefix="callstatus-") as temp_dir:
+        if watchdog is not None:
+            watchdog.remove_on_kill(Path(temp_dir))
+        con, source = open_source(settings, memory_limit, temp_dir)
+        if watchdog is not None:
+            watchdog.watch(con)
+        if source.snapshot_age_s is not None:
+            _say(
+                f"reading the snapshot written {source.snapshot_age_s:.0f} s ago; "
+                "the server holds the live database"
+            )
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def _say(message: str) -> None:
     print(f"callstatus: {message}", file=sys.stderr, flush=True)
 
 
-def _fail(message: str) -> int:
-    _say(message)
-    return 1
+class Watchdog:
+    """Ends a query after `seconds`: interrupts the connections it watches, and if DuckDB does
+    not stop within KILL_GRACE_S (one long function call), ends this process with one line."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: list[duckdb.DuckDBPyConnection] = []
+        self._cleanups: list[Path] = []
+        if seconds > 0:
+            threading.Thread(target=self._watch, name="time-limit", daemon=True).start()
+
+    def watch(self, con: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            self._connections.append(con)
+
+    def remove_on_kill(self, path: Path) -> None:
+        with self._lock:
+            self._cleanups.append(path)
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def message(self) -> str:
+        return (
+            f"stopped after {self.seconds:g} s (--time-limit): narrow the query (a WHERE on a "
+            "time column) or raise --time-limit"
+        )
+
+    def _watch(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        self.fired = True
+        with self._lock:
+            connections = list(self._connections)
+        for con in connections:
+            with suppress(duckdb.Error):
+                con.interrupt()
+        if self._done.wait(KILL_GRACE_S):
+            return
+        with self._lock:
+            for path in self._cleanups:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        print(f"callstatus: error: {self.message()}", file=sys.stderr, flush=True)
+        os._exit(1)
 
 
 # -- callstatus sql ---------------------------------------------------------------------------
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an --out FILE that cannot be written before running the query."""
+    folder = out.parent
+    if out.is_dir():
+        raise AnalystError(f"cannot write to {out}: it is a folder; pass a file name to --out")
+    if not folder.is_dir():
+        raise AnalystError(
+            f"cannot write to {out}: the folder {folder} does not exist; create it or pick "
+            "another --out"
+        )
+    if not os.access(folder, os.W_OK):
+        raise AnalystError(
+            f"cannot write to {out}: no permission to write in {folder}; pick another --out"
+        )
+
+
 def run_sql(args: argparse.Namespace, settings: Settings) -> int:
     fmt: str = args.format
     out: Path | None = args.out
+    time_limit: float = getattr(args, "time_limit", 0.0) or 0.0
+    memory_limit: str = getattr(args, "memory_limit", None) or DEFAULT_MEMORY_LIMIT
     if fmt == "parquet" and out is None:
-        return _fail("--format parquet writes a file: add --out FILE")
+        raise UsageError("--format parquet writes a file: add --out FILE")
     if fmt == "table" and out is not None:
-        return _fail("--out needs --format csv, json or parquet")
+        raise UsageError("--out needs --format csv, json or parquet")
+    if time_limit < 0:
+        raise UsageError("--time-limit wants seconds, 0 for none")
+    if not MEMORY_SIZE.fullmatch(memory_limit):
+        raise UsageError(f"--memory-limit wants a size such as 512MB or 4GB, got {memory_limit!r}")
+    existed = out is not None and out.exists()
+    if out is not None:
+        _check_out(out)
+    watchdog = Watchdog(time_limit)
+    if out is not None and not existed:
+        watchdog.remove_on_kill(out)
     try:
-        with opened(settings) as con:
+        with opened(settings, memory_limit, watchdog) as con:
             relation = con.sql(args.query)
             if relation is None:  # a statement without a result (SET, say)
                 return 0
-            _emit(con, relation, fmt, out)
-    except AnalystError as exc:
-        return _fail(str(exc))
+            _emit(con, relation, fmt, out, watchdog)
     except duckdb.Error as exc:
-        return _fail(f"SQL error: {exc}")
+        if out is not None and not existed:
+            out.unlink(missing_ok=True)  # no half-written file left behind
+        if watchdog.fired or isinstance(exc, duckdb.InterruptException):
+            raise AnalystError(watchdog.message()) from None
+        raise AnalystError(f"SQL error: {one_line(exc)}") from None
+    finally:
+        watchdog.stop()
     return 0
 
 
 def _emit(
-    con: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation, fmt: str, out: Path | None
+    con: duckdb.DuckDBPyConnection,
+    relation: duckdb.DuckDBPyRelation,
+    fmt: str,
+    out: Path | None,
+    watchdog: Watchdog,
 ) -> None:
     if fmt == "table":
         print(relation)
         return
     if out is not None:
-        rows = _write(con, relation, fmt, out)
+        rows = _write(con, relation, fmt, out, watchdog)
         _say(f"wrote {rows:,} rows to {out}")
         return
     # DuckDB writes files, not Python streams: go through a temporary file for stdout.
     with tempfile.TemporaryDirectory(prefix="callstatus-sql-") as folder:
+        watchdog.remove_on_kill(Path(folder))
         path = Path(folder) / f"result.{fmt}"
-        _write(con, relation, fmt, path)
+        _write(con, relation, fmt, path, watchdog)
         sys.stdout.flush()
         with path.open("rb") as handle:
             shutil.copyfileobj(handle, sys.stdout.buffer)
@@ -145,11 +277,17 @@ COPY_OPTIONS = {
 
 
 def _write(
-    con: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation, fmt: str, path: Path
+    con: duckdb.DuckDBPyConnection,
+    relation: duckdb.DuckDBPyRelation,
+    fmt: str,
+    path: Path,
+    watchdog: Watchdog | None = None,
 ) -> int:
     # A read-only database takes no temporary view, and COPY cannot wrap an arbitrary statement
     # (DESCRIBE, PRAGMA, a trailing semicolon): stream the result as Arrow into a second cursor.
     writer = con.cursor()
+    if watchdog is not None:
+        watchdog.watch(writer)
     try:
         writer.execute("SET TimeZone = 'UTC'")
         writer.register("__callstatus_result", relation.to_arrow_reader())
@@ -176,10 +314,12 @@ class Window:
         start = _day(since, "--since")
         end = _day(until, "--until")
         if start and end and end < start:
-            raise AnalystError(f"--until {until} is before --since {since}")
+            raise UsageError(f"--until {until} is before --since {since}: swap them")
+        # The last day there is (9999-12-31) has no midnight after it: no upper bound then.
+        after = end + timedelta(days=1) if end and end < date.max else None
         return cls(
             datetime.combine(start, time(), UTC) if start else None,
-            datetime.combine(end + timedelta(days=1), time(), UTC) if end else None,
+            datetime.combine(after, time(), UTC) if after else None,
         )
 
     def where(self, column: str | None) -> tuple[str, list[object]]:
@@ -200,7 +340,9 @@ def _day(value: str | None, flag: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise AnalystError(f"{flag} wants a day as YYYY-MM-DD, got {value!r}") from None
+        raise UsageError(
+            f"{flag} wants a day as YYYY-MM-DD (UTC), such as 2026-11-02; got {value!r}"
+        ) from None
 
 
 def relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -272,16 +414,31 @@ def export_all(con: duckdb.DuckDBPyConnection, fmt: str, out: Path, window: Wind
     return total_rows
 
 
+def _prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AnalystError(
+            f"cannot write to {out}: {exc.strerror or exc}; pick a folder you can write to "
+            "with --out"
+        ) from None
+    if not os.access(out, os.W_OK):
+        raise AnalystError(
+            f"cannot write to {out}: no permission; pick a folder you can write to with --out"
+        )
+
+
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
     out: Path = args.out
+    window = Window.parse(args.since, args.until)
     try:
-        window = Window.parse(args.since, args.until)
         with opened(settings) as con:
+            _prepare_out(out)
             export_all(con, args.format, out, window)
-    except AnalystError as exc:
-        return _fail(str(exc))
     except duckdb.Error as exc:
-        return _fail(f"export failed: {exc}")
+        raise AnalystError(f"export failed: {one_line(exc)}") from None
     except OSError as exc:
-        return _fail(f"cannot write to {out}: {exc}")
+        raise AnalystError(
+            f"cannot write to {out}: {exc.strerror or exc}; check the folder and the free space"
+        ) from None
     return 0

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import hmac
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -11,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
-from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callstatus.core.settings import Settings
 from callstatus.app import runtime
-from callstatus.receiver.routes import dashboard_routes, receiver_routes, webhook_endpoints
+from callstatus.receiver.auth import BasicAuth, Verdict
+from callstatus.receiver.errors import error_response, too_many_failures
+from callstatus.receiver.routes import ReceiverApp, dashboard_routes, webhook_endpoints
 
 log = logging.getLogger("callstatus")
 
@@ -27,49 +26,30 @@ OPEN_PREFIXES = ("/plivo/", "/healthz")
 
 
 class PasswordMiddleware:
-    """HTTP Basic auth (any user name) for everything but the receiver and /healthz."""
+    """HTTP Basic auth (any user name) for everything but the receiver and /healthz; failed
+    logins limited per client address (receiver.auth)."""
 
-    def __init__(self, app: ASGIApp, password: str) -> None:
+    def __init__(self, app: ASGIApp, auth: BasicAuth) -> None:
         self.app = app
-        self.password = password.encode()
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
-        if self._authorized(Headers(scope=scope).get("authorization", "")):
+        verdict, retry_after = self.auth.check(scope)
+        if verdict is Verdict.OK:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"www-authenticate", b'Basic realm="callstatus", charset="UTF-8"'),
-                    (b"content-type", b"application/json"),
-                ],
-            }
-        )
-        await send(
-            {
-                "type": "http.response.body",
-                "body": b'{"error": {"code": "unauthorized", '
-                b'"message": "the dashboard needs DASHBOARD_PASSWORD"}}',
-            }
-        )
-
-    def _authorized(self, header: str) -> bool:
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            _, _, given = base64.b64decode(encoded, validate=True).partition(b":")
-        except ValueError:
-            return False
-        return hmac.compare_digest(given, self.password)
+        if verdict is Verdict.LOCKED:
+            await too_many_failures(retry_after)(scope, receive, send)
+            return
+        response = error_response(401, "unauthorized", "the dashboard needs DASHBOARD_PASSWORD")
+        response.headers["www-authenticate"] = 'Basic realm="callstatus", charset="UTF-8"'
+        await response(scope, receive, send)
 
 
 def build_app(settings: Settings) -> Any:
@@ -96,18 +76,20 @@ def build_app(settings: Settings) -> Any:
             log.info("callstatus stopped: queue drained, database checkpointed and closed")
 
     middleware = []
-    if settings.dashboard_password:
-        middleware.append(Middleware(PasswordMiddleware, password=settings.dashboard_password))
+    # One check (and one failed-login count) for the dashboard and /healthz's details.
+    auth = BasicAuth(settings.dashboard_password) if settings.dashboard_password else None
+    if auth is not None:
+        middleware.append(Middleware(PasswordMiddleware, auth=auth))
     dashboard = st.App(
         str(DASHBOARD_SCRIPT), routes=dashboard_routes(), middleware=middleware, lifespan=lifespan
     )
-    return CallstatusApp(dashboard, Router(routes=receiver_routes()), webhook_endpoints())
+    return CallstatusApp(dashboard, ReceiverApp(auth), webhook_endpoints())
 
 
 class CallstatusApp:
     """One ASGI app on one port: a webhook goes straight to its endpoint, other /plivo/ paths
-    and /healthz to the receiver's router, everything else (and the lifespan, which opens the
-    database) to Streamlit.
+    and /healthz to the receiver's own small dispatcher, everything else (and the lifespan,
+    which opens the database) to Streamlit.
 
     Streamlit's middleware (sessions, path security, password) has nothing to do for a webhook
     and costs about as much as storing it, so webhooks skip it; routing them by an exact-path
@@ -124,13 +106,26 @@ class CallstatusApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             endpoint = self.webhooks.get(scope["path"])
+            if endpoint is None and scope["path"].startswith(OPEN_PREFIXES):
+                endpoint = self.receiver
             if endpoint is not None:
-                await endpoint(scope, receive, send)
-                return
-            if scope["path"].startswith(OPEN_PREFIXES):
-                await self.receiver(scope, receive, send)
+                try:
+                    await endpoint(scope, receive, send)
+                except Exception:
+                    # A bug, not bad input: logged with its traceback, answered in the JSON
+                    # shape (uvicorn's own 500 is text/plain).
+                    log.exception("%s %s failed", scope["method"], scope["path"])
+                    await _internal_error(scope, receive, send)
                 return
         await self.dashboard(scope, receive, send)
+
+
+async def _internal_error(scope: Scope, receive: Receive, send: Send) -> None:
+    # RuntimeError: the reply had already started; uvicorn closes the connection.
+    with contextlib.suppress(RuntimeError):
+        await error_response(500, "internal_error", "the server failed; see its log")(
+            scope, receive, send
+        )
 
 
 def _start_background_jobs(rt: runtime.Runtime) -> None:

@@ -7,9 +7,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from callstatus.core.db import Database
 from callstatus.core.settings import Settings
+from callstatus.receiver.rejected import count_since
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
 
@@ -20,15 +22,25 @@ REJECTED_ROWS_PER_HOUR = 10_000
 
 @dataclass
 class RejectionBudget:
-    """At most REJECTED_ROWS_PER_HOUR refused requests are stored each clock hour."""
+    """At most REJECTED_ROWS_PER_HOUR refused requests are stored each clock hour; a restart
+    goes on from the rows this hour already holds (`resume`)."""
 
     limit: int = REJECTED_ROWS_PER_HOUR
     _hour: int = -1
     _used: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @staticmethod
+    def hour_now() -> int:
+        return int(time.time() // 3600)
+
+    def resume(self, used: int, hour: int) -> None:
+        """Count `used` rows already stored in clock hour `hour` (hours since the epoch)."""
+        with self._lock:
+            self._hour, self._used = hour, used
+
     def take(self) -> bool:
-        hour = int(time.time() // 3600)
+        hour = self.hour_now()
         with self._lock:
             if hour != self._hour:
                 self._hour, self._used = hour, 0
@@ -44,7 +56,7 @@ class Runtime:
         self.database = Database(settings.db, memory_limit=settings.memory_limit)
         self.spool = Spool(settings.spool_dir)
         self.writer = Writer(self.database, self.spool, settings.plivo_timezone)
-        self.rejections = RejectionBudget()
+        self.rejections = RejectionBudget(limit=REJECTED_ROWS_PER_HOUR)
         self.started_at = time.time()
         # Background jobs (the snapshot writer) register here to be stopped with the server.
         self.on_stop: list[Callable[[], None]] = []
@@ -52,6 +64,10 @@ class Runtime:
 
     def start(self) -> None:
         self.writer.start()
+        # The hourly budget survives a restart: this hour's kept rows count against it.
+        hour = self.rejections.hour_now()
+        since = datetime.fromtimestamp(hour * 3600, UTC)
+        self.rejections.resume(count_since(self.database.cursor(), since), hour)
 
     def stop(self) -> None:
         self.writer.stop()

@@ -12,6 +12,7 @@ import uvicorn
 
 from callstatus.core.settings import Settings
 from callstatus.app.asgi import build_app
+from callstatus.receiver.protocol import Limits, protocol_class, raise_fd_limit
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SWITCH_INTERVAL_S = 0.0005
@@ -50,15 +51,20 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # The writer thread hands the GIL back and forth with the event loop on every batch;
     # a shorter switch interval keeps a commit from waiting 5 ms for its turn.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    max_connections = raise_fd_limit(settings.max_connections)
     config = uvicorn.Config(
         build_app(settings),
         host=host,
         port=port,
         workers=1,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # httptools, with the request deadline, head size limit and connection cap added.
+        http=protocol_class(Limits(settings.request_timeout_s, max_connections)),
         lifespan="on",
         access_log=False,
+        # Idle time allowed between requests on a kept-alive connection; uvicorn's is typed
+        # int but any number of seconds works (it is handed to loop.call_later).
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,
     )

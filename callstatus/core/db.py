@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from importlib import resources
 from pathlib import Path
@@ -62,6 +63,16 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     return applied
 
 
+def file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """(st_dev, st_ino) of a file and of its folder, or None when either is gone: two stat
+    calls, a few microseconds."""
+    try:
+        file, folder = os.stat(path), os.stat(path.parent)
+    except OSError:
+        return None
+    return (file.st_dev, file.st_ino, folder.st_dev, folder.st_ino)
+
+
 class Database:
     """One DuckDB instance shared by the threads of this process, a cursor per thread."""
 
@@ -71,9 +82,21 @@ class Database:
         self.path = Path(path)
         self.read_only = read_only
         self.con = connect(self.path, read_only=read_only, memory_limit=memory_limit)
+        # The file as opened: DuckDB keeps writing to it even once it is removed or replaced.
+        self.absolute_path = self.path.absolute()
+        self.identity = file_identity(self.absolute_path)
         if not read_only:
             migrate(self.con)
         self._local = threading.local()
+
+    def replaced(self) -> bool:
+        """True when the file this instance writes to is no longer at its path, or its folder
+        was removed or replaced: whatever is committed from then on is lost at close."""
+        return self.identity is not None and file_identity(self.absolute_path) != self.identity
+
+    @property
+    def wal_path(self) -> Path:
+        return self.absolute_path.with_name(self.absolute_path.name + ".wal")
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor (DuckDB connections are not shareable across threads)."""

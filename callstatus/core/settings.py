@@ -12,6 +12,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Beyond loopback the dashboard's password is all that guards callers' numbers; failed logins
+# are limited to 10 a minute per address, so 12 random characters outlast any guessing.
+MIN_PASSWORD_LENGTH = 12
+
 
 class SettingsError(ValueError):
     """A setting, or a combination of settings, that callstatus refuses to start with."""
@@ -40,6 +44,16 @@ class Settings(BaseSettings):
     memory_limit: str = Field(default="512MB", alias="CALLSTATUS_MEMORY_LIMIT")
     snapshot_interval_s: float = Field(
         default=60.0, alias="CALLSTATUS_SNAPSHOT_INTERVAL", ge=1, le=86400
+    )
+    # Connection hygiene on the receiver's port (receiver/protocol.py).
+    request_timeout_s: float = Field(
+        default=30.0, alias="CALLSTATUS_REQUEST_TIMEOUT", ge=0.5, le=3600
+    )
+    keepalive_timeout_s: float = Field(
+        default=15.0, alias="CALLSTATUS_KEEPALIVE_TIMEOUT", ge=1, le=3600
+    )
+    max_connections: int = Field(
+        default=2000, alias="CALLSTATUS_MAX_CONNECTIONS", ge=10, le=1_000_000
     )
 
     @field_validator("public_base_url")
@@ -113,6 +127,13 @@ class Settings(BaseSettings):
             raise SettingsError(
                 f"refusing to listen on {host} without " + " and ".join(missing) + ". "
                 "Set them, or listen on 127.0.0.1 behind your own proxy."
+            )
+        length = len(self.dashboard_password or "")
+        if length < MIN_PASSWORD_LENGTH:
+            raise SettingsError(
+                f"refusing to listen on {host} with a {length}-character DASHBOARD_PASSWORD: "
+                f"use at least {MIN_PASSWORD_LENGTH} characters, for example the output of "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(16))'`."
             )
 
 

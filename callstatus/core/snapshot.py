@@ -40,22 +40,25 @@ def _ident(name: str) -> str:
 
 
 def fingerprint(cur: duckdb.DuckDBPyConnection, catalog: str) -> Fingerprint:
-    """What changes whenever data or schema changes: the tables are append-only, so row counts
-    and the newest receipt time of each, plus the applied migrations, are enough."""
+    """What changes whenever data or schema changes: the tables are append-only (rejected_webhooks
+    loses its oldest rows, webhook_repeats' counts only grow), so row counts and the newest
+    receipt time of each, the repeats counted, plus the applied migrations, are enough."""
     c = _ident(catalog)
-    row = cur.execute(
+    # fetchall, not fetchone: a result left unread keeps a read transaction open until this
+    # thread's next query, a minute later.
+    rows = cur.execute(
         f"SELECT (SELECT count(*) FROM {c}.main.webhook_events),"
         f" (SELECT max(received_at) FROM {c}.main.webhook_events),"
         f" (SELECT count(*) FROM {c}.main.rejected_webhooks),"
         f" (SELECT max(received_at) FROM {c}.main.rejected_webhooks),"
+        f" (SELECT coalesce(sum(repeats), 0) FROM {c}.main.webhook_repeats),"
         f" (SELECT string_agg(name, ',' ORDER BY name) FROM {c}.main.schema_migrations)"
-    ).fetchone()
-    return tuple(row) if row else ()
+    ).fetchall()
+    return tuple(rows[0]) if rows else ()
 
 
 def current_catalog(cur: duckdb.DuckDBPyConnection) -> str:
-    row = cur.execute("SELECT current_database()").fetchone()
-    assert row is not None
+    (row,) = cur.execute("SELECT current_database()").fetchall()
     return str(row[0])
 
 

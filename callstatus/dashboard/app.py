@@ -1,4 +1,9 @@
-"""Dashboard entry point: shared sidebar controls, navigation, live refresh around each page."""
+"""Dashboard entry point: shared sidebar controls and navigation.
+
+Live refresh lives in the pages: each page runs its body through `controls.live()`, a fragment
+of its own. A fragment here around `page.run()` would break every widget inside a page: the
+widget reruns the fragment, and st.navigation allows `page.run()` once per app run only.
+"""
 
 from __future__ import annotations
 
@@ -44,13 +49,7 @@ def dashboard() -> None:
         }
     )
     controls.sidebar()
-
-    # Live mode reruns only the page body: the sidebar and the browser page stay put.
-    @st.fragment(run_every=controls.refresh_seconds())
-    def body() -> None:
-        page.run()
-
-    body()
+    page.run()
 
 
 st.set_page_config(page_title="callstatus", page_icon=":material/call:", layout="wide")

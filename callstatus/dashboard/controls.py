@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -19,6 +20,7 @@ from callstatus.dashboard.filters import (
     auto_bucket,
     resolve_range,
 )
+from callstatus.dashboard.text import plain
 
 REFRESH_CHOICES = {"5 s": 5, "15 s": 15, "30 s": 30, "1 min": 60}
 COMMON_ZONES = (
@@ -68,6 +70,16 @@ def refresh_seconds() -> int | None:
     return REFRESH_CHOICES.get(st.session_state.get("every", "15 s"), 15)
 
 
+def live(body: Callable[[], None], refresh: bool = True) -> None:
+    """Run a page's body as a fragment of its own: a widget inside it reruns only the body,
+    and in live mode (`refresh`) a timer does too, while the sidebar stays put.
+
+    Each page calls this itself. A fragment around `page.run()` in the app instead would call
+    `page.run()` again on every widget use, which st.navigation refuses (once per app run).
+    """
+    st.fragment(body, run_every=refresh_seconds() if refresh else None)()
+
+
 def current() -> Filters:
     """The Filters the controls describe, with relative ranges measured from now."""
     state = st.session_state
@@ -96,15 +108,16 @@ def current() -> Filters:
 
 
 def describe(f: Filters) -> str:
-    """One line saying what the page shows, in the chosen zone."""
+    """One line saying what the page shows, in the chosen zone, as Markdown: the numbers come
+    from the query string (any text a link carries), so they are escaped."""
     fmt = "%Y-%m-%d %H:%M"
     start = f.start.astimezone(ZoneInfo(f.tz)).strftime(fmt)
     end = f.end.astimezone(ZoneInfo(f.tz)).strftime(fmt)
-    parts = [f"{start} → {end} ({f.tz})", f"buckets of {f.bucket}"]
+    parts = [f"{start} → {end} ({plain(f.tz)})", f"buckets of {plain(f.bucket)}"]
     if f.direction:
-        parts.append(f.direction)
+        parts.append(plain(f.direction))
     if f.numbers:
-        parts.append("our numbers " + ", ".join(f.numbers))
+        parts.append("our numbers " + ", ".join(plain(n) for n in f.numbers))
     if f.destinations:
-        parts.append("B " + ", ".join(f.destinations))
+        parts.append("B " + ", ".join(plain(d) for d in f.destinations))
     return " · ".join(parts)

@@ -637,15 +637,22 @@ def call_b_legs(call_uuid: str, tz: str) -> Result:
     return run(sql, {"uuid": call_uuid, "tz": tz})
 
 
-def call_timeline(call_uuid: str, tz: str) -> Result:
-    """Every webhook about this call (its own, its Dial's, its B legs'), raw parameters too.
+TIMELINE_ENTRIES = 200
+
+
+def call_timeline(call_uuid: str, tz: str, limit: int = TIMELINE_ENTRIES) -> Result:
+    """The webhooks about this call (its own, its Dial's, its B legs'), raw parameters too, one
+    entry per distinct delivery: repeats of a webhook (same kind and parameters, the
+    `duplicate` rule) collapse into their first one, with `deliveries`, `last_received` and
+    `duplicate` (some delivery was a repeat). At most `limit` entries, oldest first;
+    `entries` is how many there are in all, `webhooks` how many webhooks they stand for.
 
     On the rollups, the call's time span (its start and end, its B legs' answers and hangups)
     bounds the scan of webhook_events to one day either side, so zone maps skip nearly all of
     it (the rollups' one-day assumption, docs/data.md). A call not in the rollups yet, or the
     views, get the full scan.
     """
-    params: dict[str, Any] = {"uuid": call_uuid, "tz": tz}
+    params: dict[str, Any] = {"uuid": call_uuid, "tz": tz, "limit": limit}
     bound = ""
     if connection.reads_rollups():
         span = run(
@@ -662,15 +669,35 @@ def call_timeline(call_uuid: str, tz: str) -> Result:
         if not (pd.isna(span["lo"]) or pd.isna(span["hi"])):
             params.update(lo=span["lo"].to_pydatetime(), hi=span["hi"].to_pydatetime())
             bound = """received_at >= $lo - INTERVAL 1 DAY AND received_at <= $hi + INTERVAL 1 DAY
-      AND """
+          AND """
     sql = f"""
-    SELECT timezone($tz, received_at) AS received, kind, event, dial_action, call_status,
-           dial_status, dial_b_leg_uuid, duplicate, signature, http_method,
-           CAST(params AS VARCHAR) AS params, CAST(event_id AS VARCHAR) AS event_id
-    FROM webhook_events
-    WHERE {bound}(call_uuid = $uuid OR dial_a_leg_uuid = $uuid
-       OR dial_b_leg_uuid IN (SELECT b_leg_uuid FROM dial_legs WHERE a_leg_uuid = $uuid))
-    ORDER BY received_at, event_id
+    WITH hooks AS (
+        SELECT * FROM webhook_events
+        WHERE {bound}(call_uuid = $uuid OR dial_a_leg_uuid = $uuid
+           OR dial_b_leg_uuid IN (SELECT b_leg_uuid FROM dial_legs WHERE a_leg_uuid = $uuid))
+    ),
+    entries AS (
+        SELECT min(received_at) AS first_at, max(received_at) AS last_at,
+               count(*) AS deliveries, bool_or(duplicate) AS duplicate, kind,
+               CAST(params AS VARCHAR) AS params,
+               arg_min(event, (received_at, event_id)) AS event,
+               arg_min(dial_action, (received_at, event_id)) AS dial_action,
+               arg_min(call_status, (received_at, event_id)) AS call_status,
+               arg_min(dial_status, (received_at, event_id)) AS dial_status,
+               arg_min(dial_b_leg_uuid, (received_at, event_id)) AS dial_b_leg_uuid,
+               arg_min(signature, (received_at, event_id)) AS signature,
+               arg_min(http_method, (received_at, event_id)) AS http_method,
+               arg_min(event_id, (received_at, event_id)) AS first_id
+        FROM hooks GROUP BY kind, CAST(params AS VARCHAR)
+    )
+    SELECT timezone($tz, first_at) AS received, kind, event, dial_action, call_status,
+           dial_status, dial_b_leg_uuid, duplicate, deliveries,
+           timezone($tz, last_at) AS last_received, signature, http_method, params,
+           CAST(first_id AS VARCHAR) AS event_id,
+           count(*) OVER () AS entries, CAST(sum(deliveries) OVER () AS BIGINT) AS webhooks
+    FROM entries
+    ORDER BY first_at, event_id
+    LIMIT $limit
     """
     return run(sql, params)
 
@@ -726,6 +753,17 @@ def receiver_totals(f: Filters) -> Result:
     return run(sql, f.params())
 
 
+def repeats_not_stored(f: Filters) -> Result:
+    """Deliveries of a webhook past the first few, acknowledged but only counted
+    (webhook_repeats, per 5-minute bucket of received_at: a bucket counts when it starts in
+    the range)."""
+    sql = """
+    SELECT CAST(coalesce(sum(repeats), 0) AS BIGINT) AS repeats
+    FROM webhook_repeats WHERE bucket >= $start AND bucket < $end
+    """
+    return run(sql, f.params())
+
+
 def rejections(f: Filters) -> Result:
     """Refused requests grouped by why, where, and the URL we checked against what was sent."""
     sql = """
@@ -739,3 +777,17 @@ def rejections(f: Filters) -> Result:
     GROUP BY ALL ORDER BY requests DESC
     """
     return run(sql, f.params())
+
+
+def rejected_samples(f: Filters, per_reason: int = 20) -> Result:
+    """The newest refused requests of each reason, whole (headers and parameters as JSON
+    text), for the advice on Receiver health: it checks their signatures against the
+    addresses their headers claim."""
+    sql = """
+    SELECT reason, http_method, checked_url, CAST(headers AS VARCHAR) AS headers,
+           CAST(params AS VARCHAR) AS params, truncated
+    FROM rejected_webhooks WHERE received_at >= $start AND received_at < $end
+    QUALIFY row_number() OVER (PARTITION BY reason ORDER BY received_at DESC) <= $per_reason
+    ORDER BY received_at DESC
+    """
+    return run(sql, {**f.params(), "per_reason": per_reason})

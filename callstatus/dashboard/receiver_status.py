@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
 
 import pandas as pd
 import streamlit as st
 
 from callstatus.core.settings import get_settings
-from callstatus.app import runtime
+from callstatus.dashboard.text import code
+from callstatus.receiver import runtime, signatures
 
 PLIVO_PATHS = {
     "Answer URL": "/plivo/answer",
@@ -64,29 +70,133 @@ def public_base_url() -> tuple[str, str]:
     return browser_base_url(), "this browser's address (PUBLIC_BASE_URL is not set)"
 
 
-def base_url_advice(rejected: pd.DataFrame) -> str | None:
-    """If refused requests were signed for another URL than the one we checked, say which
-    PUBLIC_BASE_URL would have matched, from the proxy headers Plivo's request carried."""
-    for row in rejected.itertuples():
-        if row.reason == "missing_signature":
-            return (
-                "Requests arrived **without** Plivo signature headers: they are not from Plivo, "
-                "or a proxy in front of callstatus strips the `X-Plivo-Signature-*` headers."
-            )
-        host = row.forwarded_host or row.host_header
-        proto = row.forwarded_proto or ("https" if str(row.checked_base).startswith("https")
-                                        else "http")
-        seen = f"{proto}://{host.split(',')[0].strip()}" if host else None
-        if seen and seen != row.checked_base:
-            return (
-                f"Signatures were checked against `{row.checked_base}`, but the requests "
-                f"reached us as `{seen}`. Set `PUBLIC_BASE_URL={seen}` (the URL configured "
-                "in Plivo) and restart `callstatus serve`."
-            )
-        return (
-            f"Signatures were checked against `{row.checked_base}`. If that is not the "
-            "address configured in your Plivo application, set `PUBLIC_BASE_URL` to it; if "
-            "it is, check that `PLIVO_AUTH_TOKEN` holds this account's (and sub-account's) "
-            "auth token."
-        )
+def auth_tokens() -> list[str]:
+    """The auth tokens the receiver in this process checks signatures with."""
+    rt = runtime.current()
+    return (rt.settings if rt is not None else get_settings()).auth_tokens
+
+
+_BASE = re.compile(r"^[^:/?#]*://[^/?#]*")
+
+
+def _base(url: str) -> str:
+    """scheme://host[:port] of a URL, whatever the host holds (a Host header can hold `]`,
+    which urlsplit refuses)."""
+    found = _BASE.match(url)
+    return found.group(0) if found else ""
+
+
+def _claimed_bases(headers: Mapping[str, str], checked_base: str) -> list[str]:
+    """The base URLs a refused request's own headers claim it was sent to (untrusted)."""
+    proto = str(headers.get("x-forwarded-proto") or "").split(",")[0].strip() or (
+        "https" if checked_base.startswith("https") else "http")
+    hosts = [str(headers.get(name) or "").split(",")[0].strip()
+             for name in ("x-forwarded-host", "host")]
+    return [f"{proto}://{host}" for host in hosts if host]
+
+
+def _clipped(text: str, limit: int = 120) -> str:
+    """A header value as shown: a refused request may carry kilobytes of it."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _form(method: str, url: str, params: Mapping[str, object]) -> dict[str, list[str]]:
+    """The body fields of a refused request: its stored parameters less the URL's query (the
+    receiver stores query values first, then the body's)."""
+    if method.upper() == "GET":
+        return {}
+    query: dict[str, int] = {}
+    for key, _ in parse_qsl(url.partition("?")[2].partition("#")[0], keep_blank_values=True):
+        query[key] = query.get(key, 0) + 1
+    form: dict[str, list[str]] = {}
+    for key, value in params.items():
+        values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        rest = values[query.get(key, 0):]
+        if rest:
+            form[key] = rest
+    return form
+
+
+def _signed_for(row: Any, tokens: Sequence[str]) -> str | None:
+    """The base URL, among those the request's headers claim, for which its Plivo signature
+    verifies with one of our tokens: then Plivo itself called that address."""
+    if not tokens or row.truncated or not row.checked_url:
+        return None
+    try:
+        headers = json.loads(row.headers)
+        params = json.loads(row.params)
+    except ValueError:
+        return None
+    if not isinstance(headers, dict) or not isinstance(params, dict):
+        return None
+    checked = _base(row.checked_url)
+    rest = row.checked_url[len(checked):]
+    form = _form(row.http_method, row.checked_url, params)
+    for base in dict.fromkeys(_claimed_bases(headers, checked)):
+        if base == checked:
+            continue
+        try:
+            signatures.verify(row.http_method, base + rest, form, headers, tokens)
+        except (signatures.SignatureError, ValueError):  # ValueError: no URL at all
+            continue
+        return base
     return None
+
+
+def base_url_advice(samples: pd.DataFrame, tokens: Sequence[str] = ()) -> list[str]:
+    """What recent refused requests say about the setup, as Markdown (rejected_samples rows).
+
+    Everything in a refused request (its Host and X-Forwarded-Host headers, its URL) is text
+    any client can send: it is shown as quoted code, never as Markdown, and proposed as
+    `PUBLIC_BASE_URL` only when the request's own Plivo signature verifies against that
+    address with one of our auth tokens, i.e. when Plivo really called it.
+    """
+    advice: list[str] = []
+    unsigned = samples[samples["reason"] == "missing_signature"]
+    if not unsigned.empty:
+        advice.append(
+            "Requests arrived **without** Plivo signature headers: they are not from Plivo, "
+            "or a proxy in front of callstatus strips the `X-Plivo-Signature-*` headers."
+        )
+    bad = samples[samples["reason"] == "bad_signature"]
+    if bad.empty:
+        return advice
+    checked = list(dict.fromkeys(_base(u) for u in bad["checked_url"].dropna()))
+    checked_text = ", ".join(code(_clipped(c)) for c in checked[:3] if c) or "the address"
+    for row in bad.itertuples():
+        signed = _signed_for(row, tokens)
+        if signed:
+            advice.append(
+                f"Signatures were checked against {checked_text}, but Plivo signed these "
+                f"requests for {code(signed)} (their signature verifies against that address "
+                f"with your `PLIVO_AUTH_TOKEN`). Set {code('PUBLIC_BASE_URL=' + signed)} (the "
+                "URL configured in Plivo) and restart `callstatus serve`."
+            )
+            return advice
+    claimed: list[str] = []
+    for row in bad.itertuples():
+        try:
+            headers = json.loads(row.headers)
+        except ValueError:
+            continue
+        if isinstance(headers, dict):
+            base = _base(row.checked_url) if row.checked_url else ""
+            claimed += [c for c in _claimed_bases(headers, base) if c != base]
+    claimed = list(dict.fromkeys(claimed))
+    text = (
+        f"Signatures were checked against {checked_text} and match none of the configured "
+        "`PLIVO_AUTH_TOKEN` values. If that is not the address configured in your Plivo "
+        "application, set `PUBLIC_BASE_URL` to the one that is; if it is, check that "
+        "`PLIVO_AUTH_TOKEN` holds this account's (and sub-account's) auth token."
+    )
+    if claimed:
+        text += (
+            " The requests' own `Host` / `X-Forwarded-Host` headers named "
+            + ", ".join(code(_clipped(c)) for c in claimed[:3])
+            + (" and others" if len(claimed) > 3 else "")
+            + ": any client can send those headers, and the signatures do not verify against "
+            "that address either, so do not copy it into `PUBLIC_BASE_URL` unless it is "
+            "your own."
+        )
+    advice.append(text)
+    return advice

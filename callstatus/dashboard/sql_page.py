@@ -9,12 +9,14 @@ import streamlit as st
 from callstatus.analyst import sandbox as safe_sql
 from callstatus.core.settings import get_settings
 from callstatus.core.snapshot import age_s
+from callstatus.dashboard.text import code, plain
 from callstatus.app import runtime
 
 TEXT_KEY = "sql_page_text"
 EXAMPLE_KEY = "sql_page_example"
 RESULT_KEY = "sql_page_result"
 NO_EXAMPLE = "Pick an example query…"
+SNAPSHOT_POLL_S = 3
 
 
 def snapshot_path() -> Path:
@@ -41,12 +43,14 @@ def _schema_list(path: Path) -> None:
     try:
         relations = _schema(str(path), path.stat().st_mtime)
     except (OSError, safe_sql.Refused) as exc:
-        st.warning(f"Cannot list the schema: {exc}")
+        st.warning(f"Cannot list the schema: {plain(exc)}")
         return
+    # Relation names are the migrations' own ("calls (view)"); column names are quoted anyway.
     for name, columns in relations.items():
         with st.expander(name):
             st.markdown(
-                "\n".join(f"- `{column}` {data_type.lower()}" for column, data_type in columns)
+                "\n".join(f"- {code(column)} {plain(data_type.lower())}"
+                          for column, data_type in columns)
             )
 
 
@@ -62,14 +66,16 @@ def _show_result() -> None:
     if result is None:
         return
     if isinstance(result, safe_sql.Refused):
-        st.error(str(result))
+        # The message quotes the query and DuckDB's text: plain text, never Markdown; a
+        # multi-line one (a parser error's pointer) keeps its layout below.
+        first, _, rest = str(result).partition("\n")
+        st.error(plain(first))
+        if rest.strip():
+            st.code(rest.strip("\n"), language="text")
         return
     rows = result.table.num_rows
-    if result.truncated:
-        st.warning(
-            f"Showing the first {rows:,} rows only (the row limit): aggregate, or use "
-            "`callstatus export` / `callstatus sql --format parquet` for everything."
-        )
+    if result.notice:  # rows left out: the row limit, or the size limit
+        st.warning(result.notice)
     st.caption(f"{rows:,} rows in {result.elapsed_s:.2f} s")
     st.dataframe(result.table, hide_index=True)
     csv_col, parquet_col = st.columns(2)
@@ -89,21 +95,38 @@ def _show_result() -> None:
     )
 
 
+@st.fragment(run_every=SNAPSHOT_POLL_S)
+def _wait_for_snapshot(path: Path) -> None:
+    """Show the page by itself once the server has written its first snapshot."""
+    if age_s(path) is not None:
+        st.rerun()
+
+
 def render(snapshot: Path | None = None) -> None:
-    """Draw the page; `snapshot` overrides where the snapshot is (tests)."""
+    """Draw the page; `snapshot` overrides where the snapshot is (tests).
+
+    The page runs as a fragment of its own (not refreshed in live mode: the snapshot changes
+    at most once a minute, and a query's result stays until the next Run).
+    """
     path = snapshot or snapshot_path()
+    st.fragment(_page)(path)
+
+
+def _page(path: Path) -> None:
     st.header("SQL")
     age = age_s(path)
     if age is None:
         st.info(
-            f"No snapshot yet at `{path}`. The server writes one shortly after it starts and "
+            f"No snapshot yet at {code(path)}. The server writes one shortly after it starts and "
             "then at most once a minute while data changes."
         )
+        _wait_for_snapshot(path)
         return
     st.caption(
-        f"Read-only queries on the snapshot `{path.name}`, current as of {age:.0f} s ago. "
-        f"One statement, at most {safe_sql.DEFAULT_TIME_LIMIT_S:g} s and "
-        f"{safe_sql.DEFAULT_ROW_LIMIT:,} rows. Definitions: docs/data.md."
+        f"Read-only queries on the snapshot {code(path.name)}, current as of {age:.0f} s ago. "
+        f"One statement, at most {safe_sql.DEFAULT_TIME_LIMIT_S:g} s, "
+        f"{safe_sql.DEFAULT_ROW_LIMIT:,} rows and "
+        f"{safe_sql.DEFAULT_BYTE_LIMIT // safe_sql.MiB} MB. Definitions: docs/data.md."
     )
     st.session_state.setdefault(TEXT_KEY, next(iter(safe_sql.EXAMPLES.values())))
     editor, side = st.columns([3, 1])

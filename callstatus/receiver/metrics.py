@@ -8,7 +8,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 WEBHOOKS = Counter(
     "callstatus_webhooks",
-    "Webhooks received, by kind and result (stored, spooled, rejected, invalid)",
+    "Webhooks received, by kind and result (stored, spooled, repeat: counted, not stored, "
+    "rejected, invalid, failed)",
     ["kind", "result"],
     registry=REGISTRY,
 )
@@ -40,4 +41,24 @@ QUEUE_DEPTH = Gauge(
 )
 SPOOL_DEPTH = Gauge(
     "callstatus_spool_depth", "Webhooks waiting in the file spool", registry=REGISTRY
+)
+REPEATS_NOT_STORED = Counter(
+    "callstatus_webhook_repeats_not_stored",
+    "Repeated deliveries of one webhook past the first few, acknowledged and counted in "
+    "webhook_repeats but not stored, by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+REJECTED_PRUNED = Counter(
+    "callstatus_rejected_pruned",
+    "Oldest rows removed from rejected_webhooks to keep it within its bounds",
+    registry=REGISTRY,
+)
+WAL_BYTES = Gauge(
+    "callstatus_wal_bytes", "Size of the database's write-ahead log", registry=REGISTRY
+)
+CHECKPOINTS = Counter(
+    "callstatus_wal_checkpoints",
+    "Checkpoints the writer ran because the write-ahead log grew past its bound",
+    registry=REGISTRY,
 )

@@ -1,4 +1,4 @@
-"""HTTP routes: the seven Plivo webhook paths, /healthz and /metrics."""
+"""HTTP routes: the seven Plivo webhook paths, /healthz, not-found and /metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -17,7 +18,8 @@ from starlette.types import Receive, Scope, Send
 from callstatus.core.events import make_record
 from callstatus.app import runtime
 from callstatus.receiver import metrics, signatures
-from callstatus.receiver.errors import RequestRefused, error_response
+from callstatus.receiver.auth import BasicAuth, Verdict
+from callstatus.receiver.errors import RequestRefused, error_response, too_many_failures
 from callstatus.receiver.parsing import MAX_BODY, check_content_type, merge_params, parse_fields, read_body
 from callstatus.receiver.rejected import RejectedRecord
 from callstatus.receiver.writer import WriteFailed
@@ -89,7 +91,8 @@ class WebhookRequest:
 
     @property
     def query_string(self) -> bytes:
-        return self.scope.get("query_string", b"")
+        query: bytes = self.scope.get("query_string", b"")
+        return query
 
     def base_url(self, rt: runtime.Runtime) -> str:
         if rt.settings.public_base_url:
@@ -149,10 +152,15 @@ async def _receive(
     rt: runtime.Runtime, request: WebhookRequest, receive: Receive, kind: str, reply: Reply
 ) -> tuple[bytes, bytes | None]:
     received_at = datetime.now(UTC)
-    body = await read_body(receive, request.headers)
-    check_content_type(request.headers, body)
+    if request.method == "GET":
+        # Plivo's GET webhooks carry everything in the query string. A GET's body is not
+        # read, stored or signed (uvicorn discards it), so it cannot smuggle values in.
+        form: dict[str, list[str]] = {}
+    else:
+        body = await read_body(receive, request.headers)
+        check_content_type(request.headers, body)
+        form = parse_fields(body, "body")
     query = parse_fields(request.query_string, "query string")
-    form = parse_fields(body, "body")
     params = merge_params(query, form)
     signature = "unchecked"
     if rt.settings.auth_tokens:
@@ -225,14 +233,12 @@ def _clip_json(text: str, limit: int) -> str:
     return json.dumps({"_truncated": _clip(text, limit)}, ensure_ascii=False)
 
 
-async def healthz(request: Request) -> Response:
-    rt = runtime.current()
-    if rt is None:
-        return JSONResponse({"status": "starting"}, status_code=503)
+def health_details(rt: runtime.Runtime) -> dict[str, Any]:
+    """/healthz's whole answer: for the operator (behind the password, when there is one)."""
     spool_depth = rt.spool.depth()
     database = "ok" if rt.writer.last_error is None else rt.writer.last_error
     last = rt.writer.last_event_at
-    body = {
+    return {
         "status": "ok" if database == "ok" and spool_depth == 0 else "degraded",
         "database": database,
         "writer_queue_depth": rt.writer.queue_depth(),
@@ -241,7 +247,26 @@ async def healthz(request: Request) -> Response:
         "snapshot_age_s": rt.snapshot_age_s(),
         "signature_checks": "off (development mode)" if rt.settings.development_mode else "on",
     }
-    return JSONResponse(body, status_code=200)
+
+
+async def healthz(scope: Scope, receive: Receive, send: Send, auth: BasicAuth | None) -> None:
+    """200 {"status": "ok"} or 503 {"status": "degraded"} for anyone (load balancers,
+    monitors); the details too with the dashboard's password, or when there is none."""
+    rt = runtime.current()
+    if rt is None:
+        await JSONResponse({"status": "starting"}, status_code=503)(scope, receive, send)
+        return
+    body = health_details(rt)
+    status = 200 if body["status"] == "ok" else 503
+    if auth is not None:
+        verdict, retry_after = auth.check(scope)
+        if verdict is Verdict.LOCKED:
+            await too_many_failures(retry_after)(scope, receive, send)
+            return
+        if verdict is not Verdict.OK:
+            # Paths, database errors and queue depths are for the operator only.
+            body = {"status": body["status"]}
+    await JSONResponse(body, status_code=status)(scope, receive, send)
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -252,15 +277,7 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-async def plivo_not_found(request: Request) -> Response:
-    # Counted: a webhook URL mistyped in Plivo's console loses every event sent to it.
-    metrics.REJECTIONS.labels("not_found").inc()
-    return error_response(
-        404, "not_found", f"no webhook at {request.url.path}; see the README for the paths"
-    )
-
-
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+HEALTHZ_PATHS = ("/healthz", "/healthz/")
 
 
 def webhook_endpoints() -> dict[str, WebhookEndpoint]:
@@ -268,17 +285,31 @@ def webhook_endpoints() -> dict[str, WebhookEndpoint]:
     return {path: WebhookEndpoint(kind, reply) for path, (kind, reply) in WEBHOOKS.items()}
 
 
-def receiver_routes() -> list[BaseRoute]:
-    """The open routes: every webhook path (for the router's trailing-slash redirects; exact
-    paths are dispatched before routing), a JSON 404 for other /plivo/ paths, /healthz."""
-    webhook_routes: list[BaseRoute] = [
-        Route(path, endpoint, methods=METHODS) for path, endpoint in webhook_endpoints().items()
-    ]
-    return [
-        *webhook_routes,
-        Route("/plivo/{rest:path}", plivo_not_found, methods=METHODS),
-        Route("/healthz", healthz, methods=["GET"]),
-    ]
+class ReceiverApp:
+    """The open paths that are not a webhook: /healthz (and /healthz/, answered in place:
+    a redirect would be built from the Host header), a JSON 404 for other /plivo/ and
+    /healthz... paths. Every answer in the JSON error shape, no redirects."""
+
+    def __init__(self, auth: BasicAuth | None) -> None:
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path in HEALTHZ_PATHS:
+            if scope["method"] not in ("GET", "HEAD"):
+                response = error_response(405, "method_not_allowed", "use GET")
+                response.headers["allow"] = "GET, HEAD"
+                await response(scope, receive, send)
+                return
+            await healthz(scope, receive, send, self.auth)
+            return
+        if path.startswith("/plivo/"):
+            # Counted: a webhook URL mistyped in Plivo's console loses every event sent to it.
+            metrics.REJECTIONS.labels("not_found").inc()
+            message = f"no webhook at {path}; see the README for the paths"
+        else:
+            message = f"nothing at {path}"
+        await error_response(404, "not_found", message)(scope, receive, send)
 
 
 def dashboard_routes() -> list[BaseRoute]:

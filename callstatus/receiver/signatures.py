@@ -10,6 +10,12 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 SIGNATURE_HEADERS = ("x-plivo-signature-v3", "x-plivo-signature-ma-v3")
 NONCE_HEADER = "x-plivo-signature-v3-nonce"
+# Bounds checked before any HMAC work, so a forged header costs no more than a real one. A V3
+# signature is 44 base64 characters; Plivo may send a comma-separated list of them (one per
+# auth token of the account). Its nonces are about 20 digits.
+MAX_SIGNATURE_HEADER = 1024
+MAX_SIGNATURES = 16
+MAX_NONCE = 256
 
 Fields = Mapping[str, Sequence[str]]
 
@@ -72,15 +78,22 @@ def verify(
     `headers` must be looked up case-insensitively (Starlette's Headers are).
     """
     nonce = headers.get(NONCE_HEADER)
-    offered = [
-        candidate.strip()
-        for name in SIGNATURE_HEADERS
-        for candidate in (headers.get(name) or "").split(",")
-        if candidate.strip()
-    ]
+    raw = [headers.get(name) or "" for name in SIGNATURE_HEADERS]
+    if any(len(text) > MAX_SIGNATURE_HEADER for text in raw) or len(nonce or "") > MAX_NONCE:
+        raise SignatureError(
+            "bad_signature",
+            f"signature headers over {MAX_SIGNATURE_HEADER} characters or a nonce over "
+            f"{MAX_NONCE}: not a Plivo signature",
+        )
+    offered = [candidate.strip() for text in raw for candidate in text.split(",")]
+    offered = [candidate for candidate in offered if candidate]
     if not nonce or not offered:
         raise SignatureError(
             "missing_signature", "no X-Plivo-Signature-V3 header and nonce on the request"
+        )
+    if len(offered) > MAX_SIGNATURES:
+        raise SignatureError(
+            "bad_signature", f"more than {MAX_SIGNATURES} signatures offered: not a Plivo request"
         )
     # Header text may hold any latin-1 character; compare_digest only takes non-ASCII as bytes.
     offered_bytes = [candidate.encode("utf-8") for candidate in offered]

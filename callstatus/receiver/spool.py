@@ -1,12 +1,23 @@
-"""An fsynced file spool for webhooks the database could not take, replayed when it can."""
+"""An fsynced file spool for webhooks the database could not take, replayed when it can.
+
+Each failed batch becomes one file, `spool-<time_ns>-<pid>.jsonl`, written as `.partial`,
+fsynced, renamed and its folder entry fsynced before any of its webhooks is acknowledged. The
+writer replays the spool in steps of a bounded number of webhooks between batches of new ones
+(`replay_some`), so a long spool never holds new webhooks up for long. A step stores its webhooks
+in one transaction, skipping event_ids already stored; only then are the files it finished
+removed (and the folder entry fsynced). How far a file is replayed is kept in memory: after a
+crash a file is replayed from its start again, and what is already stored is skipped, so
+nothing is lost or stored twice.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -20,6 +31,8 @@ class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
+        # file name -> (byte offset, lines) of its beginning already in the database
+        self._done: dict[str, tuple[int, int]] = {}
 
     def files(self) -> list[Path]:
         if not self.folder.is_dir():
@@ -28,6 +41,8 @@ class Spool:
 
     def depth(self) -> int:
         """Webhooks waiting in the spool (one line each)."""
+        with self._lock:
+            done = dict(self._done)
         total = 0
         for path in self.files():
             try:
@@ -35,41 +50,125 @@ class Spool:
                     total += sum(1 for _ in handle)
             except FileNotFoundError:
                 continue
+            total -= done.get(path.name, (0, 0))[1]
         return total
 
+    def clean_partials(self) -> int:
+        """Remove `.partial` files: a write that never finished, never acknowledged (a full disk
+        or a crash mid-write). Return how many."""
+        if not self.folder.is_dir():
+            return 0
+        removed = 0
+        for path in self.folder.glob("spool-*.partial"):
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            _fsync_dir(self.folder)
+            log.warning("removed %d unfinished spool files (never acknowledged)", removed)
+        return removed
+
     def write(self, records: Sequence[EventRecord]) -> Path:
-        """Write records durably: the file and its folder entry are fsynced before return."""
+        """Write records durably: the file and its folder entry are fsynced before return. A
+        failed write leaves no file behind."""
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
             final = self.folder / f"spool-{time.time_ns():020d}-{os.getpid()}.jsonl"
             partial = final.with_suffix(".partial")
-            with partial.open("w", encoding="utf-8") as handle:
-                for record in records:
-                    handle.write(record.to_json() + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, final)
+            try:
+                with partial.open("w", encoding="utf-8") as handle:
+                    for record in records:
+                        handle.write(record.to_json() + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(partial, final)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
             _fsync_dir(self.folder)
         return final
 
-    def replay(self, cur: duckdb.DuckDBPyConnection, plivo_timezone: str) -> int:
-        """Move spooled webhooks into webhook_events, skipping any already stored."""
-        moved = 0
+    def hashes(self) -> Iterator[tuple[int, str]]:
+        """(params_hash, received_at) of every spooled webhook not yet replayed, oldest file
+        first: what the writer's duplicate tracker must know at start."""
         for path in self.files():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            records = [EventRecord.from_json(line) for line in lines if line.strip()]
-            cur.execute("BEGIN")
+            offset = self._done.get(path.name, (0, 0))[0]
             try:
-                insert_events(cur, records, plivo_timezone, skip_existing=True)
-                cur.execute("COMMIT")
-            except Exception:
-                cur.execute("ROLLBACK")
-                raise
-            path.unlink()
-            moved += len(records)
-            log.info("replayed %d spooled webhooks from %s", len(records), path.name)
-        if moved:
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    for line in handle:
+                        if line.strip():
+                            data = json.loads(line)
+                            yield int(data["params_hash"]), str(data["received_at"])
+            except FileNotFoundError:
+                continue
+
+    def replay_some(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        plivo_timezone: str,
+        limit: int,
+        committed: Callable[[], None] | None = None,
+    ) -> int:
+        """Move up to `limit` spooled webhooks (oldest first, across files) into webhook_events
+        in one transaction, skipping any already stored; return how many lines were read (0 when
+        the spool is empty). `committed` runs after the commit and before any file is removed
+        or marked done: if it raises, the spool stays as it was."""
+        records: list[EventRecord] = []
+        finished: list[Path] = []
+        progress: dict[str, tuple[int, int]] = {}
+        for path in self.files():
+            if len(records) >= limit:
+                break
+            offset, lines = self._done.get(path.name, (0, 0))
+            try:
+                handle = path.open("rb")
+            except FileNotFoundError:
+                continue
+            with handle:
+                handle.seek(offset)
+                while len(records) < limit:
+                    line = handle.readline()
+                    if not line:
+                        break
+                    lines += 1
+                    if line.strip():
+                        records.append(EventRecord.from_json(line.decode("utf-8")))
+                offset = handle.tell()
+                at_end = not handle.read(1)
+            if at_end:
+                finished.append(path)
+            else:
+                progress[path.name] = (offset, lines)
+        if not records and not finished:
+            return 0
+        cur.execute("BEGIN")
+        try:
+            insert_events(cur, records, plivo_timezone, skip_existing=True)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        if committed is not None:
+            committed()
+        with self._lock:
+            self._done.update(progress)
+            for path in finished:
+                self._done.pop(path.name, None)
+        for path in finished:
+            path.unlink(missing_ok=True)
+        if finished:
             _fsync_dir(self.folder)
+        log.info("replayed %d spooled webhooks (%d files finished)", len(records), len(finished))
+        return len(records) or len(finished)
+
+    def replay(self, cur: duckdb.DuckDBPyConnection, plivo_timezone: str) -> int:
+        """Move every spooled webhook into webhook_events, skipping any already stored."""
+        moved = 0
+        while step := self.replay_some(cur, plivo_timezone, 5000):
+            moved += step
         return moved
 
 

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,12 +19,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from callstatus.analyst import sandbox as safe_sql
 from callstatus.cli import main
 from callstatus.core.db import Database
 from tests.factories import T0, store
 from tests.servers import ServerProcess, running_server
 
 SNAPSHOT_NOTE = "reading the snapshot written"
+# One long function call: DuckDB's interrupt is not checked inside it.
+RUNAWAY = "SELECT length(regexp_replace(repeat('a', 300000000), 'a', 'bb', 'g'))"
 
 
 def six_calls(day: str) -> list[tuple[str, dict[str, str]]]:
@@ -98,7 +102,7 @@ def test_sql_parquet_needs_and_writes_a_file(
     db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run(capsys, "sql", "--db", str(db_path), "--format", "parquet", "SELECT 1")
-    assert code == 1 and "--out" in err
+    assert code == 2 and "--out" in err  # a usage error
     out = tmp_path / "events.parquet"
     query = "SELECT * FROM webhook_events;"  # a trailing semicolon is fine
     code, _, err = run(
@@ -210,7 +214,38 @@ def test_export_refuses_bad_days(
         "--until",
         until,
     )
-    assert code == 1 and message in err
+    assert code == 2 and message in err  # a usage error
+    assert err.startswith("callstatus: error: ") and err.count("\n") == 1
+
+
+def test_export_until_the_last_day_there_is(
+    db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "all"
+    code, _, err = run(
+        capsys,
+        "export",
+        "--db",
+        str(db_path),
+        "--out",
+        str(out),
+        "--format",
+        "csv",
+        "--until",
+        "9999-12-31",
+    )
+    assert code == 0, err
+    assert len(pd.read_csv(out / "webhook_events.csv")) == 24
+
+
+def test_sql_bounds_duckdb_memory(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    query = "SELECT current_setting('memory_limit') AS m"
+    code, out, _ = run(capsys, "sql", "--db", str(db_path), "--format", "csv", query)
+    assert code == 0 and out.splitlines()[1].endswith("GiB")  # 2GB, DuckDB says 1.8 GiB
+    code, out, _ = run(
+        capsys, "sql", "--db", str(db_path), "--format", "csv", "--memory-limit", "300MB", query
+    )
+    assert code == 0 and out.splitlines()[1] == "286.1 MiB"
 
 
 # -- while a server holds the database ---------------------------------------------------------
@@ -284,4 +319,43 @@ def test_missing_snapshot_while_locked_is_explained(
         holder.kill()
         holder.wait(timeout=10)
     assert code == 1
-    assert "has not written its snapshot" in err
+    assert "held by another process" in err and "has not written its snapshot" in err
+
+
+# Last in this file: it stores more webhooks in the served database.
+@pytest.mark.slow
+def test_the_server_keeps_answering_while_a_runaway_query_runs_on_its_snapshot(
+    served: ServerProcess,
+) -> None:
+    """The SQL page's runner against a real server's snapshot: the query that once held the
+    server 123 s runs in its own worker, killed at the limit, while /healthz and webhooks keep
+    their pace."""
+    snapshot = served.db.with_name("callstatus-snapshot.duckdb")
+    outcome: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            safe_sql.run_query(snapshot, RUNAWAY, time_limit_s=2)
+        except safe_sql.Refused as refusal:
+            outcome.append(refusal)
+
+    runner = threading.Thread(target=query)
+    started = time.perf_counter()
+    runner.start()
+    slowest = 0.0
+    stored = 0
+    with httpx.Client(base_url=served.url, timeout=5) as client:
+        while runner.is_alive():
+            asked = time.perf_counter()
+            health = client.get("/healthz")
+            posted = client.post("/plivo/hangup", data={"CallUUID": f"s{stored % 10}"})
+            slowest = max(slowest, time.perf_counter() - asked)
+            assert health.status_code == 200 and posted.status_code == 200
+            stored += 1
+            time.sleep(0.05)
+    runner.join()
+    assert time.perf_counter() - started < 2 + safe_sql.KILL_GRACE_S + 2.5
+    assert slowest < 1.0, slowest
+    assert stored >= 10
+    assert len(outcome) == 1 and "Stopped after 2 s" in str(outcome[0])
+    assert served.process.poll() is None

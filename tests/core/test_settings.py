@@ -79,23 +79,27 @@ def test_dial_timeout_is_a_sane_number(tmp_path: Path, timeout: str) -> None:
         make_settings(tmp_path, DIAL_TIMEOUT=timeout)
 
 
+LONG_PASSWORD = "correct-horse-battery"
+
+
 @pytest.mark.parametrize(
     ("host", "values", "missing"),
     [
         ("0.0.0.0", {}, ["DASHBOARD_PASSWORD", "PLIVO_AUTH_TOKEN"]),
-        ("0.0.0.0", {"DASHBOARD_PASSWORD": "pw"}, ["PLIVO_AUTH_TOKEN"]),
+        ("0.0.0.0", {"DASHBOARD_PASSWORD": LONG_PASSWORD}, ["PLIVO_AUTH_TOKEN"]),
         ("::", {"PLIVO_AUTH_TOKEN": "t"}, ["DASHBOARD_PASSWORD"]),
         ("calls.example.com", {}, ["DASHBOARD_PASSWORD", "PLIVO_AUTH_TOKEN"]),
         (
             "192.168.1.10",
-            {"PLIVO_AUTH_TOKEN": " ", "DASHBOARD_PASSWORD": "pw"},
+            {"PLIVO_AUTH_TOKEN": " ", "DASHBOARD_PASSWORD": LONG_PASSWORD},
             ["PLIVO_AUTH_TOKEN"],
         ),
         ("127.0.0.1", {}, []),
         ("127.0.0.2", {}, []),
         ("::1", {}, []),
         ("localhost", {}, []),
-        ("0.0.0.0", {"DASHBOARD_PASSWORD": "pw", "PLIVO_AUTH_TOKEN": "t"}, []),
+        ("0.0.0.0", {"DASHBOARD_PASSWORD": LONG_PASSWORD, "PLIVO_AUTH_TOKEN": "t"}, []),
+        ("127.0.0.1", {"DASHBOARD_PASSWORD": "pw"}, []),
     ],
 )
 def test_serving_beyond_loopback_needs_password_and_token(
@@ -111,6 +115,46 @@ def test_serving_beyond_loopback_needs_password_and_token(
         assert (name in str(refused.value)) == (name in missing)
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "calls.example.com"])
+@pytest.mark.parametrize("password", ["x", "pw", "elevenchars"])
+def test_serving_beyond_loopback_needs_a_12_character_password(
+    tmp_path: Path, host: str, password: str
+) -> None:
+    settings = make_settings(tmp_path, DASHBOARD_PASSWORD=password, PLIVO_AUTH_TOKEN="t")
+    with pytest.raises(SettingsError) as refused:
+        settings.check_serving(host)
+    message = str(refused.value)
+    assert f"{len(password)}-character DASHBOARD_PASSWORD" in message
+    assert "at least 12 characters" in message
+    assert "\n" not in message
+    make_settings(tmp_path, DASHBOARD_PASSWORD="twelve-chars", PLIVO_AUTH_TOKEN="t").check_serving(
+        host
+    )
+    settings.check_serving("127.0.0.1")  # on loopback any password will do
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CALLSTATUS_REQUEST_TIMEOUT", "0"),
+        ("CALLSTATUS_REQUEST_TIMEOUT", "soon"),
+        ("CALLSTATUS_KEEPALIVE_TIMEOUT", "0"),
+        ("CALLSTATUS_MAX_CONNECTIONS", "5"),
+        ("CALLSTATUS_MAX_CONNECTIONS", "many"),
+    ],
+)
+def test_connection_limits_are_sane_numbers(tmp_path: Path, name: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=name):
+        make_settings(tmp_path, **{name: value})
+
+
+def test_connection_limit_defaults(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    assert settings.request_timeout_s == 30
+    assert 5 <= settings.keepalive_timeout_s <= 15
+    assert settings.max_connections == 2000
+
+
 # (environment, extra arguments, what stderr must say); the combinations are covered above
 CLI_CASES = [
     ({"PUBLIC_BASE_URL": "calls.example.com"}, [], "invalid PUBLIC_BASE_URL"),
@@ -120,6 +164,11 @@ CLI_CASES = [
         ["--host", "0.0.0.0"],
         "refusing to listen on 0.0.0.0 without DASHBOARD_PASSWORD (the dashboard shows callers'"
         " numbers) and PLIVO_AUTH_TOKEN",
+    ),
+    (
+        {"DASHBOARD_PASSWORD": "letmein", "PLIVO_AUTH_TOKEN": "t"},
+        ["--host", "0.0.0.0"],
+        "refusing to listen on 0.0.0.0 with a 7-character DASHBOARD_PASSWORD: use at least 12",
     ),
 ]
 

@@ -13,8 +13,9 @@ from callstatus.core import settings as settings_module
 from callstatus.cli import main as callstatus
 from callstatus.core.db import Database
 from callstatus.dashboard import tiles
+from callstatus.dashboard.text import plain
 
-APP = str(Path(__file__).resolve().parents[2] / "callstatus" / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PAGES = ["screens/causes.py", "screens/legs.py", "screens/calls.py", "screens/health.py"]
 
 
@@ -116,8 +117,9 @@ def test_calls_page_shows_one_call(seeded: Path) -> None:
     at = _app(q=str(call))
     at.switch_page("screens/calls.py").run()
     assert not at.exception
-    assert _metric(at, "Outcome") == outcome
-    assert any(str(call) in h.value for h in at.header)
+    # Metric values and headers are Markdown: values from webhooks arrive escaped.
+    assert _metric(at, "Outcome") == plain(outcome)
+    assert any(plain(call) in h.value for h in at.header)
 
 
 def test_an_empty_database_shows_how_to_start(
@@ -131,3 +133,70 @@ def test_an_empty_database_shows_how_to_start(
     text = " ".join(str(c.value) for c in at.code)
     assert "/plivo/answer" in text and "/plivo/hangup" in text
     assert "callstatus demo" in text
+
+
+# -- text from outside, and the advice built from refused requests ---------------------------
+
+
+def test_plain_and_code_leave_no_markup() -> None:
+    from callstatus.dashboard.text import WORD_JOINER, code
+
+    planted = "**b** [l](http://evil.example) ![i](x.png) <img src=x> :smile: $x$ `c` a@b.io\n# h"
+    escaped = plain(planted)
+    # Every ASCII punctuation character escaped, nothing left to start Markdown or HTML.
+    assert all(escaped[i - 1] == "\\" for i, ch in enumerate(escaped)
+               if ch in "*[]()<>!:$`#@" and i > 0)
+    assert "\n" not in escaped
+    assert f"{WORD_JOINER}http" in escaped and f"@{WORD_JOINER}" in escaped
+    assert code("a`b``c") == "```a`b``c```"
+    assert code("`x") == "`` `x ``"
+    assert code(" x ") == "`  x  `"
+    assert code("x\n\ny") == "`x y`"
+    assert code("") == ""
+
+
+def _refused(reason: str, url: str, headers: dict[str, str], params: dict[str, str],
+             method: str = "POST") -> dict[str, object]:
+    import json
+
+    return {"reason": reason, "http_method": method, "checked_url": url,
+            "headers": json.dumps(headers), "params": json.dumps(params), "truncated": False}
+
+
+def test_advice_proposes_only_a_verified_address() -> None:
+    import pandas as pd
+
+    from callstatus.dashboard.receiver_status import base_url_advice
+    from tests.factories import signed_headers
+
+    token, public = "advice-token", "https://calls.example.com"
+    params = {"CallUUID": "c-1", "Event": "Hangup"}
+    body = {key: [value] for key, value in params.items()}
+    # Plivo signed for the public address; a proxy forwarded it, we checked the inner one.
+    signed = signed_headers("POST", f"{public}/plivo/hangup?tenant=a", body, token)
+    proxied = {**{k.lower(): v for k, v in signed.items()},
+               "host": "127.0.0.1:8000", "x-forwarded-host": "calls.example.com",
+               "x-forwarded-proto": "https"}
+    good = _refused("bad_signature", "http://127.0.0.1:8000/plivo/hangup?tenant=a", proxied,
+                    {**params, "tenant": "a"})
+    [advice] = base_url_advice(pd.DataFrame([good]), [token])
+    assert "`PUBLIC_BASE_URL=https://calls.example.com`" in advice
+
+    # The same header on a forged request: quoted as a claim, never proposed.
+    forged = {**proxied, "x-forwarded-host": "evil.example](http://evil.example)",
+              "x-plivo-signature-v3": "Zm9yZ2Vk"}
+    bad = _refused("bad_signature", "http://127.0.0.1:8000/plivo/hangup", forged, params)
+    [advice] = base_url_advice(pd.DataFrame([bad]), [token])
+    assert "PUBLIC_BASE_URL=https://evil" not in advice
+    assert "`https://evil.example](http://evil.example)`" in advice
+    assert "any client can send" in advice
+    # A wrong token verifies nothing either.
+    [advice] = base_url_advice(pd.DataFrame([good]), ["another-token"])
+    assert "PUBLIC_BASE_URL=https://calls" not in advice
+
+    unsigned = _refused("missing_signature", "http://127.0.0.1:8000/plivo/hangup",
+                        {"x-forwarded-host": "evil.example"}, params)
+    assert base_url_advice(pd.DataFrame([unsigned]), [token]) == [
+        "Requests arrived **without** Plivo signature headers: they are not from Plivo, "
+        "or a proxy in front of callstatus strips the `X-Plivo-Signature-*` headers."
+    ]

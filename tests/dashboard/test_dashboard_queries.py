@@ -405,3 +405,32 @@ def test_rates_over_time_equal_their_plain_definition(
                 got = queries.rates_over_time(f).frame
                 pd.testing.assert_frame_equal(got, expected, check_dtype=True)
     settings_module.get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("on_rollups", [True, False])
+def test_call_timeline_collapses_repeats_and_stays_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_rollups: bool
+) -> None:
+    """A webhook replayed 300 times is one entry; past the cap, entries are counted only."""
+    path = tmp_path / "replayed.duckdb"
+    database = Database(path)
+    hangup = _hangup("rep-001", "inbound", 4000, "Normal Hangup", "NORMAL_CLEARING", 30, True)
+    rings = [("ring", {"CallUUID": "rep-001", "Direction": "inbound", "Seq": str(i)})
+             for i in range(250)]
+    store(database, [hangup] * 300 + rings, step=timedelta(milliseconds=10))
+    if on_rollups:
+        rollups.refresh(database.cursor())
+    database.close()
+    monkeypatch.setenv("CALLSTATUS_DB", str(path))
+    settings_module.get_settings.cache_clear()
+    try:
+        frame = queries.call_timeline("rep-001", "UTC", limit=200).frame
+    finally:
+        settings_module.get_settings.cache_clear()
+    assert len(frame) == 200
+    first = frame.iloc[0]
+    assert (first["kind"], first["deliveries"], bool(first["duplicate"])) == ("hangup", 300, True)
+    assert first["last_received"] > first["received"]
+    assert (frame["entries"].iloc[0], frame["webhooks"].iloc[0]) == (251, 550)
+    assert frame["deliveries"].iloc[1:].eq(1).all() and not frame["duplicate"].iloc[1:].any()
+    assert frame["received"].is_monotonic_increasing

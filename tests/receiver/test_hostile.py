@@ -163,6 +163,23 @@ def test_one_error_shape_for_every_refusal(tmp_path: Path) -> None:
         _assert_error_shape(client.get("/metrics"), 401, "unauthorized")
 
 
+def test_a_failure_inside_the_receiver_is_a_500_in_the_same_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callstatus.app import runtime
+
+    async def broken(record: object) -> None:
+        raise KeyError("a bug")
+
+    with app_client(tmp_path) as client:
+        rt = runtime.current()
+        assert rt is not None
+        monkeypatch.setattr(rt.writer, "store", broken)
+        _assert_error_shape(client.post("/plivo/hangup", data={"A": "1"}), 500, "internal_error")
+        monkeypatch.undo()
+        assert client.post("/plivo/hangup", data={"A": "1"}).status_code == 200
+
+
 def test_not_started_is_a_503_in_the_same_shape(tmp_path: Path) -> None:
     # Without the lifespan (no writer yet), a webhook is refused rather than lost silently.
     app = build_app(make_settings(tmp_path))
@@ -349,7 +366,9 @@ def test_a_barrage_of_garbage_leaves_the_server_answering(tmp_path: Path) -> Non
                 base=server.url,
             )
             assert response.status_code == 200, response.text
-            health = client.get("/healthz").json()
+            # The details are the operator's: behind the dashboard's password.
+            assert client.get("/healthz").json() == {"status": "ok"}
+            health = client.get("/healthz", auth=("ops", "pw")).json()
         assert health["status"] == "ok"
         assert health["last_event_at"] is not None
         _assert_clean_log(server)

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from callstatus.app import runtime
 from tests.conftest import app_client
-from tests.factories import metric, rows, signed_request, wait_until
+from tests.factories import metric, rows, signed_headers, signed_request, wait_until
 
 TOKEN = "main-account-token"
 SUB_TOKEN = "sub-account-token"
@@ -429,7 +429,11 @@ def test_duplicates_are_flagged(tmp_path: Path) -> None:
             row["duplicate"]
             for row in rows("SELECT duplicate FROM webhook_events ORDER BY received_at")
         ]
-    assert flags == [False, True, True, True, False, False, True]
+        (repeats,) = rows("SELECT sum(repeats)::INTEGER AS n FROM webhook_repeats")
+    # Three deliveries of the first are stored (flagged from the second on); its fourth and
+    # fifth (GET, other key order: the same fingerprint) are counted, not stored.
+    assert flags == [False, True, True, False, False]
+    assert repeats["n"] == 2
 
 
 def test_healthz(tmp_path: Path) -> None:
@@ -456,6 +460,60 @@ def test_healthz(tmp_path: Path) -> None:
     assert body["signature_checks"] == "on"
     last = datetime.fromisoformat(body["last_event_at"])
     assert abs((datetime.now(UTC) - last).total_seconds()) < 60
+
+
+def test_healthz_shows_details_to_the_operator_only(tmp_path: Path) -> None:
+    password = "correct-horse-battery"
+    secret = f"IOException: could not write {tmp_path}/callstatus.duckdb: No space left"
+    with app_client(tmp_path, DASHBOARD_PASSWORD=password) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        rt = runtime.current()
+        assert rt is not None
+        rt.writer.last_error = secret
+        try:
+            public = client.get("/healthz")
+            wrong = client.get("/healthz", headers=_basic("wrong"))
+            operator = client.get("/healthz", headers=_basic(password))
+            head = client.head("/healthz")
+        finally:
+            rt.writer.last_error = None
+        healthy = client.get("/healthz")
+    # Degraded is a 503 (monitors alert on non-2xx); the public learns nothing else.
+    assert (public.status_code, public.json()) == (503, {"status": "degraded"})
+    assert (wrong.status_code, wrong.json()) == (503, {"status": "degraded"})
+    assert str(tmp_path) not in public.text and "IOException" not in public.text
+    assert head.status_code == 503 and head.content == b""
+    assert operator.status_code == 503
+    assert operator.json()["status"] == "degraded"
+    assert operator.json()["database"] == secret
+    assert (healthy.status_code, healthy.json()) == (200, {"status": "ok"})
+
+
+def test_a_get_body_is_ignored(tmp_path: Path) -> None:
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    with app_client(tmp_path) as client:
+        response = client.request(
+            "GET", "/plivo/hangup?CallUUID=g1", content=b"CallUUID=smuggled&X=1", headers=form_type
+        )
+        assert response.status_code == 200, response.text
+        # Not read at all: neither its type nor its size is refused.
+        odd = client.request("GET", "/plivo/ring?CallUUID=g2", content=b'{"x": 1}' * 10_000)
+        assert odd.status_code == 200, odd.text
+        stored = rows("SELECT params FROM webhook_events ORDER BY call_uuid")
+    assert [json.loads(row["params"]) for row in stored] == [{"CallUUID": "g1"}, {"CallUUID": "g2"}]
+    with app_client(tmp_path / "signed", **SIGNED) as client:
+        # Signed over the query only, as Plivo signs a GET: the body does not break it.
+        query = "/plivo/hangup?CallUUID=g3"
+        headers = {**signed_headers("GET", BASE + query, {}, TOKEN), **form_type}
+        response = client.request("GET", query, content=b"Extra=1", headers=headers)
+        assert response.status_code == 200, response.text
+        # A signature that covers the body as well does not verify.
+        headers = {**signed_headers("GET", BASE + query, {"Extra": ["1"]}, TOKEN), **form_type}
+        response = client.request("GET", query, content=b"Extra=1", headers=headers)
+        assert response.status_code == 403, response.text
+        (row,) = rows("SELECT params, signature FROM webhook_events")
+    assert json.loads(row["params"]) == {"CallUUID": "g3"}
+    assert row["signature"] == "valid"
 
 
 def test_metrics(tmp_path: Path) -> None:

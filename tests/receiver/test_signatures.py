@@ -276,3 +276,24 @@ def test_invalid_signatures_are_refused(
         verify(method, url, body, headers, tokens)
     assert refused.value.reason == reason
     assert str(refused.value)
+
+
+def test_signature_headers_are_bounded_before_any_hmac() -> None:
+    import time
+
+    tokens = [f"token-{i}" for i in range(10)]
+    # The most a real request carries: MAX_SIGNATURES of them, the good one last.
+    verify("POST", URL, BODY, _headers(",".join([OTHER] * 15 + [GOOD])), [*tokens, TOKEN])
+    forged = {
+        "16 MB of commas": _headers("A," * 8_000_000),
+        "17 signatures": _headers(",".join([OTHER] * 16 + [GOOD])),
+        "a signature over 1 KiB": _headers(GOOD + " " * 1024),
+        "Ma-V3 over 1 KiB": _headers(GOOD, ma_v3="A" * 2000),
+        "a nonce over 256": _headers(GOOD, nonce="1" * 257),
+    }
+    for name, headers in forged.items():
+        started = time.perf_counter()
+        with pytest.raises(SignatureError) as refused:
+            verify("POST", URL, BODY, headers, [*tokens, TOKEN])
+        assert time.perf_counter() - started < 0.1, name
+        assert refused.value.reason == "bad_signature", name

@@ -144,10 +144,15 @@ def test_a_spool_left_by_a_previous_process_is_replayed_at_start(tmp_path: Path)
     left: Sequence[EventRecord] = _records(4, prefix="left")
     spool.write(left[:2])
     spool.write(left[2:])
-    # What a process that died mid-write leaves: never acknowledged, never replayed.
-    (tmp_path / "spool" / "spool-00000000000000000000-1.partial").write_text('{"trunc')
+    # What a process that died mid-write leaves: never acknowledged, never replayed, removed.
+    partial = tmp_path / "spool" / "spool-00000000000000000000-1.partial"
+    partial.write_text('{"trunc')
     with app_client(tmp_path) as client:
+        assert not partial.exists()
+        # Replayed by the writer thread in steps, between new webhooks.
+        wait_until(lambda: rows("SELECT count(*) AS n FROM webhook_events")[0]["n"] == 4)
         stored = rows("SELECT call_uuid, event_id::VARCHAR AS id FROM webhook_events")
+        wait_until(lambda: client.get("/healthz").json()["status"] == "ok")
         health = client.get("/healthz").json()
         # A retry of a spooled webhook arriving after the restart is still a duplicate.
         assert client.post("/plivo/hangup", data={"CallUUID": "left0"}).status_code == 200
@@ -157,9 +162,8 @@ def test_a_spool_left_by_a_previous_process_is_replayed_at_start(tmp_path: Path)
         )
     assert sorted(str(row["id"]) for row in stored) == sorted(str(r.event_id) for r in left)
     assert health["spool_depth"] == 0
-    assert health["status"] == "ok"
     assert retry["duplicate"] is True
-    assert not list((tmp_path / "spool").glob("spool-*.jsonl"))
+    assert not list((tmp_path / "spool").glob("spool-*"))
 
 
 def test_when_the_spool_fails_too_the_webhook_is_refused_not_lost_silently(
@@ -180,3 +184,45 @@ def test_when_the_spool_fails_too_the_webhook_is_refused_not_lost_silently(
         monkeypatch.undo()
         assert client.post("/plivo/hangup", data={"CallUUID": "ok"}).status_code == 200
         assert [r["call_uuid"] for r in rows("SELECT call_uuid FROM webhook_events")] == ["ok"]
+
+
+def test_a_spool_step_that_cannot_confirm_its_file_keeps_the_spool(tmp_path: Path) -> None:
+    database = Database(tmp_path / "confirm.duckdb")
+    spool = Spool(tmp_path / "spool")
+    for first in range(0, 30, 10):
+        spool.write(_records(10, prefix=f"f{first}-"))
+
+    def gone() -> None:
+        raise RuntimeError("the database file was replaced")
+
+    with pytest.raises(RuntimeError):
+        spool.replay_some(database.cursor(), "UTC", 25, committed=gone)
+    assert spool.depth() == 30 and len(spool.files()) == 3
+    # A crash after a step's commit: a new process replays from the files' start, and what
+    # is already stored is skipped.
+    assert spool.replay_some(database.cursor(), "UTC", 15) == 15
+    assert spool.depth() == 15
+    again = Spool(tmp_path / "spool")
+    assert again.replay(database.cursor(), "UTC") > 0
+    (count,) = (
+        database.cursor()
+        .execute("SELECT count(*), count(DISTINCT event_id) FROM webhook_events")
+        .fetchall()
+    )
+    database.close()
+    assert count == (30, 30)
+    assert not list((tmp_path / "spool").glob("spool-*"))
+
+
+def test_a_failed_spool_write_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("callstatus.receiver.spool.os.fsync", full)
+    spool = Spool(tmp_path / "spool")
+    for _ in range(3):
+        with pytest.raises(OSError):
+            spool.write(_records(2))
+    assert list((tmp_path / "spool").iterdir()) == []

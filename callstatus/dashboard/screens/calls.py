@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import streamlit as st
 
 from callstatus.dashboard import charts, controls, queries, widgets
+from callstatus.dashboard.text import plain
 
 
 def render() -> None:
@@ -27,21 +29,30 @@ def render() -> None:
     _call(str(found.frame["call_uuid"].iloc[rows[0] if rows else 0]), f.tz)
 
 
+def _shown(value: object) -> str:
+    """A value from a webhook as Markdown text; a missing one as a dash."""
+    if value is None or pd.isna(value):
+        return "—"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # an INTEGER column with NULLs reaches pandas as floats
+    return plain(value)
+
+
 def _call(call_uuid: str, tz: str) -> None:
     summary = queries.call_summary(call_uuid, tz)
-    st.header(f"Call {call_uuid}")
+    st.header(f"Call {plain(call_uuid)}")
     if summary.frame.empty:
         st.warning("No call-leg webhooks for this UUID (only Dial events, perhaps).")
     else:
         row = summary.frame.iloc[0]
         cols = st.columns(3)
-        cols[0].metric("Outcome", str(row["outcome"]), border=True)
-        cols[1].metric("Direction", str(row["direction"]), border=True)
+        cols[0].metric("Outcome", _shown(row["outcome"]), border=True)
+        cols[1].metric("Direction", _shown(row["direction"]), border=True)
         cols[2].metric("Duration", "—" if row.isna()["duration_s"]
                        else f"{int(row['duration_s'])} s", border=True)
-        st.markdown(f"**Hangup cause:** {row['hangup_cause_code']} "
-                    f"{row['hangup_cause_name']} · {row['hangup_cause']} · "
-                    f"source {row['hangup_source']}")
+        st.markdown(f"**Hangup cause:** {_shown(row['hangup_cause_code'])} "
+                    f"{_shown(row['hangup_cause_name'])} · {_shown(row['hangup_cause'])} · "
+                    f"source {_shown(row['hangup_source'])}")
         widgets.table(summary, "call")
 
     st.subheader("B legs")
@@ -49,15 +60,46 @@ def _call(call_uuid: str, tz: str) -> None:
 
     st.subheader("Timeline of webhooks")
     timeline = queries.call_timeline(call_uuid, tz)
-    widgets.chart(timeline, charts.call_timeline(timeline.frame, tz), "timeline")
-    for event in timeline.frame.itertuples():
-        label = f"{event.received:%H:%M:%S.%f}"[:-3] + f" · {event.kind}"
-        if event.duplicate:
+    frame = timeline.frame
+    widgets.chart(timeline, charts.call_timeline(frame, tz), "timeline")
+    if frame.empty:
+        return
+    entries, webhooks = int(frame["entries"].iloc[0]), int(frame["webhooks"].iloc[0])
+    if webhooks > entries:
+        st.caption(f"{webhooks:,} webhooks as {entries:,} entries: repeated deliveries of the "
+                   "same webhook (same kind and parameters) are shown once, with their count.")
+    for event in frame.itertuples():
+        label = f"{event.received:%H:%M:%S.%f}"[:-3] + f" · {plain(event.kind)}"
+        if event.deliveries > 1:
+            label += f" · delivered {event.deliveries:,} times"
+        elif event.duplicate:
             label += " · duplicate"
         with st.expander(label):
             st.json(json.loads(event.params))
-            st.caption(f"{event.http_method}, signature {event.signature}, "
-                       f"event {event.event_id}")
+            about = (f"{plain(event.http_method)}, signature {plain(event.signature)}, "
+                     f"event {plain(event.event_id)}")
+            if event.deliveries > 1:
+                about = (f"{event.deliveries:,} deliveries, the last at "
+                         f"{event.last_received:%Y-%m-%d %H:%M:%S}. The first: {about}")
+            st.caption(about)
+    if entries > len(frame):
+        st.info(
+            f"Showing the first {len(frame):,} of {entries:,} entries. Every webhook of this "
+            f"call is on the SQL page (Operations → SQL), e.g.:", icon=":material/database:"
+        )
+        st.code(_all_webhooks_sql(call_uuid), language="sql")
 
 
-render()
+def _all_webhooks_sql(call_uuid: str) -> str:
+    """A query for the SQL page listing every stored webhook of the call, the UUID quoted."""
+    literal = "'" + call_uuid.replace("'", "''") + "'"
+    return (
+        "SELECT received_at, kind, duplicate, params\nFROM webhook_events\n"
+        f"WHERE call_uuid = {literal} OR dial_a_leg_uuid = {literal}\n"
+        "   OR dial_b_leg_uuid IN\n"
+        f"      (SELECT b_leg_uuid FROM dial_legs WHERE a_leg_uuid = {literal})\n"
+        "ORDER BY received_at"
+    )
+
+
+controls.live(render)

@@ -51,4 +51,4 @@ def _leg_section(f: Filters, leg: str) -> None:
         widgets.table(queries.cause_legs(f, leg, cause), f"cause-calls-{leg}")
 
 
-render()
+controls.live(render)

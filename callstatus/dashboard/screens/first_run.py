@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from callstatus.dashboard import receiver_status
+from callstatus.dashboard.text import plain
 
 
 def render() -> None:
@@ -13,10 +14,11 @@ def render() -> None:
     base, origin = receiver_status.public_base_url()
     st.subheader("1 · Point your Plivo application here")
     st.caption(f"Base URL from {origin}. Method: POST (Plivo's default).")
+    # st.table reads Markdown in its cells; the base URL may come from request headers.
     st.table(
         {
-            "Plivo setting": list(receiver_status.PLIVO_PATHS),
-            "URL": [base + path for path in receiver_status.PLIVO_PATHS.values()],
+            "Plivo setting": [plain(name) for name in receiver_status.PLIVO_PATHS],
+            "URL": [plain(base + path) for path in receiver_status.PLIVO_PATHS.values()],
         }
     )
     st.code(

@@ -17,8 +17,9 @@ def render() -> None:
     totals = queries.receiver_totals(f)
     row = totals.frame.iloc[0]
     live = receiver_status.status()
-    cols = st.columns(5)
-    # Short values: five tiles share the row, and a long one is cut to "21 min …".
+    repeats = queries.repeats_not_stored(f).frame.iloc[0]["repeats"]
+    cols = st.columns(6)
+    # Short values: six tiles share the row, and a long one is cut to "21 min …".
     cols[0].metric("Since last webhook", _ago(row["last_event_at"]), border=True,
                    help="Time since the most recent webhook was stored (any time range).")
     cols[1].metric("Webhooks", tiles.fmt_count(row["webhooks"]), border=True)
@@ -30,6 +31,10 @@ def render() -> None:
     cols[4].metric("Spool depth",
                    "—" if live.spool_depth is None else tiles.fmt_count(live.spool_depth),
                    border=True, help="Webhooks waiting on disk for the database (0 is healthy).")
+    cols[5].metric("Repeats not stored", tiles.fmt_count(repeats), border=True,
+                   help="Deliveries of the same webhook past the first 3 within 10 minutes "
+                   "(a replay): answered 200, since a stored copy has the same content, but "
+                   "only counted (webhook_repeats).")
     snapshot = "—" if live.snapshot_age_s is None else f"{live.snapshot_age_s:.0f} s"
     st.caption(
         f"Signature checks: **{live.signature_checks}** · snapshot age: **{snapshot}** · "
@@ -47,8 +52,9 @@ def render() -> None:
     if rejected.frame.empty:
         st.success("No request was refused in this range.")
     else:
-        advice = receiver_status.base_url_advice(rejected.frame)
-        if advice:
+        samples = queries.rejected_samples(f)
+        for advice in receiver_status.base_url_advice(samples.frame,
+                                                      receiver_status.auth_tokens()):
             st.error(advice, icon=":material/link_off:")
     widgets.table(rejected, "rejected")
 
@@ -68,4 +74,4 @@ def _ago(moment: object) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-render()
+controls.live(render)

@@ -62,4 +62,4 @@ def render() -> None:
     widgets.table(queries.pairings(f, tuple(outcomes), tuple(positions), search), "pairings")
 
 
-render()
+controls.live(render)

@@ -49,4 +49,4 @@ def render() -> None:
         widgets.chart(heat, charts.heatmap(heat.frame, RATE_NAMES[metric or lead]), "heatmap")
 
 
-render()
+controls.live(render)

@@ -1,0 +1,120 @@
+"""The dashboard's password (HTTP Basic, any user name) and the limit on failed logins."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import math
+import time
+from collections.abc import Callable
+from enum import Enum
+
+from starlette.types import Scope
+
+# After this many wrong passwords from one address within WINDOW_S, every login attempt from
+# it gets a 429 until the window ends, the right password included.
+MAX_FAILURES = 10
+WINDOW_S = 60.0
+# Addresses tracked at once (about 200 bytes each); past it the oldest entry is dropped.
+MAX_TRACKED = 10_000
+
+
+class Verdict(Enum):
+    OK = "ok"
+    MISSING = "missing"  # no credentials offered
+    WRONG = "wrong"
+    LOCKED = "locked"  # too many failures: not even checked
+
+
+def client_key(scope: Scope) -> str:
+    """Who a failure counts against: the client address (uvicorn puts the proxy's
+    X-Forwarded-For there when the proxy is trusted), IPv6 by /64 network."""
+    client = scope.get("client")
+    host = str(client[0]) if client else "unknown"
+    if ":" in host:
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return host
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
+
+
+class LoginLimiter:
+    """Failed logins per address in fixed windows of WINDOW_S, bounded in memory."""
+
+    def __init__(
+        self,
+        max_failures: int = MAX_FAILURES,
+        window_s: float = WINDOW_S,
+        max_tracked: int = MAX_TRACKED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_tracked = max_tracked
+        self.clock = clock
+        # address -> [window start, failures]; insertion order is window-start order.
+        self.failures: dict[str, list[float]] = {}
+
+    def retry_after(self, key: str) -> int:
+        """Seconds until `key` may try again; 0 when it may now."""
+        entry = self.failures.get(key)
+        if entry is None or entry[1] < self.max_failures:
+            return 0
+        left = entry[0] + self.window_s - self.clock()
+        if left <= 0:
+            del self.failures[key]
+            return 0
+        return max(1, math.ceil(left))
+
+    def fail(self, key: str) -> None:
+        now = self.clock()
+        entry = self.failures.get(key)
+        if entry is not None and now - entry[0] < self.window_s:
+            entry[1] += 1
+            return
+        if entry is not None:
+            del self.failures[key]  # re-inserted last: a new window
+        while len(self.failures) >= self.max_tracked:
+            del self.failures[next(iter(self.failures))]
+        self.failures[key] = [now, 1]
+
+
+class BasicAuth:
+    """The one password check, shared by the dashboard's middleware and /healthz."""
+
+    def __init__(self, password: str, limiter: LoginLimiter | None = None) -> None:
+        self.password = password.encode()
+        self.limiter = limiter or LoginLimiter()
+
+    def check(self, scope: Scope) -> tuple[Verdict, int]:
+        """The verdict on a request's credentials, and the Retry-After seconds when LOCKED."""
+        header = b""
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"authorization":
+                header = value
+                break
+        if not header:
+            return Verdict.MISSING, 0  # not a login attempt: the browser is asked for one
+        key = client_key(scope)
+        retry_after = self.limiter.retry_after(key)
+        if retry_after:
+            return Verdict.LOCKED, retry_after
+        if self._matches(header):
+            return Verdict.OK, 0
+        self.limiter.fail(key)
+        return Verdict.WRONG, 0
+
+    def _matches(self, header: bytes) -> bool:
+        scheme, _, encoded = header.partition(b" ")
+        if scheme.lower() != b"basic":
+            return False
+        try:
+            _, _, given = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+        except ValueError:
+            return False
+        return hmac.compare_digest(given, self.password)
