@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 import receiver.runtime
 import receiver.writer
-from callstatus import rollups
+from callstatus import rollups, safe_sql
 from callstatus import settings as settings_module
 from callstatus.cli import main as callstatus
 from callstatus.db import Database
@@ -386,3 +386,10 @@ def test_the_health_page_shows_repeats_not_stored(
     finally:
         settings_module.get_settings.cache_clear()
     assert values == [tiles.fmt_count(1234)]
+    # Analysts see the table: in the SQL page's list, and exported (filtered on its bucket).
+    assert "webhook_repeats" in safe_sql.schema(path)
+    since = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
+    out = tmp_path / "export"
+    assert callstatus(["export", "--db", str(path), "--out", str(out), "--since", since]) == 0
+    exported = duckdb.sql(f"SELECT sum(repeats) FROM '{out / 'webhook_repeats.parquet'}'")
+    assert exported.fetchall() == [(1234,)]
