@@ -116,6 +116,9 @@ def test_a_replayed_signed_webhook_is_stored_three_times_and_the_rest_counted(
     assert stored == 3
     assert repeats == 497
     assert fresh_stored == 21
+    # The analysts' snapshot, written at stop, holds the counts too.
+    snapshot = db.with_name("bounded-snapshot.duckdb")
+    assert _read(snapshot, "SELECT sum(repeats) FROM webhook_repeats") == [(497,)]
 
     [(kept, kept_bytes)] = _read(
         db,
