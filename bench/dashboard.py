@@ -37,7 +37,7 @@ os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")
 import duckdb  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from callstatus import rollups  # noqa: E402
+from callstatus.core import rollups  # noqa: E402
 from callstatus.core.db import Database  # noqa: E402
 from callstatus.simulator.seed import seed_calls, seed_database  # noqa: E402
 from callstatus.core.settings import Settings, get_settings  # noqa: E402

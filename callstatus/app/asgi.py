@@ -130,12 +130,12 @@ async def _internal_error(scope: Scope, receive: Receive, send: Send) -> None:
 
 def _start_background_jobs(rt: runtime.Runtime) -> None:
     """Jobs that run beside the receiver (the analysts' snapshot), if installed."""
-    from callstatus import rollups
+    from callstatus.core import rollups
 
     # First, so that its final refresh at stop lands in the final snapshot (on_stop runs in order).
     rollups.start_background(rt)
     try:
-        from callstatus import snapshot
+        from callstatus.core import snapshot
     except ImportError:
         return
     snapshot.start_background(rt)

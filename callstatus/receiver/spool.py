@@ -104,6 +104,9 @@ class Spool:
                             yield int(data["params_hash"]), str(data["received_at"])
             except FileNotFoundError:
                 continue
+            except (ValueError, KeyError, TypeError) as exc:
+                # Replay reports it (and retries); the server must start all the same.
+                log.error("unreadable line in %s: %s", path.name, exc)
 
     def replay_some(
         self,

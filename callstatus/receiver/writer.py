@@ -135,6 +135,12 @@ class Writer:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
+        if self._pending_repeats:
+            log.warning(
+                "%d repeats acknowledged while the database refused writes were not counted "
+                "in webhook_repeats (their stored copies are in the spool)",
+                sum(self._pending_repeats.values()),
+            )
         try:
             self.database.cursor().execute("CHECKPOINT")
         except Exception as exc:  # a failing disk must not block shutdown

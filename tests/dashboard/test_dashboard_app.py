@@ -15,7 +15,7 @@ from callstatus.core.db import Database
 from callstatus.dashboard import tiles
 from callstatus.dashboard.text import plain
 
-APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "callstatus" / "dashboard" / "app.py")
 PAGES = ["screens/causes.py", "screens/legs.py", "screens/calls.py", "screens/health.py"]
 
 

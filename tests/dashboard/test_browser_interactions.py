@@ -306,7 +306,7 @@ def test_live_mode_refreshes_in_place_and_widgets_still_work(
     # A new webhook (a ring of a known call: no new call, the other tests' figures stay).
     reply = httpx.post(f"{seeded.server.url}/plivo/ring",
                        data={"CallUUID": seeded.first_calls[0], "Event": "Ring",
-                             "Note": "live-refresh"}, timeout=10)
+                             "Note": "live-refresh"}, timeout=30)
     assert reply.status_code == 200
     deadline = time.monotonic() + 40
     while tile.inner_text() == before:
@@ -396,12 +396,12 @@ def test_planted_markup_shows_as_text(tmp_path: Path, pixel: str, page: Any) -> 
     with running_server(tmp_path / "markup.duckdb", {"PLIVO_AUTH_TOKEN": TOKEN}) as server, \
             httpx.Client(base_url=server.url, timeout=10) as client:
         # Signed webhooks (stored) whose parameters hold markup; the hangup delivered twice.
+        # Never answered, so its cause shows on Hangup causes without "include answered".
         answer = [("CallUUID", call_uuid), ("Direction", direction), ("From", number),
                   ("To", "+14155550100"), ("CallStatus", "in-progress"), ("Event", "StartApp")]
         hangup = [*answer[:4], ("CallStatus", "completed"), ("HangupCause", cause),
-                  ("HangupCauseName", image), ("HangupCauseCode", "4000"),
-                  ("HangupSource", link), ("Duration", "7"), ("BillDuration", "7"),
-                  ("AnswerTime", "2026-11-02 09:00:01")]
+                  ("HangupCauseName", image), ("HangupCauseCode", "3000"),
+                  ("HangupSource", link), ("Duration", "0"), ("BillDuration", "0")]
         for path, pairs in (("/plivo/answer", answer), ("/plivo/hangup", hangup),
                             ("/plivo/hangup", hangup)):
             reply = signed_request(client, "POST", path, pairs, base=server.url, token=TOKEN)
@@ -443,6 +443,21 @@ def test_planted_markup_shows_as_text(tmp_path: Path, pixel: str, page: Any) -> 
         entry.locator('[data-testid="stJson"]').wait_for(timeout=LOAD_MS)
         assert cause in visible(entry.inner_text())
         assert_no_planted_links(page, planted)
+
+        # The other pages: the link's numbers in their captions, the planted cause among
+        # Hangup causes' choices.
+        for path, title, query in (("/", "Call outcomes", links),
+                                   ("/causes", "Hangup causes", "range=Last+24+hours"),
+                                   ("/legs", "A/B legs", links)):
+            page.goto(f"{server.url}{path}?{query}", timeout=LOAD_MS)
+            page.locator("h1").filter(has_text=title).wait_for(timeout=LOAD_MS)
+            assert_clean(page, title)
+            if query == links:
+                assert number in main_text(page) and link in main_text(page), title
+            else:
+                cause_box = page.get_by_role("combobox", name="Cause", exact=True)
+                assert image in cause_box.input_value()
+            assert_no_planted_links(page, planted)
 
     time.sleep(0.5)
     assert _Pixel.hits == [], "the browser fetched a planted image"

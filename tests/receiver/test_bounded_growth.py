@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 import callstatus.app.runtime
 import callstatus.receiver.writer
+from callstatus.analyst import sandbox as safe_sql
 from callstatus.core import rollups
 from callstatus.core import settings as settings_module
 from callstatus.cli import main as callstatus
@@ -32,7 +33,7 @@ from callstatus.receiver.writer import Writer
 from tests.conftest import app_client
 from tests.factories import T0, metric, rows, signed_request, store, wait_until
 from tests.servers import start_server
-from tests.test_rollups import sample_records
+from tests.core.test_rollups import sample_records
 
 TOKEN = "bounded-growth-token"
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -116,6 +117,9 @@ def test_a_replayed_signed_webhook_is_stored_three_times_and_the_rest_counted(
     assert stored == 3
     assert repeats == 497
     assert fresh_stored == 21
+    # The analysts' snapshot, written at stop, holds the counts too.
+    snapshot = db.with_name("bounded-snapshot.duckdb")
+    assert _read(snapshot, "SELECT sum(repeats) FROM webhook_repeats") == [(497,)]
 
     [(kept, kept_bytes)] = _read(
         db,
@@ -386,3 +390,10 @@ def test_the_health_page_shows_repeats_not_stored(
     finally:
         settings_module.get_settings.cache_clear()
     assert values == [tiles.fmt_count(1234)]
+    # Analysts see the table: in the SQL page's list, and exported (filtered on its bucket).
+    assert "webhook_repeats" in safe_sql.schema(path)
+    since = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
+    out = tmp_path / "export"
+    assert callstatus(["export", "--db", str(path), "--out", str(out), "--since", since]) == 0
+    exported = duckdb.sql(f"SELECT sum(repeats) FROM '{out / 'webhook_repeats.parquet'}'")
+    assert exported.fetchall() == [(1234,)]
