@@ -36,7 +36,7 @@ from tests.servers import start_server
 from tests.core.test_rollups import sample_records
 
 TOKEN = "bounded-growth-token"
-APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "callstatus" / "dashboard" / "app.py")
 
 
 def _read(db: Path, sql: str) -> list[tuple[object, ...]]:
