@@ -15,7 +15,8 @@ import streamlit as st
 
 from callstatus.core.settings import get_settings
 from callstatus.dashboard.text import code
-from callstatus.receiver import runtime, signatures
+from callstatus.app import runtime
+from callstatus.receiver import signatures
 
 PLIVO_PATHS = {
     "Answer URL": "/plivo/answer",

@@ -22,7 +22,7 @@ import callstatus.receiver.writer
 from callstatus.analyst import sandbox as safe_sql
 from callstatus.core import rollups
 from callstatus.core import settings as settings_module
-from callstatus.cli import main as callstatus
+from callstatus.cli import main as callstatus_cli
 from callstatus.core.db import Database
 from callstatus.core.events import DuplicateTracker, EventRecord, add_repeats, make_record
 from callstatus.dashboard import tiles
@@ -368,7 +368,7 @@ def test_the_health_page_shows_repeats_not_stored(
 ) -> None:
     path = tmp_path / "seeded.duckdb"
     assert (
-        callstatus(["seed", "--db", str(path), "--calls", "20", "--days", "1", "--seed", "3"]) == 0
+        callstatus_cli(["seed", "--db", str(path), "--calls", "20", "--days", "1", "--seed", "3"]) == 0
     )
     con = duckdb.connect(str(path))
     con.execute(
@@ -394,6 +394,6 @@ def test_the_health_page_shows_repeats_not_stored(
     assert "webhook_repeats" in safe_sql.schema(path)
     since = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
     out = tmp_path / "export"
-    assert callstatus(["export", "--db", str(path), "--out", str(out), "--since", since]) == 0
+    assert callstatus_cli(["export", "--db", str(path), "--out", str(out), "--since", since]) == 0
     exported = duckdb.sql(f"SELECT sum(repeats) FROM '{out / 'webhook_repeats.parquet'}'")
     assert exported.fetchall() == [(1234,)]
