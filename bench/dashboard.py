@@ -39,11 +39,11 @@ import streamlit as st  # noqa: E402
 
 from callstatus.core import rollups  # noqa: E402
 from callstatus.core.db import Database  # noqa: E402
-from callstatus.simulator.seed import seed_calls, seed_database  # noqa: E402
 from callstatus.core.settings import Settings, get_settings  # noqa: E402
-from callstatus.simulator.traffic import TrafficModel  # noqa: E402
 from callstatus.dashboard import connection, queries  # noqa: E402
 from callstatus.dashboard.filters import DEFAULT_PRESET, Filters, auto_bucket, resolve_range  # noqa: E402
+from callstatus.simulator.seed import seed_calls, seed_database  # noqa: E402
+from callstatus.simulator.traffic import TrafficModel  # noqa: E402
 
 APP = ROOT / "callstatus" / "dashboard" / "app.py"
 PAGES = {

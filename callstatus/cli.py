@@ -106,15 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--url", default="http://127.0.0.1:8000")
     simulate.add_argument("--calls", type=int, default=100)
     simulate.add_argument("--rate", type=float, default=5.0, help="new calls per second")
-    simulate.add_argument("--speed", type=float, default=0.0,
-                          help="call-time speed-up; 0 sends each call's events back to back")
+    simulate.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="call-time speed-up; 0 sends each call's events back to back",
+    )
     simulate.add_argument("--seed", type=int, default=None, help="random seed")
     simulate.add_argument("--concurrency", type=int, default=32, help="requests in flight")
-    simulate.add_argument("--public-url", default=None,
-                          help="base URL the server verifies signatures against "
-                          "(default: PUBLIC_BASE_URL, else --url)")
-    simulate.add_argument("--traffic", type=Path, default=None,
-                          help="JSON file overriding the traffic model's settings")
+    simulate.add_argument(
+        "--public-url",
+        default=None,
+        help="base URL the server verifies signatures against "
+        "(default: PUBLIC_BASE_URL, else --url)",
+    )
+    simulate.add_argument(
+        "--traffic",
+        type=Path,
+        default=None,
+        help="JSON file overriding the traffic model's settings",
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser(
@@ -133,8 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--calls", type=int, default=10_000)
     seed.add_argument("--days", type=float, default=30.0)
     seed.add_argument("--seed", type=int, default=None, help="random seed")
-    seed.add_argument("--traffic", type=Path, default=None,
-                      help="JSON file overriding the traffic model's settings")
+    seed.add_argument(
+        "--traffic",
+        type=Path,
+        default=None,
+        help="JSON file overriding the traffic model's settings",
+    )
     seed.set_defaults(func=cmd_seed)
 
     sql = sub.add_parser(
@@ -151,10 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--db", type=Path, default=None)
     sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     sql.add_argument("--out", type=Path, default=None, help="write the result to this file")
-    sql.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
-                     help="stop the query after SECONDS, whatever it is doing (default: none)")
-    sql.add_argument("--memory-limit", default=None, metavar="SIZE",
-                     help="DuckDB's memory, e.g. 4GB (default: 2GB)")
+    sql.add_argument(
+        "--time-limit",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop the query after SECONDS, whatever it is doing (default: none)",
+    )
+    sql.add_argument(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        help="DuckDB's memory, e.g. 4GB (default: 2GB)",
+    )
     sql.set_defaults(func=cmd_sql)
 
     export = sub.add_parser(
@@ -214,8 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         _error(
-            f"unexpected {type(exc).__name__}: {one_line(exc)} "
-            "(run with --debug for the traceback)"
+            f"unexpected {type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)"
         )
         return 1
 

@@ -67,8 +67,10 @@ def test_no_import_reaches_up_or_sideways(path: Path) -> None:
         if target is None or target == own or target not in LAYERS:
             continue
         if LAYERS[target] >= LAYERS[own]:
-            wrong.append(f"line {line}: {own} (layer {LAYERS[own]}) imports {module} "
-                         f"(layer {LAYERS[target]})")
+            wrong.append(
+                f"line {line}: {own} (layer {LAYERS[own]}) imports {module} "
+                f"(layer {LAYERS[target]})"
+            )
     assert not wrong, "\n".join(wrong)
 
 

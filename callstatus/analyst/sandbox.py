@@ -37,8 +37,8 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 
 from callstatus.analyst import sandbox_worker as sql_worker
-from callstatus.core.events import STORAGE_RELATIONS
 from callstatus.analyst.sandbox_worker import SANDBOX
+from callstatus.core.events import STORAGE_RELATIONS
 
 __all__ = [
     "EXAMPLES",

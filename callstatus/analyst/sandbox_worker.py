@@ -182,9 +182,7 @@ def execute(request: Request) -> tuple[dict[str, Any], pa.Buffer | None]:
         )
     except duckdb.Error as exc:
         return _error("open", exc), None
-    bound_process(
-        request["address_space_bytes"], request["time_limit_s"] * request["threads"] + 5
-    )
+    bound_process(request["address_space_bytes"], request["time_limit_s"] * request["threads"] + 5)
     # The parent kills this process a little after the time limit; interrupting first gives
     # ordinary queries a clean stop.
     timer = threading.Timer(request["time_limit_s"], con.interrupt)

@@ -13,8 +13,8 @@ import streamlit as st
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from callstatus.core.settings import Settings
 from callstatus.app import runtime
+from callstatus.core.settings import Settings
 from callstatus.receiver.auth import BasicAuth, Verdict
 from callstatus.receiver.errors import error_response, too_many_failures
 from callstatus.receiver.routes import ReceiverApp, dashboard_routes, webhook_endpoints

@@ -10,8 +10,8 @@ from types import FrameType
 
 import uvicorn
 
-from callstatus.core.settings import Settings
 from callstatus.app.asgi import build_app
+from callstatus.core.settings import Settings
 from callstatus.receiver.protocol import Limits, protocol_class, raise_fd_limit
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

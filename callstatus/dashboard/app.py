@@ -22,8 +22,16 @@ def waiting_for_first_webhook() -> None:
             st.rerun(scope="app")
 
     poll()
-    st.navigation([st.Page("screens/first_run.py", title="Get started", url_path="welcome",
-                           icon=":material/rocket_launch:")]).run()
+    st.navigation(
+        [
+            st.Page(
+                "screens/first_run.py",
+                title="Get started",
+                url_path="welcome",
+                icon=":material/rocket_launch:",
+            )
+        ]
+    ).run()
 
 
 def dashboard() -> None:
@@ -32,18 +40,36 @@ def dashboard() -> None:
     page = st.navigation(
         {
             "Call outcomes": [
-                st.Page("screens/overview.py", title="Overview", url_path="overview", default=True,
-                        icon=":material/monitoring:"),
-                st.Page("screens/causes.py", title="Hangup causes", url_path="causes",
-                        icon=":material/call_end:"),
-                st.Page("screens/legs.py", title="A/B legs", url_path="legs",
-                        icon=":material/call_split:"),
-                st.Page("screens/calls.py", title="Calls", url_path="calls",
-                        icon=":material/search:"),
+                st.Page(
+                    "screens/overview.py",
+                    title="Overview",
+                    url_path="overview",
+                    default=True,
+                    icon=":material/monitoring:",
+                ),
+                st.Page(
+                    "screens/causes.py",
+                    title="Hangup causes",
+                    url_path="causes",
+                    icon=":material/call_end:",
+                ),
+                st.Page(
+                    "screens/legs.py",
+                    title="A/B legs",
+                    url_path="legs",
+                    icon=":material/call_split:",
+                ),
+                st.Page(
+                    "screens/calls.py", title="Calls", url_path="calls", icon=":material/search:"
+                ),
             ],
             "Operations": [
-                st.Page("screens/health.py", title="Receiver health", url_path="health",
-                        icon=":material/health_and_safety:"),
+                st.Page(
+                    "screens/health.py",
+                    title="Receiver health",
+                    url_path="health",
+                    icon=":material/health_and_safety:",
+                ),
                 st.Page(sql_page, title="SQL", url_path="sql", icon=":material/database:"),
             ],
         }

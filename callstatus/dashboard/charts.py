@@ -46,10 +46,10 @@ def outcome_scale(present: pd.Series | None = None) -> alt.Scale:
     return alt.Scale(domain=domain, range=[OUTCOME_COLORS.get(o, "#bbbbbb") for o in domain])
 
 
-def _outcome_color(frame: pd.DataFrame, field: str = "outcome", title: str = "outcome"
-                   ) -> alt.Color:
-    return alt.Color(f"{field}:N", scale=outcome_scale(frame[field]), sort=OUTCOMES,
-                     title=title)
+def _outcome_color(
+    frame: pd.DataFrame, field: str = "outcome", title: str = "outcome"
+) -> alt.Color:
+    return alt.Color(f"{field}:N", scale=outcome_scale(frame[field]), sort=OUTCOMES, title=title)
 
 
 def rows_height(rows: int, step: int = 28, chrome: int = 90) -> int:
@@ -90,23 +90,37 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> alt.Chart:
         .mark_line(point=alt.OverlayMarkDef(size=20))
         .encode(
             x=x,
-            y=alt.Y("value:Q", title="answer rate", axis=alt.Axis(format="%"),
-                    scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("rate:N", sort=order, title=None,
-                            scale=alt.Scale(domain=list(RATE_COLORS),
-                                            range=list(RATE_COLORS.values())),
-                            legend=alt.Legend(orient="top")),
+            y=alt.Y(
+                "value:Q",
+                title="answer rate",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),
+            ),
+            color=alt.Color(
+                "rate:N",
+                sort=order,
+                title=None,
+                scale=alt.Scale(domain=list(RATE_COLORS), range=list(RATE_COLORS.values())),
+                legend=alt.Legend(orient="top"),
+            ),
             strokeWidth=alt.condition(f"datum.rate == '{lead}'", alt.value(3), alt.value(1.5)),
-            tooltip=[alt.Tooltip("bucket:T", title="from"), "rate:N",
-                     alt.Tooltip("value:Q", format=".1%")],
+            tooltip=[
+                alt.Tooltip("bucket:T", title="from"),
+                "rate:N",
+                alt.Tooltip("value:Q", format=".1%"),
+            ],
         )
         .properties(height=230)
     )
     bars = (
         alt.Chart(frame)
         .mark_bar(color="#9aa5b1", stroke="white", strokeWidth=0.5, orient="vertical")
-        .encode(x=x, x2="bucket_end:T", y=alt.Y("calls:Q", title="calls"),
-                tooltip=[alt.Tooltip("bucket:T", title="from"), "calls:Q"])
+        .encode(
+            x=x,
+            x2="bucket_end:T",
+            y=alt.Y("calls:Q", title="calls"),
+            tooltip=[alt.Tooltip("bucket:T", title="from"), "calls:Q"],
+        )
         .properties(height=90)
     )
     return alt.vconcat(lines, bars, spacing=6).resolve_scale(x="shared")
@@ -159,13 +173,21 @@ def heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
             # A handful of night-time calls makes 0% or 100% by chance: grey those cells.
             color=alt.condition(
                 f"datum.total >= {MIN_CELL}",
-                alt.Color("answer_rate:Q", title=title,
-                          scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]),
-                          legend=alt.Legend(format="%")),
+                alt.Color(
+                    "answer_rate:Q",
+                    title=title,
+                    scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]),
+                    legend=alt.Legend(format="%"),
+                ),
                 alt.value("#eeeeee"),
             ),
-            tooltip=["weekday:N", "hour:O", alt.Tooltip("answer_rate:Q", format=".1%"),
-                     "answered:Q", "total:Q"],
+            tooltip=[
+                "weekday:N",
+                "hour:O",
+                alt.Tooltip("answer_rate:Q", format=".1%"),
+                "answered:Q",
+                "total:Q",
+            ],
         )
         .properties(height=230)
     )
@@ -179,8 +201,7 @@ def _outcome_bars(
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            y=alt.Y(f"{category}:N", sort="-x", title=None,
-                    axis=alt.Axis(labelLimit=label_limit)),
+            y=alt.Y(f"{category}:N", sort="-x", title=None, axis=alt.Axis(labelLimit=label_limit)),
             x=alt.X("sum(legs):Q", title="legs"),
             color=_outcome_color(frame),
             order=alt.Order("outcome_rank:Q"),
@@ -211,8 +232,12 @@ def sources_bar(frame: pd.DataFrame) -> alt.Chart:
 def causes_over_time(frame: pd.DataFrame, tz: str) -> alt.Chart:
     if frame.empty:
         return empty()
-    color = alt.Color("cause:N", title="cause", scale=alt.Scale(scheme="tableau10"),
-                      legend=alt.Legend(orient="right", labelLimit=240))
+    color = alt.Color(
+        "cause:N",
+        title="cause",
+        scale=alt.Scale(scheme="tableau10"),
+        legend=alt.Legend(orient="right", labelLimit=240),
+    )
     return _stacked_over_time(
         frame, f"time ({tz})", "legs", color, ["cause:N", "legs:Q"]
     ).properties(height=260)
@@ -239,7 +264,9 @@ def winners_by_position(frame: pd.DataFrame) -> alt.Chart:
     if frame.empty:
         return empty("No simultaneous dials in this range")
     data = frame.assign(other=frame["b_legs"] - frame["wins"] - frame["lost_race"]).melt(
-        id_vars=["position"], value_vars=["wins", "lost_race", "other"], var_name="result",
+        id_vars=["position"],
+        value_vars=["wins", "lost_race", "other"],
+        var_name="result",
         value_name="legs",
     )
     data["outcome"] = data["result"].map(
@@ -251,10 +278,15 @@ def winners_by_position(frame: pd.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("position:O", title="position in the Dial", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("legs:Q", title="B legs"),
-            color=alt.Color("outcome:N", scale=outcome_scale(data["outcome"]), title=None,
-                            legend=alt.Legend(
-                                labelExpr="{'answered': 'won (answered)', 'lost-race': "
-                                "'lost the race', 'canceled': 'did not answer'}[datum.label]")),
+            color=alt.Color(
+                "outcome:N",
+                scale=outcome_scale(data["outcome"]),
+                title=None,
+                legend=alt.Legend(
+                    labelExpr="{'answered': 'won (answered)', 'lost-race': "
+                    "'lost the race', 'canceled': 'did not answer'}[datum.label]"
+                ),
+            ),
             order=alt.Order("outcome:N"),
             tooltip=["position:O", "result:N", "legs:Q"],
         )
@@ -266,9 +298,12 @@ def destination_rates(frame: pd.DataFrame) -> alt.Chart:
     """B-leg answer rate per destination, lost races shown apart as their own bar segment."""
     if frame.empty:
         return empty()
-    data = frame.melt(id_vars=["b_leg_to", "b_legs"],
-                      value_vars=["answered", "lost_race", "not_answered"],
-                      var_name="result", value_name="legs")
+    data = frame.melt(
+        id_vars=["b_leg_to", "b_legs"],
+        value_vars=["answered", "lost_race", "not_answered"],
+        var_name="result",
+        value_name="legs",
+    )
     data["outcome"] = data["result"].map(
         {"answered": "answered", "lost_race": "lost-race", "not_answered": "no-answer"}
     )
@@ -277,15 +312,25 @@ def destination_rates(frame: pd.DataFrame) -> alt.Chart:
         alt.Chart(data)
         .mark_bar()
         .encode(
-            y=alt.Y("b_leg_to:N", sort=alt.EncodingSortField("b_legs", order="descending"),
-                    title=None, axis=alt.Axis(labelLimit=260)),
-            x=alt.X("share:Q", stack="normalize", title="share of B legs",
-                    axis=alt.Axis(format="%")),
-            color=alt.Color("outcome:N", scale=outcome_scale(data["outcome"]), title=None,
-                            legend=alt.Legend(
-                                orient="top",
-                                labelExpr="{'answered': 'answered', 'lost-race': 'lost race',"
-                                " 'no-answer': 'not answered'}[datum.label]")),
+            y=alt.Y(
+                "b_leg_to:N",
+                sort=alt.EncodingSortField("b_legs", order="descending"),
+                title=None,
+                axis=alt.Axis(labelLimit=260),
+            ),
+            x=alt.X(
+                "share:Q", stack="normalize", title="share of B legs", axis=alt.Axis(format="%")
+            ),
+            color=alt.Color(
+                "outcome:N",
+                scale=outcome_scale(data["outcome"]),
+                title=None,
+                legend=alt.Legend(
+                    orient="top",
+                    labelExpr="{'answered': 'answered', 'lost-race': 'lost race',"
+                    " 'no-answer': 'not answered'}[datum.label]",
+                ),
+            ),
             order=alt.Order("result:N"),
             tooltip=["b_leg_to:N", "result:N", "legs:Q", alt.Tooltip("share:Q", format=".1%")],
         )
@@ -297,8 +342,12 @@ def outcome_matrix(frame: pd.DataFrame) -> alt.Chart:
     if frame.empty:
         return empty()
     base = alt.Chart(frame).encode(
-        x=alt.X("b_outcome:N", title="B-leg outcome", sort=OUTCOMES,
-                axis=alt.Axis(labelAngle=-30, orient="top", labelOverlap=False)),
+        x=alt.X(
+            "b_outcome:N",
+            title="B-leg outcome",
+            sort=OUTCOMES,
+            axis=alt.Axis(labelAngle=-30, orient="top", labelOverlap=False),
+        ),
         y=alt.Y("a_outcome:N", title="A-leg outcome", sort=OUTCOMES),
     )
     cells = base.mark_rect().encode(
@@ -307,8 +356,9 @@ def outcome_matrix(frame: pd.DataFrame) -> alt.Chart:
     )
     labels = base.mark_text(fontSize=13).encode(
         text="pairs:Q",
-        color=alt.condition(f"datum.pairs > {frame['pairs'].max() * 0.4}",
-                            alt.value("white"), alt.value("#222")),
+        color=alt.condition(
+            f"datum.pairs > {frame['pairs'].max() * 0.4}", alt.value("white"), alt.value("#222")
+        ),
     )
     return (cells + labels).properties(
         height=rows_height(frame["a_outcome"].nunique(), step=44, chrome=80)
@@ -322,13 +372,21 @@ def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
         alt.Chart(frame)
         .mark_bar(opacity=0.85)
         .encode(
-            x=alt.X("seconds:O", title=f"seconds after the A leg started ({cap_s} = {cap_s}+)",
-                    axis=alt.Axis(labelAngle=0)),
+            x=alt.X(
+                "seconds:O",
+                title=f"seconds after the A leg started ({cap_s} = {cap_s}+)",
+                axis=alt.Axis(labelAngle=0),
+            ),
             y=alt.Y("legs:Q", title="B legs", stack=None),
-            color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="top"),
-                            scale=alt.Scale(domain=["time to answer", "ring time, not answered"],
-                                            range=[OUTCOME_COLORS["answered"],
-                                                   OUTCOME_COLORS["no-answer"]])),
+            color=alt.Color(
+                "measure:N",
+                title=None,
+                legend=alt.Legend(orient="top"),
+                scale=alt.Scale(
+                    domain=["time to answer", "ring time, not answered"],
+                    range=[OUTCOME_COLORS["answered"], OUTCOME_COLORS["no-answer"]],
+                ),
+            ),
             xOffset="measure:N",
             tooltip=["measure:N", "seconds:O", "legs:Q"],
         )
@@ -339,8 +397,9 @@ def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
 def webhooks_per_kind(frame: pd.DataFrame, tz: str) -> alt.Chart:
     if frame.empty:
         return empty()
-    color = alt.Color("kind:N", scale=alt.Scale(domain=list(KIND_COLORS),
-                                                range=list(KIND_COLORS.values())))
+    color = alt.Color(
+        "kind:N", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values()))
+    )
     return _stacked_over_time(
         frame, f"received ({tz})", "webhooks", color, ["kind:N", "webhooks:Q", "duplicates:Q"]
     ).properties(height=260)
@@ -354,15 +413,27 @@ def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
         alt.Chart(frame)
         .mark_point(filled=True, size=90)
         .encode(
-            x=alt.X("received:T", title=f"received ({tz})",
-                    axis=alt.Axis(format="%H:%M:%S", labelAngle=0)),
+            x=alt.X(
+                "received:T",
+                title=f"received ({tz})",
+                axis=alt.Axis(format="%H:%M:%S", labelAngle=0),
+            ),
             y=alt.Y("kind:N", title=None, sort=list(KIND_COLORS)),
-            color=alt.Color("kind:N", legend=None,
-                            scale=alt.Scale(domain=list(KIND_COLORS),
-                                            range=list(KIND_COLORS.values()))),
+            color=alt.Color(
+                "kind:N",
+                legend=None,
+                scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
+            ),
             shape=alt.Shape("duplicate:N", title="duplicate"),
-            tooltip=["received:T", "kind:N", "event:N", "dial_action:N", "call_status:N",
-                     "dial_status:N", "duplicate:N"],
+            tooltip=[
+                "received:T",
+                "kind:N",
+                "event:N",
+                "dial_action:N",
+                "call_status:N",
+                "dial_status:N",
+                "duplicate:N",
+            ],
         )
         .properties(height=rows_height(frame["kind"].nunique(), step=34, chrome=70))
     )

@@ -17,10 +17,10 @@ from pathlib import Path
 import duckdb
 import streamlit as st
 
+from callstatus.app import runtime
 from callstatus.core import rollups
 from callstatus.core.db import BASE_CONFIG
 from callstatus.core.settings import get_settings
-from callstatus.app import runtime
 
 CHECK_EVERY_S = 2.0  # as often as the server refreshes the rollups
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

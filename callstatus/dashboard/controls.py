@@ -24,9 +24,19 @@ from callstatus.dashboard.text import plain
 
 REFRESH_CHOICES = {"5 s": 5, "15 s": 15, "30 s": 30, "1 min": 60}
 COMMON_ZONES = (
-    "UTC", "America/New_York", "America/Chicago", "America/Los_Angeles", "America/Sao_Paulo",
-    "Europe/London", "Europe/Berlin", "Africa/Johannesburg", "Asia/Dubai", "Asia/Kolkata",
-    "Asia/Singapore", "Asia/Tokyo", "Australia/Sydney",
+    "UTC",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Berlin",
+    "Africa/Johannesburg",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Sydney",
 )
 
 
@@ -40,28 +50,57 @@ def _zones() -> list[str]:
 def sidebar() -> None:
     """Draw the controls; widget keys double as query-string names (bind="query-params")."""
     bar = st.sidebar
-    bar.selectbox("Time range", list(PRESETS), index=list(PRESETS).index(DEFAULT_PRESET),
-                  key="range", bind="query-params")
+    bar.selectbox(
+        "Time range",
+        list(PRESETS),
+        index=list(PRESETS).index(DEFAULT_PRESET),
+        key="range",
+        bind="query-params",
+    )
     if st.session_state["range"] == "Custom":
         today = datetime.now(UTC).date()
-        bar.date_input("Days", value=(today - timedelta(days=6), today), key="days",
-                       bind="query-params")
+        bar.date_input(
+            "Days", value=(today - timedelta(days=6), today), key="days", bind="query-params"
+        )
     bar.selectbox("Bucket", BUCKET_CHOICES, key="bucket", bind="query-params")
-    bar.segmented_control("Direction", DIRECTIONS, default="all", key="dir",
-                          bind="query-params", required=True)
-    bar.multiselect("Our numbers", queries.our_numbers(), key="num", bind="query-params",
-                    accept_new_options=True, placeholder="all",
-                    help="The number Plivo called (inbound) or our caller ID (outbound)")
-    bar.multiselect("B destination", queries.destinations_list(), key="dest",
-                    bind="query-params", accept_new_options=True, placeholder="all",
-                    help="Only calls that dialled these B numbers")
+    bar.segmented_control(
+        "Direction", DIRECTIONS, default="all", key="dir", bind="query-params", required=True
+    )
+    bar.multiselect(
+        "Our numbers",
+        queries.our_numbers(),
+        key="num",
+        bind="query-params",
+        accept_new_options=True,
+        placeholder="all",
+        help="The number Plivo called (inbound) or our caller ID (outbound)",
+    )
+    bar.multiselect(
+        "B destination",
+        queries.destinations_list(),
+        key="dest",
+        bind="query-params",
+        accept_new_options=True,
+        placeholder="all",
+        help="Only calls that dialled these B numbers",
+    )
     bar.selectbox("Time zone", _zones(), key="tz", bind="query-params")
     bar.divider()
     left, right = bar.columns(2, vertical_alignment="bottom")
-    left.toggle("Live", key="live", bind="query-params",
-                help="Refresh this page's figures in place, without reloading")
-    right.selectbox("every", list(REFRESH_CHOICES), index=1, key="every",
-                    label_visibility="collapsed", disabled=not st.session_state.get("live"))
+    left.toggle(
+        "Live",
+        key="live",
+        bind="query-params",
+        help="Refresh this page's figures in place, without reloading",
+    )
+    right.selectbox(
+        "every",
+        list(REFRESH_CHOICES),
+        index=1,
+        key="every",
+        label_visibility="collapsed",
+        disabled=not st.session_state.get("live"),
+    )
 
 
 def refresh_seconds() -> int | None:

@@ -306,7 +306,9 @@ def rates_over_time(f: Filters) -> Result:
     Each relation is first counted per 5 minutes UTC (`t5`): a 5-minute bucket always falls in
     one bucket of the chosen zone (webhook_counts, docs/data.md), and converting a few thousand
     buckets to local time instead of every row saves most of the query's time."""
-    sql = _with(SCOPED_CALLS, scoped_dials(f), scoped_legs(f, a_leg=False)) + f"""
+    sql = (
+        _with(SCOPED_CALLS, scoped_dials(f), scoped_legs(f, a_leg=False))
+        + f"""
     , c5 AS (SELECT {T5} AS t, count(*) AS calls,
                     count(*) FILTER (WHERE outcome <> 'in-progress' AND answered) AS answered,
                     count(*) FILTER (WHERE outcome <> 'in-progress') AS ended
@@ -328,14 +330,18 @@ def rates_over_time(f: Filters) -> Result:
     FROM c FULL JOIN d USING (bucket) FULL JOIN l USING (bucket)
     ORDER BY bucket
     """
+    )
     return run(sql, f.params())
 
 
 def outcomes_over_time(f: Filters) -> Result:
-    sql = _with(SCOPED_CALLS) + f"""
+    sql = (
+        _with(SCOPED_CALLS)
+        + f"""
     SELECT {BUCKET} AS bucket, {BUCKET_END}, outcome, count(*) AS calls
     FROM scoped_calls GROUP BY ALL ORDER BY bucket, outcome
     """
+    )
     return run(sql, f.params())
 
 
@@ -348,7 +354,9 @@ def answer_heatmap(f: Filters, metric: str) -> Result:
         body = """SELECT t, answered AS ok, outcome <> 'in-progress' AS counted
                   FROM scoped_calls"""
         ctes = (SCOPED_CALLS,)
-    sql = _with(*ctes) + f"""
+    sql = (
+        _with(*ctes)
+        + f"""
     , facts AS ({body})
     SELECT isodow(timezone($tz, t)) AS weekday_no,
            strftime(timezone($tz, t), '%a') AS weekday,
@@ -359,6 +367,7 @@ def answer_heatmap(f: Filters, metric: str) -> Result:
                AS answer_rate
     FROM facts GROUP BY ALL ORDER BY weekday_no, hour
     """
+    )
     return run(sql, f.params())
 
 
@@ -384,7 +393,9 @@ def _leg(leg: str, f: Filters, a_leg: bool = False) -> tuple[str, str]:
 def causes(f: Filters, leg: str, with_answered: bool = True) -> Result:
     """Legs per Plivo cause code/name beside the telephony cause name, split by outcome."""
     cte, rel = _leg(leg, f)
-    sql = _with(cte) + f"""
+    sql = (
+        _with(cte)
+        + f"""
     , grouped AS (
         SELECT {CAUSE_LABEL} AS cause, hangup_cause_code AS code,
                hangup_cause_name AS plivo_name, hangup_cause AS telephony_cause, outcome,
@@ -393,23 +404,29 @@ def causes(f: Filters, leg: str, with_answered: bool = True) -> Result:
     SELECT *, sum(legs) OVER (PARTITION BY cause) AS cause_legs
     FROM grouped ORDER BY cause_legs DESC, cause, legs DESC
     """
+    )
     return run(sql, {**f.params(), "with_answered": with_answered})
 
 
 def causes_by_source(f: Filters, leg: str, with_answered: bool = True) -> Result:
     cte, rel = _leg(leg, f)
-    sql = _with(cte) + f"""
+    sql = (
+        _with(cte)
+        + f"""
     SELECT coalesce(hangup_source, '(none)') AS source, outcome, count(*) AS legs
     FROM {rel} WHERE ($with_answered OR outcome <> 'answered')
     GROUP BY ALL ORDER BY source, outcome
     """
+    )
     return run(sql, {**f.params(), "with_answered": with_answered})
 
 
 def causes_over_time(f: Filters, leg: str, with_answered: bool = True, top: int = 8) -> Result:
     """Legs per bucket and cause; causes beyond the `top` most frequent become 'other'."""
     cte, rel = _leg(leg, f)
-    sql = _with(cte) + f"""
+    sql = (
+        _with(cte)
+        + f"""
     , labelled AS (SELECT {BUCKET} AS bucket, {CAUSE_LABEL} AS cause, count(*) AS legs
                    FROM {rel} WHERE ($with_answered OR outcome <> 'answered') GROUP BY ALL)
     , ranked AS (SELECT cause, row_number() OVER (ORDER BY sum(legs) DESC, cause) AS rank
@@ -419,6 +436,7 @@ def causes_over_time(f: Filters, leg: str, with_answered: bool = True, top: int 
            CAST(sum(legs) AS BIGINT) AS legs
     FROM labelled l JOIN ranked r USING (cause) GROUP BY ALL ORDER BY bucket, cause
     """
+    )
     return run(sql, {**f.params(), "with_answered": with_answered, "top": top})
 
 
@@ -430,13 +448,16 @@ def cause_legs(f: Filters, leg: str, cause: str, limit: int = ROW_LIMIT) -> Resu
         newest = newest_legs(f"{LEG_DESTINATIONS} AND {CAUSE_LABEL} = $cause")
         cte = newest + "," + scoped_legs(f, a_leg=True, legs="candidates")
     b_cols = "b_leg_uuid, b_leg_to, position, " if leg == "b" else ""
-    sql = _with(cte) + f"""
+    sql = (
+        _with(cte)
+        + f"""
     SELECT timezone($tz, t) AS at, {"a_leg_uuid" if leg == "b" else "call_uuid"} AS call_uuid,
            {b_cols}direction, {"a_from" if leg == "b" else "from_number"} AS from_number,
            {"a_to" if leg == "b" else "to_number"} AS to_number, outcome,
            hangup_cause_code, hangup_cause_name, hangup_cause, hangup_source, duration_s
     FROM {rel} WHERE {CAUSE_LABEL} = $cause ORDER BY t DESC LIMIT $limit
     """
+    )
     return run(sql, {**f.params(), "cause": cause, "limit": limit})
 
 
@@ -445,10 +466,13 @@ def cause_legs(f: Filters, leg: str, cause: str, limit: int = ROW_LIMIT) -> Resu
 
 def fanout(f: Filters) -> Result:
     """How many A legs dialled 1, 2, 3… B legs."""
-    sql = _with(scoped_legs(f, a_leg=False)) + """
+    sql = (
+        _with(scoped_legs(f, a_leg=False))
+        + """
     , per_a AS (SELECT a_leg_uuid, count(*) AS b_legs FROM scoped_legs GROUP BY a_leg_uuid)
     SELECT b_legs, count(*) AS a_legs FROM per_a GROUP BY b_legs ORDER BY b_legs
     """
+    )
     return run(sql, f.params())
 
 
@@ -457,7 +481,9 @@ def winners_by_position(f: Filters) -> Result:
 
     Counted as every B leg less those whose A leg dialled no other (`lone`): one grouping by A
     leg and no join back to the B legs, about 40% less work at 2 million legs."""
-    sql = _with(scoped_legs(f, a_leg=False)) + """
+    sql = (
+        _with(scoped_legs(f, a_leg=False))
+        + """
     , lone AS (SELECT any_value(position) AS position, bool_or(answered) AS answered,
                       bool_or(outcome = 'lost-race') AS lost_race
                FROM scoped_legs WHERE a_leg_uuid IS NOT NULL
@@ -474,12 +500,15 @@ def winners_by_position(f: Filters) -> Result:
         FROM signed GROUP BY position)
     SELECT *, wins / b_legs AS win_rate FROM counted WHERE b_legs > 0 ORDER BY position
     """
+    )
     return run(sql, f.params())
 
 
 def destinations(f: Filters) -> Result:
     """Per B number: legs, answered, lost races and answer rate (lost races shown apart)."""
-    sql = _with(scoped_legs(f, a_leg=False)) + """
+    sql = (
+        _with(scoped_legs(f, a_leg=False))
+        + """
     SELECT coalesce(b_leg_to, '(unknown)') AS b_leg_to, count(*) AS b_legs,
            count(*) FILTER (WHERE answered) AS answered,
            count(*) FILTER (WHERE outcome = 'lost-race') AS lost_race,
@@ -490,16 +519,20 @@ def destinations(f: Filters) -> Result:
                AS answer_rate_excl_lost_race
     FROM scoped_legs GROUP BY ALL ORDER BY b_legs DESC LIMIT 100
     """
+    )
     return run(sql, f.params())
 
 
 def outcome_matrix(f: Filters) -> Result:
     """Pairings counted by the A leg's outcome and the B leg's outcome."""
-    sql = _with(scoped_legs(f, a_leg=True)) + """
+    sql = (
+        _with(scoped_legs(f, a_leg=True))
+        + """
     SELECT coalesce(a_outcome, '(A leg not seen)') AS a_outcome, outcome AS b_outcome,
            count(*) AS pairs
     FROM scoped_legs GROUP BY ALL ORDER BY pairs DESC
     """
+    )
     return run(sql, f.params())
 
 
@@ -510,7 +543,9 @@ def ring_times(f: Filters, bin_s: int = 5, cap_s: int = 120) -> Result:
     Seconds come from epoch_us: subtracting two TIMESTAMPTZ values takes calendar arithmetic,
     about five times as slow over 2 million legs (same seconds under a day; the cap hides more).
     """
-    sql = _with(scoped_legs(f, a_leg=True)) + """
+    sql = (
+        _with(scoped_legs(f, a_leg=True))
+        + """
     , timed AS (
         SELECT CASE WHEN answered THEN 'time to answer' ELSE 'ring time, not answered' END
                    AS measure,
@@ -522,13 +557,16 @@ def ring_times(f: Filters, bin_s: int = 5, cap_s: int = 120) -> Result:
            count(*) AS legs
     FROM timed WHERE s IS NOT NULL GROUP BY ALL ORDER BY measure, seconds
     """
+    )
     return run(sql, {**f.params(), "bin": bin_s, "cap": cap_s})
 
 
 def abandoned(f: Filters) -> Result:
     """A legs whose caller gave up while B legs rang: no B leg answered and a B leg was
     canceled (a caller hanging up during the Dial cancels the ringing legs)."""
-    sql = _with(scoped_legs(f, a_leg=False)) + """
+    sql = (
+        _with(scoped_legs(f, a_leg=False))
+        + """
     , per_a AS (
         SELECT a_leg_uuid, bool_or(answered) AS any_answered,
                bool_or(outcome = 'canceled') AS gave_up
@@ -539,6 +577,7 @@ def abandoned(f: Filters) -> Result:
                AS abandoned_rate
     FROM per_a
     """
+    )
     return run(sql, f.params())
 
 
@@ -558,7 +597,9 @@ def pairings(
         # joined to their A leg.
         legs_cte = (newest_legs(f"{LEG_DESTINATIONS} AND {LEG_CHOICES}"),)
         legs = "candidates"
-    sql = _with(*legs_cte, scoped_legs(f, a_leg=True, legs=legs)) + """
+    sql = (
+        _with(*legs_cte, scoped_legs(f, a_leg=True, legs=legs))
+        + """
     SELECT timezone($tz, t) AS at, a_leg_uuid, a_from, a_to, direction, a_outcome,
            position, b_leg_to, b_leg_uuid, outcome AS b_outcome, answered AS b_answered,
            duration_s AS b_duration_s, hangup_cause_code AS b_cause_code,
@@ -572,6 +613,7 @@ def pairings(
                                               b_leg_to), $search))
     ORDER BY t DESC LIMIT $limit
     """
+    )
     params = {
         **f.params(),
         "b_outcomes": list(b_outcomes),
@@ -731,16 +773,21 @@ _ON_ROLLUPS[RECEIVED] = RECEIVED_COUNTS
 
 
 def webhooks_per_kind(f: Filters) -> Result:
-    sql = _with(RECEIVED) + f"""
+    sql = (
+        _with(RECEIVED)
+        + f"""
     SELECT {BUCKET} AS bucket, {BUCKET_END}, kind, CAST(sum(webhooks) AS BIGINT) AS webhooks,
            CAST(coalesce(sum(webhooks) FILTER (WHERE duplicate), 0) AS BIGINT) AS duplicates
     FROM received GROUP BY ALL ORDER BY bucket, kind
     """
+    )
     return run(sql, f.params())
 
 
 def receiver_totals(f: Filters) -> Result:
-    sql = _with(RECEIVED) + """
+    sql = (
+        _with(RECEIVED)
+        + """
     SELECT (SELECT max(received_at) FROM webhook_events) AS last_event_at,
            CAST(coalesce(sum(webhooks), 0) AS BIGINT) AS webhooks,
            CAST(coalesce(sum(webhooks) FILTER (WHERE duplicate), 0) AS BIGINT) AS duplicates,
@@ -750,6 +797,7 @@ def receiver_totals(f: Filters) -> Result:
             WHERE received_at >= $start AND received_at < $end) AS rejected
     FROM received
     """
+    )
     return run(sql, f.params())
 
 

@@ -13,9 +13,9 @@ from urllib.parse import parse_qsl
 import pandas as pd
 import streamlit as st
 
+from callstatus.app import runtime
 from callstatus.core.settings import get_settings
 from callstatus.dashboard.text import code
-from callstatus.app import runtime
 from callstatus.receiver import signatures
 
 PLIVO_PATHS = {
@@ -48,8 +48,14 @@ def status() -> Status:
         snap = settings.snapshot_path
         age = time.time() - snap.stat().st_mtime if snap.exists() else None
         return Status(False, None, None, age, checks, settings.public_base_url)
-    return Status(True, rt.spool.depth(), rt.writer.queue_depth(), rt.snapshot_age_s(), checks,
-                  settings.public_base_url)
+    return Status(
+        True,
+        rt.spool.depth(),
+        rt.writer.queue_depth(),
+        rt.snapshot_age_s(),
+        checks,
+        settings.public_base_url,
+    )
 
 
 def browser_base_url() -> str:
@@ -65,7 +71,7 @@ def browser_base_url() -> str:
 
 def public_base_url() -> tuple[str, str]:
     """(base URL Plivo should call, where that came from)."""
-    configured = (runtime.current().settings if runtime.current() else get_settings())
+    configured = runtime.current().settings if runtime.current() else get_settings()
     if configured.public_base_url:
         return configured.public_base_url, "PUBLIC_BASE_URL"
     return browser_base_url(), "this browser's address (PUBLIC_BASE_URL is not set)"
@@ -90,9 +96,11 @@ def _base(url: str) -> str:
 def _claimed_bases(headers: Mapping[str, str], checked_base: str) -> list[str]:
     """The base URLs a refused request's own headers claim it was sent to (untrusted)."""
     proto = str(headers.get("x-forwarded-proto") or "").split(",")[0].strip() or (
-        "https" if checked_base.startswith("https") else "http")
-    hosts = [str(headers.get(name) or "").split(",")[0].strip()
-             for name in ("x-forwarded-host", "host")]
+        "https" if checked_base.startswith("https") else "http"
+    )
+    hosts = [
+        str(headers.get(name) or "").split(",")[0].strip() for name in ("x-forwarded-host", "host")
+    ]
     return [f"{proto}://{host}" for host in hosts if host]
 
 
@@ -112,7 +120,7 @@ def _form(method: str, url: str, params: Mapping[str, object]) -> dict[str, list
     form: dict[str, list[str]] = {}
     for key, value in params.items():
         values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
-        rest = values[query.get(key, 0):]
+        rest = values[query.get(key, 0) :]
         if rest:
             form[key] = rest
     return form
@@ -131,7 +139,7 @@ def _signed_for(row: Any, tokens: Sequence[str]) -> str | None:
     if not isinstance(headers, dict) or not isinstance(params, dict):
         return None
     checked = _base(row.checked_url)
-    rest = row.checked_url[len(checked):]
+    rest = row.checked_url[len(checked) :]
     form = _form(row.http_method, row.checked_url, params)
     for base in dict.fromkeys(_claimed_bases(headers, checked)):
         if base == checked:

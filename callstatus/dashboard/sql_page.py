@@ -7,10 +7,10 @@ from pathlib import Path
 import streamlit as st
 
 from callstatus.analyst import sandbox as safe_sql
+from callstatus.app import runtime
 from callstatus.core.settings import get_settings
 from callstatus.core.snapshot import age_s
 from callstatus.dashboard.text import code, plain
-from callstatus.app import runtime
 
 TEXT_KEY = "sql_page_text"
 EXAMPLE_KEY = "sql_page_example"
@@ -49,8 +49,9 @@ def _schema_list(path: Path) -> None:
     for name, columns in relations.items():
         with st.expander(name):
             st.markdown(
-                "\n".join(f"- {code(column)} {plain(data_type.lower())}"
-                          for column, data_type in columns)
+                "\n".join(
+                    f"- {code(column)} {plain(data_type.lower())}" for column, data_type in columns
+                )
             )
 
 

@@ -44,16 +44,20 @@ class Tile:
 
 TILES = {
     "calls": Tile("Calls", "calls", fmt_count, definitions.CALLS, "count"),
-    "dial": Tile("Dial answer rate", "dial_answer_rate", fmt_rate, definitions.DIAL_ANSWER_RATE,
-                 "rate"),
-    "call": Tile("Call answer rate", "call_answer_rate", fmt_rate, definitions.CALL_ANSWER_RATE,
-                 "rate"),
-    "b": Tile("B-leg answer rate", "b_leg_answer_rate", fmt_rate, definitions.B_LEG_ANSWER_RATE,
-              "rate"),
+    "dial": Tile(
+        "Dial answer rate", "dial_answer_rate", fmt_rate, definitions.DIAL_ANSWER_RATE, "rate"
+    ),
+    "call": Tile(
+        "Call answer rate", "call_answer_rate", fmt_rate, definitions.CALL_ANSWER_RATE, "rate"
+    ),
+    "b": Tile(
+        "B-leg answer rate", "b_leg_answer_rate", fmt_rate, definitions.B_LEG_ANSWER_RATE, "rate"
+    ),
     "acd": Tile("ACD", "acd_s", fmt_seconds, definitions.ACD, "seconds"),
     "busy": Tile("Busy", "busy_share", fmt_rate, definitions.BUSY, "rate", True),
-    "no_answer": Tile("No answer", "no_answer_share", fmt_rate, definitions.NO_ANSWER, "rate",
-                      True),
+    "no_answer": Tile(
+        "No answer", "no_answer_share", fmt_rate, definitions.NO_ANSWER, "rate", True
+    ),
     "failed": Tile("Failed", "failed_share", fmt_rate, definitions.FAILED, "rate", True),
 }
 
@@ -106,5 +110,7 @@ def render(now: pd.Series, before: pd.Series, lead: str, covered: bool = True) -
                 border=True,
             )
     if not comparable:
-        st.caption("No change shown: the data does not cover the previous range of the same "
-                   f"length ({int(before['calls'])} calls in it).")
+        st.caption(
+            "No change shown: the data does not cover the previous range of the same "
+            f"length ({int(before['calls'])} calls in it)."
+        )

@@ -15,12 +15,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from callstatus.core.events import make_record
 from callstatus.app import runtime
+from callstatus.core.events import make_record
 from callstatus.receiver import metrics, signatures
 from callstatus.receiver.auth import BasicAuth, Verdict
 from callstatus.receiver.errors import RequestRefused, error_response, too_many_failures
-from callstatus.receiver.parsing import MAX_BODY, check_content_type, merge_params, parse_fields, read_body
+from callstatus.receiver.parsing import (
+    MAX_BODY,
+    check_content_type,
+    merge_params,
+    parse_fields,
+    read_body,
+)
 from callstatus.receiver.rejected import RejectedRecord
 from callstatus.receiver.writer import WriteFailed
 from callstatus.receiver.xml import answer_xml, empty_xml

@@ -36,8 +36,8 @@ from callstatus.core.events import (
 )
 from callstatus.core.progress import Progress
 from callstatus.core.settings import Settings
-from callstatus.simulator.traffic import TrafficModel
 from callstatus.simulator.config import TrafficConfig
+from callstatus.simulator.traffic import TrafficModel
 
 BATCH_RECORDS = 50_000
 CHUNK_CALLS = 2_000

@@ -25,10 +25,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 
 from callstatus.core.progress import Progress
-from callstatus.simulator.seed import DatabaseBusy, load_config, open_database, seed_database
 from callstatus.core.settings import Settings
-from callstatus.simulator.traffic import Call, DialSpec, Endpoint, TrafficModel, Webhook
 from callstatus.receiver.signatures import sign
+from callstatus.simulator.seed import DatabaseBusy, load_config, open_database, seed_database
+from callstatus.simulator.traffic import Call, DialSpec, Endpoint, TrafficModel, Webhook
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 DEMO_HISTORY_CALLS = 2_000

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from callstatus.core import rollups
 from callstatus.cli import main as cli_main
+from callstatus.core import rollups
 from callstatus.core.db import Database
 from callstatus.core.events import DuplicateTracker, EventRecord, make_record
 from callstatus.simulator.traffic import TrafficModel

@@ -13,8 +13,12 @@ from tests.servers import running_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
 ]
 
 
@@ -24,13 +28,12 @@ def test_overview_in_a_real_browser(tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
     db = tmp_path / "browser.duckdb"
-    assert callstatus(["seed", "--db", str(db), "--calls", "300", "--days", "2",
-                       "--seed", "5"]) == 0
+    assert (
+        callstatus(["seed", "--db", str(db), "--calls", "300", "--days", "2", "--seed", "5"]) == 0
+    )
     con = duckdb.connect(str(db), read_only=True)
     try:
-        row = con.execute(
-            "SELECT avg((dial_status = 'completed')::INT) FROM dials"
-        ).fetchone()
+        row = con.execute("SELECT avg((dial_status = 'completed')::INT) FROM dials").fetchone()
     finally:
         con.close()
     assert row is not None

@@ -33,8 +33,12 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
 ]
 LOAD_MS = 60_000
 EXCEPTION = '[data-testid="stException"]'
@@ -59,8 +63,7 @@ def settle(page: Any, timeout: float = 60) -> None:
 def assert_clean(page: Any, what: str) -> None:
     """No Streamlit exception box, no traceback text, after `what`."""
     settle(page)
-    assert page.locator(EXCEPTION).count() == 0, (
-        what, page.locator(EXCEPTION).all_inner_texts())
+    assert page.locator(EXCEPTION).count() == 0, (what, page.locator(EXCEPTION).all_inner_texts())
     body = page.locator("body").inner_text()
     for text in ("StreamlitAPIException", "Traceback (most recent call last)"):
         assert text not in body, (what, text)
@@ -77,7 +80,8 @@ def main_text(page: Any) -> str:
 
 def sidebar_select(page: Any, label: str, option: str) -> None:
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(
-        has_text=label).click()
+        has_text=label
+    ).click()
     page.get_by_role("option", name=option, exact=True).click()
 
 
@@ -125,8 +129,9 @@ FIRST_CALLS_SQL = "SELECT call_uuid FROM calls ORDER BY started_at, call_uuid LI
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     db = tmp_path_factory.mktemp("interactions") / "seeded.duckdb"
-    assert callstatus(["seed", "--db", str(db), "--calls", "300", "--days", "2",
-                       "--seed", "5"]) == 0
+    assert (
+        callstatus(["seed", "--db", str(db), "--calls", "300", "--days", "2", "--seed", "5"]) == 0
+    )
     con = duckdb.connect(str(db), read_only=True)
     try:
         first = [row[0] for row in con.execute(FIRST_CALLS_SQL).fetchall()]
@@ -137,7 +142,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         ).fetchone()
         (number,) = con.execute(  # type: ignore[misc]
             "SELECT to_number FROM calls WHERE direction = 'inbound' "
-            "GROUP BY ALL ORDER BY count(*) DESC LIMIT 1").fetchone()
+            "GROUP BY ALL ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
         (destination,) = con.execute(  # type: ignore[misc]
             "SELECT b_leg_to FROM dial_legs GROUP BY ALL ORDER BY count(*) DESC LIMIT 1"
         ).fetchone()
@@ -168,7 +174,8 @@ def _grid_cells(page: Any, waiting_for: str) -> list[str]:
     """The result grid's cells, once one holds `waiting_for` (the grid draws after its
     caption)."""
     page.locator(GRID_CELLS).filter(has_text=waiting_for).first.wait_for(
-        state="attached", timeout=LOAD_MS)
+        state="attached", timeout=LOAD_MS
+    )
     return [str(text) for text in page.locator(GRID_CELLS).all_inner_texts()]
 
 
@@ -197,8 +204,9 @@ def test_sql_page_runs_a_query_and_an_example(seeded: Seeded, page: Any) -> None
     assert_clean(page, "running the example")
     assert page.locator('[data-testid="stMain"] [data-testid="stAlert"]').count() == 0
     page.locator(GRID_CELLS).first.wait_for(state="attached", timeout=LOAD_MS)
-    assert not any(uuid in page.locator(GRID_CELLS).all_inner_texts()
-                   for uuid in seeded.first_calls), "the example's result replaces the first"
+    assert not any(
+        uuid in page.locator(GRID_CELLS).all_inner_texts() for uuid in seeded.first_calls
+    ), "the example's result replaces the first"
 
 
 def test_sql_error_quoting_markup_shows_it_as_text(seeded: Seeded, page: Any) -> None:
@@ -207,8 +215,7 @@ def test_sql_error_quoting_markup_shows_it_as_text(seeded: Seeded, page: Any) ->
     _run_button(page).wait_for(timeout=LOAD_MS)
     page.get_by_label("Query").fill(planted)
     _run_button(page).click()
-    page.locator('[data-testid="stMain"] [data-testid="stAlert"]').first.wait_for(
-        timeout=LOAD_MS)
+    page.locator('[data-testid="stMain"] [data-testid="stAlert"]').first.wait_for(timeout=LOAD_MS)
     assert_clean(page, "a refused query")
     assert_no_planted_links(page, ("evil.example",))
     assert "![x](http://evil.example/pixel.png)" in main_text(page)
@@ -231,12 +238,12 @@ def test_calls_page_search_shows_the_call(seeded: Seeded, page: Any) -> None:
     outcome = page.locator('[data-testid="stMetric"]').filter(has_text="Outcome")
     assert seeded.retried_outcome in outcome.inner_text()
     # The retried webhook is one timeline entry with its count.
-    assert page.locator('[data-testid="stExpander"]').filter(
-        has_text="delivered 2 times").count() >= 1
+    assert (
+        page.locator('[data-testid="stExpander"]').filter(has_text="delivered 2 times").count() >= 1
+    )
     # Opening an entry (a widget-free interaction) and picking a row (a widget) keep working.
     page.locator('[data-testid="stExpander"] summary').first.click()
-    page.locator('[data-testid="stMain"] [data-testid="stJson"]').first.wait_for(
-        timeout=LOAD_MS)
+    page.locator('[data-testid="stMain"] [data-testid="stJson"]').first.wait_for(timeout=LOAD_MS)
     assert_clean(page, "opening a timeline entry")
 
 
@@ -268,8 +275,7 @@ def test_every_sidebar_control_keeps_the_page_working(seeded: Seeded, page: Any)
     page.get_by_role("option", name=seeded.our_number, exact=True).click()
     page.keyboard.press("Escape")
     still_renders("our numbers", urlencode({"num": seeded.our_number}))
-    destinations = sidebar.locator('[data-testid="stMultiSelect"]').filter(
-        has_text="B destination")
+    destinations = sidebar.locator('[data-testid="stMultiSelect"]').filter(has_text="B destination")
     destinations.locator("input").fill(seeded.destination)
     page.get_by_role("option", name=seeded.destination, exact=True).click()
     page.keyboard.press("Escape")
@@ -291,9 +297,7 @@ def test_every_sidebar_control_keeps_the_page_working(seeded: Seeded, page: Any)
             assert "inbound" in main_text(page) and "Asia/Tokyo" in main_text(page), title
 
 
-def test_live_mode_refreshes_in_place_and_widgets_still_work(
-    seeded: Seeded, page: Any
-) -> None:
+def test_live_mode_refreshes_in_place_and_widgets_still_work(seeded: Seeded, page: Any) -> None:
     page.goto(f"{seeded.server.url}/health?range=Last+30+days&live=true", timeout=LOAD_MS)
     tile = page.locator('[data-testid="stMetric"]').filter(has_text="Webhooks")
     tile.wait_for(timeout=LOAD_MS)
@@ -304,9 +308,11 @@ def test_live_mode_refreshes_in_place_and_widgets_still_work(
     page.evaluate("window.__notReloaded = true")
 
     # A new webhook (a ring of a known call: no new call, the other tests' figures stay).
-    reply = httpx.post(f"{seeded.server.url}/plivo/ring",
-                       data={"CallUUID": seeded.first_calls[0], "Event": "Ring",
-                             "Note": "live-refresh"}, timeout=30)
+    reply = httpx.post(
+        f"{seeded.server.url}/plivo/ring",
+        data={"CallUUID": seeded.first_calls[0], "Event": "Ring", "Note": "live-refresh"},
+        timeout=30,
+    )
     assert reply.status_code == 200
     deadline = time.monotonic() + 40
     while tile.inner_text() == before:
@@ -316,19 +322,16 @@ def test_live_mode_refreshes_in_place_and_widgets_still_work(
     assert_clean(page, "a live refresh")
 
     # Widgets inside a live page: the Calls search, then the SQL Run button, still live.
-    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Calls",
-                                                           exact=True).click()
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Calls", exact=True).click()
     search = page.get_by_role("textbox", name="Search")
     search.wait_for(timeout=LOAD_MS)
     search.fill(seeded.first_calls[1])
     search.press("Enter")
-    page.locator("h2").filter(has_text=f"Call {seeded.first_calls[1]}").wait_for(
-        timeout=LOAD_MS)
+    page.locator("h2").filter(has_text=f"Call {seeded.first_calls[1]}").wait_for(timeout=LOAD_MS)
     time.sleep(6)  # a refresh tick with the search in place
     assert_clean(page, "a live refresh of a searched call")
     assert page.locator("h2").filter(has_text=f"Call {seeded.first_calls[1]}").count() == 1
-    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="SQL",
-                                                           exact=True).click()
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="SQL", exact=True).click()
     _run_button(page).wait_for(timeout=LOAD_MS)
     page.get_by_label("Query").fill("SELECT 'live-' || count(*) AS n FROM range(7)")
     _run_button(page).click()
@@ -375,8 +378,9 @@ def assert_no_planted_links(page: Any, planted: tuple[str, ...]) -> None:
                          (e.closest('[data-testid]') || e).getAttribute('data-testid') + ': '
                          + (e.closest('[data-testid]') || e).outerHTML.slice(0, 300)])"""
     )
-    bad = [(tag, value, where) for tag, value, where in addresses
-           if any(p in value for p in planted)]
+    bad = [
+        (tag, value, where) for tag, value, where in addresses if any(p in value for p in planted)
+    ]
     assert not bad, bad
 
 
@@ -393,31 +397,53 @@ def test_planted_markup_shows_as_text(tmp_path: Path, pixel: str, page: Any) -> 
     number = f"+1555{image}"
     planted = ("evil.example", pixel.removeprefix("http://"))
 
-    with running_server(tmp_path / "markup.duckdb", {"PLIVO_AUTH_TOKEN": TOKEN}) as server, \
-            httpx.Client(base_url=server.url, timeout=10) as client:
+    with (
+        running_server(tmp_path / "markup.duckdb", {"PLIVO_AUTH_TOKEN": TOKEN}) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
         # Signed webhooks (stored) whose parameters hold markup; the hangup delivered twice.
         # Never answered, so its cause shows on Hangup causes without "include answered".
-        answer = [("CallUUID", call_uuid), ("Direction", direction), ("From", number),
-                  ("To", "+14155550100"), ("CallStatus", "in-progress"), ("Event", "StartApp")]
-        hangup = [*answer[:4], ("CallStatus", "completed"), ("HangupCause", cause),
-                  ("HangupCauseName", image), ("HangupCauseCode", "3000"),
-                  ("HangupSource", link), ("Duration", "0"), ("BillDuration", "0")]
-        for path, pairs in (("/plivo/answer", answer), ("/plivo/hangup", hangup),
-                            ("/plivo/hangup", hangup)):
+        answer = [
+            ("CallUUID", call_uuid),
+            ("Direction", direction),
+            ("From", number),
+            ("To", "+14155550100"),
+            ("CallStatus", "in-progress"),
+            ("Event", "StartApp"),
+        ]
+        hangup = [
+            *answer[:4],
+            ("CallStatus", "completed"),
+            ("HangupCause", cause),
+            ("HangupCauseName", image),
+            ("HangupCauseCode", "3000"),
+            ("HangupSource", link),
+            ("Duration", "0"),
+            ("BillDuration", "0"),
+        ]
+        for path, pairs in (
+            ("/plivo/answer", answer),
+            ("/plivo/hangup", hangup),
+            ("/plivo/hangup", hangup),
+        ):
             reply = signed_request(client, "POST", path, pairs, base=server.url, token=TOKEN)
             assert reply.status_code == 200, reply.text
         # Refused requests with a crafted X-Forwarded-Host: five with a forged signature,
         # five with none.
         forged = {"X-Plivo-Signature-V3": "Zm9yZ2Vk", "X-Plivo-Signature-V3-Nonce": "1"}
         for headers in [forged] * 5 + [{}] * 5:
-            reply = client.post("/plivo/hangup", data={"CallUUID": call_uuid},
-                                headers={**headers, "X-Forwarded-Host": forwarded})
+            reply = client.post(
+                "/plivo/hangup",
+                data={"CallUUID": call_uuid},
+                headers={**headers, "X-Forwarded-Host": forwarded},
+            )
             assert reply.status_code == 403
 
         links = urlencode({"range": "Last 24 hours", "num": number, "dest": link})
         page.goto(f"{server.url}/health?{links}", timeout=LOAD_MS)
         advice = page.locator('[data-testid="stMain"] [data-testid="stAlert"]').filter(
-            has_text="any client can send")
+            has_text="any client can send"
+        )
         advice.wait_for(timeout=LOAD_MS)
         assert_clean(page, "Receiver health with refused requests")
         text = main_text(page)
@@ -446,9 +472,11 @@ def test_planted_markup_shows_as_text(tmp_path: Path, pixel: str, page: Any) -> 
 
         # The other pages: the link's numbers in their captions, the planted cause among
         # Hangup causes' choices.
-        for path, title, query in (("/", "Call outcomes", links),
-                                   ("/causes", "Hangup causes", "range=Last+24+hours"),
-                                   ("/legs", "A/B legs", links)):
+        for path, title, query in (
+            ("/", "Call outcomes", links),
+            ("/causes", "Hangup causes", "range=Last+24+hours"),
+            ("/legs", "A/B legs", links),
+        ):
             page.goto(f"{server.url}{path}?{query}", timeout=LOAD_MS)
             page.locator("h1").filter(has_text=title).wait_for(timeout=LOAD_MS)
             assert_clean(page, title)

@@ -9,8 +9,8 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from callstatus.core import settings as settings_module
 from callstatus.cli import main as callstatus
+from callstatus.core import settings as settings_module
 from callstatus.core.db import Database
 from callstatus.dashboard import tiles
 from callstatus.dashboard.text import plain
@@ -28,8 +28,10 @@ def _point_at(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """400 simulated calls over the last 3 days (well inside "Last 30 days")."""
     path = tmp_path_factory.mktemp("app") / "seeded.duckdb"
-    assert callstatus(["seed", "--db", str(path), "--calls", "400", "--days", "3",
-                       "--seed", "11"]) == 0
+    assert (
+        callstatus(["seed", "--db", str(path), "--calls", "400", "--days", "3", "--seed", "11"])
+        == 0
+    )
     with pytest.MonkeyPatch.context() as monkeypatch:
         _point_at(monkeypatch, path)
         yield path
@@ -144,8 +146,9 @@ def test_plain_and_code_leave_no_markup() -> None:
     planted = "**b** [l](http://evil.example) ![i](x.png) <img src=x> :smile: $x$ `c` a@b.io\n# h"
     escaped = plain(planted)
     # Every ASCII punctuation character escaped, nothing left to start Markdown or HTML.
-    assert all(escaped[i - 1] == "\\" for i, ch in enumerate(escaped)
-               if ch in "*[]()<>!:$`#@" and i > 0)
+    assert all(
+        escaped[i - 1] == "\\" for i, ch in enumerate(escaped) if ch in "*[]()<>!:$`#@" and i > 0
+    )
     assert "\n" not in escaped
     assert f"{WORD_JOINER}http" in escaped and f"@{WORD_JOINER}" in escaped
     assert code("a`b``c") == "```a`b``c```"
@@ -155,12 +158,19 @@ def test_plain_and_code_leave_no_markup() -> None:
     assert code("") == ""
 
 
-def _refused(reason: str, url: str, headers: dict[str, str], params: dict[str, str],
-             method: str = "POST") -> dict[str, object]:
+def _refused(
+    reason: str, url: str, headers: dict[str, str], params: dict[str, str], method: str = "POST"
+) -> dict[str, object]:
     import json
 
-    return {"reason": reason, "http_method": method, "checked_url": url,
-            "headers": json.dumps(headers), "params": json.dumps(params), "truncated": False}
+    return {
+        "reason": reason,
+        "http_method": method,
+        "checked_url": url,
+        "headers": json.dumps(headers),
+        "params": json.dumps(params),
+        "truncated": False,
+    }
 
 
 def test_advice_proposes_only_a_verified_address() -> None:
@@ -174,17 +184,27 @@ def test_advice_proposes_only_a_verified_address() -> None:
     body = {key: [value] for key, value in params.items()}
     # Plivo signed for the public address; a proxy forwarded it, we checked the inner one.
     signed = signed_headers("POST", f"{public}/plivo/hangup?tenant=a", body, token)
-    proxied = {**{k.lower(): v for k, v in signed.items()},
-               "host": "127.0.0.1:8000", "x-forwarded-host": "calls.example.com",
-               "x-forwarded-proto": "https"}
-    good = _refused("bad_signature", "http://127.0.0.1:8000/plivo/hangup?tenant=a", proxied,
-                    {**params, "tenant": "a"})
+    proxied = {
+        **{k.lower(): v for k, v in signed.items()},
+        "host": "127.0.0.1:8000",
+        "x-forwarded-host": "calls.example.com",
+        "x-forwarded-proto": "https",
+    }
+    good = _refused(
+        "bad_signature",
+        "http://127.0.0.1:8000/plivo/hangup?tenant=a",
+        proxied,
+        {**params, "tenant": "a"},
+    )
     [advice] = base_url_advice(pd.DataFrame([good]), [token])
     assert "`PUBLIC_BASE_URL=https://calls.example.com`" in advice
 
     # The same header on a forged request: quoted as a claim, never proposed.
-    forged = {**proxied, "x-forwarded-host": "evil.example](http://evil.example)",
-              "x-plivo-signature-v3": "Zm9yZ2Vk"}
+    forged = {
+        **proxied,
+        "x-forwarded-host": "evil.example](http://evil.example)",
+        "x-plivo-signature-v3": "Zm9yZ2Vk",
+    }
     bad = _refused("bad_signature", "http://127.0.0.1:8000/plivo/hangup", forged, params)
     [advice] = base_url_advice(pd.DataFrame([bad]), [token])
     assert "PUBLIC_BASE_URL=https://evil" not in advice
@@ -194,8 +214,12 @@ def test_advice_proposes_only_a_verified_address() -> None:
     [advice] = base_url_advice(pd.DataFrame([good]), ["another-token"])
     assert "PUBLIC_BASE_URL=https://calls" not in advice
 
-    unsigned = _refused("missing_signature", "http://127.0.0.1:8000/plivo/hangup",
-                        {"x-forwarded-host": "evil.example"}, params)
+    unsigned = _refused(
+        "missing_signature",
+        "http://127.0.0.1:8000/plivo/hangup",
+        {"x-forwarded-host": "evil.example"},
+        params,
+    )
     assert base_url_advice(pd.DataFrame([unsigned]), [token]) == [
         "Requests arrived **without** Plivo signature headers: they are not from Plivo, "
         "or a proxy in front of callstatus strips the `X-Plivo-Signature-*` headers."

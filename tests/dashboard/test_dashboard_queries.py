@@ -21,38 +21,73 @@ from tests.factories import T0, store
 START, END = T0 - timedelta(hours=1), T0 + timedelta(hours=2)
 
 
-def _hangup(uuid: str, direction: str, code: int, name: str, cause: str, duration: int,
-            answered: bool, source: str = "Caller") -> tuple[str, Params]:
+def _hangup(
+    uuid: str,
+    direction: str,
+    code: int,
+    name: str,
+    cause: str,
+    duration: int,
+    answered: bool,
+    source: str = "Caller",
+) -> tuple[str, Params]:
     ours, them = "+14155550100", "+15550001" + uuid[-3:]
     return "hangup", {
-        "CallUUID": uuid, "Direction": direction,
+        "CallUUID": uuid,
+        "Direction": direction,
         "From": them if direction == "inbound" else ours,
         "To": ours if direction == "inbound" else them,
-        "CallStatus": "completed", "HangupCauseCode": str(code), "HangupCauseName": name,
-        "HangupCause": cause, "HangupSource": source, "StartTime": "2026-11-02 09:00:00",
-        "AnswerTime": "2026-11-02 09:00:01" if answered else "", "EndTime": "2026-11-02 09:05:00",
-        "Duration": str(duration), "BillDuration": str(duration if answered else 0),
+        "CallStatus": "completed",
+        "HangupCauseCode": str(code),
+        "HangupCauseName": name,
+        "HangupCause": cause,
+        "HangupSource": source,
+        "StartTime": "2026-11-02 09:00:00",
+        "AnswerTime": "2026-11-02 09:00:01" if answered else "",
+        "EndTime": "2026-11-02 09:05:00",
+        "Duration": str(duration),
+        "BillDuration": str(duration if answered else 0),
     }
 
 
-def _b_leg(a: str, b: str, to: str, position: int, code: int, name: str,
-           answered: bool) -> list[tuple[str, Params]]:
-    base = {"CallUUID": a, "DialALegUUID": a, "DialBLegUUID": b, "DialBLegTo": to,
-            "DialBLegFrom": "+14155550100", "DialBLegPosition": str(position)}
+def _b_leg(
+    a: str, b: str, to: str, position: int, code: int, name: str, answered: bool
+) -> list[tuple[str, Params]]:
+    base = {
+        "CallUUID": a,
+        "DialALegUUID": a,
+        "DialBLegUUID": b,
+        "DialBLegTo": to,
+        "DialBLegFrom": "+14155550100",
+        "DialBLegPosition": str(position),
+    }
     events: list[tuple[str, Params]] = []
     if answered:
         events.append(("dial_callback", {**base, "DialAction": "answer"}))
-    events.append(("dial_callback", {
-        **base, "DialAction": "hangup", "DialBLegHangupCauseCode": str(code),
-        "DialBLegHangupCauseName": name, "DialBLegDuration": "30" if answered else "0",
-        "DialBLegBillDuration": "30" if answered else "0",
-    }))
+    events.append(
+        (
+            "dial_callback",
+            {
+                **base,
+                "DialAction": "hangup",
+                "DialBLegHangupCauseCode": str(code),
+                "DialBLegHangupCauseName": name,
+                "DialBLegDuration": "30" if answered else "0",
+                "DialBLegBillDuration": "30" if answered else "0",
+            },
+        )
+    )
     return events
 
 
 def _dial(a: str, status: str, b: str = "") -> tuple[str, Params]:
-    return "dial_action", {"CallUUID": a, "DialALegUUID": a, "DialBLegUUID": b,
-                           "DialStatus": status, "DialRingStatus": "true"}
+    return "dial_action", {
+        "CallUUID": a,
+        "DialALegUUID": a,
+        "DialBLegUUID": b,
+        "DialStatus": status,
+        "DialRingStatus": "true",
+    }
 
 
 def sample_events() -> list[tuple[str, Params]]:
@@ -61,25 +96,47 @@ def sample_events() -> list[tuple[str, Params]]:
     # in1: two agents ring, the first answers, the second loses the race.
     events += _b_leg("in-001", "b-1", "+1700", 1, 4000, "Normal Hangup", True)
     events += _b_leg("in-001", "b-2", "+1701", 2, 9000, "Lost Race", False)
-    events += [_dial("in-001", "completed", "b-1"),
-               _hangup("in-001", "inbound", 4000, "Normal Hangup", "NORMAL_CLEARING", 60, True)]
+    events += [
+        _dial("in-001", "completed", "b-1"),
+        _hangup("in-001", "inbound", 4000, "Normal Hangup", "NORMAL_CLEARING", 60, True),
+    ]
     # in2: one agent, no answer.
     events += _b_leg("in-002", "b-3", "+1700", 1, 3000, "No Answer", False)
-    events += [_dial("in-002", "no-answer"),
-               _hangup("in-002", "inbound", 4010, "End Of XML Instructions",
-                       "NORMAL_CLEARING", 20, True, "Plivo")]
+    events += [
+        _dial("in-002", "no-answer"),
+        _hangup(
+            "in-002",
+            "inbound",
+            4010,
+            "End Of XML Instructions",
+            "NORMAL_CLEARING",
+            20,
+            True,
+            "Plivo",
+        ),
+    ]
     # in3: the caller gives up while two agents ring.
     events += _b_leg("in-003", "b-4", "+1700", 1, 1000, "Canceled", False)
     events += _b_leg("in-003", "b-5", "+1701", 2, 1000, "Canceled", False)
-    events += [_dial("in-003", "cancel"),
-               _hangup("in-003", "inbound", 1000, "Canceled", "ORIGINATOR_CANCEL", 15, True)]
+    events += [
+        _dial("in-003", "cancel"),
+        _hangup("in-003", "inbound", 1000, "Canceled", "ORIGINATOR_CANCEL", 15, True),
+    ]
     answered = _hangup("out-001", "outbound", 4000, "Normal Hangup", "NORMAL_CLEARING", 100, True)
     events += [
         answered,
         answered,  # Plivo retried: a duplicate, counted once
         _hangup("out-002", "outbound", 3010, "Busy Line", "USER_BUSY", 0, False, "Carrier"),
-        _hangup("out-003", "outbound", 5010, "Internal Error", "NORMAL_TEMPORARY_FAILURE", 0,
-                False, "Plivo"),
+        _hangup(
+            "out-003",
+            "outbound",
+            5010,
+            "Internal Error",
+            "NORMAL_TEMPORARY_FAILURE",
+            0,
+            False,
+            "Plivo",
+        ),
         _hangup("out-004", "outbound", 3000, "No Answer", "NO_ANSWER", 0, False, "Carrier"),
     ]
     return events
@@ -158,7 +215,10 @@ def test_an_empty_range_has_no_rates(sample: Path) -> None:
 def test_outcomes_and_causes(sample: Path) -> None:
     outcomes = queries.outcomes_over_time(filters()).frame
     assert dict(zip(outcomes["outcome"], outcomes["calls"], strict=True)) == {
-        "answered": 4, "busy": 1, "failed": 1, "no-answer": 1,
+        "answered": 4,
+        "busy": 1,
+        "failed": 1,
+        "no-answer": 1,
     }
     b_causes = queries.causes(filters(), "b", with_answered=False).frame
     per_code = b_causes.groupby("code")["legs"].sum().to_dict()
@@ -188,7 +248,10 @@ def test_one_call_timeline_holds_every_webhook(sample: Path) -> None:
     legs = queries.call_b_legs("in-001", "UTC").frame
     assert list(legs["outcome"]) == ["answered", "lost-race"]
     assert list(queries.search_calls("out-00", "UTC").frame["call_uuid"].sort_values()) == [
-        "out-001", "out-002", "out-003", "out-004",
+        "out-001",
+        "out-002",
+        "out-003",
+        "out-004",
     ]
 
 
@@ -415,8 +478,9 @@ def test_call_timeline_collapses_repeats_and_stays_bounded(
     path = tmp_path / "replayed.duckdb"
     database = Database(path)
     hangup = _hangup("rep-001", "inbound", 4000, "Normal Hangup", "NORMAL_CLEARING", 30, True)
-    rings = [("ring", {"CallUUID": "rep-001", "Direction": "inbound", "Seq": str(i)})
-             for i in range(250)]
+    rings = [
+        ("ring", {"CallUUID": "rep-001", "Direction": "inbound", "Seq": str(i)}) for i in range(250)
+    ]
     store(database, [hangup] * 300 + rings, step=timedelta(milliseconds=10))
     if on_rollups:
         rollups.refresh(database.cursor())

@@ -20,9 +20,9 @@ from streamlit.testing.v1 import AppTest
 import callstatus.app.runtime
 import callstatus.receiver.writer
 from callstatus.analyst import sandbox as safe_sql
+from callstatus.cli import main as callstatus_cli
 from callstatus.core import rollups
 from callstatus.core import settings as settings_module
-from callstatus.cli import main as callstatus_cli
 from callstatus.core.db import Database
 from callstatus.core.events import DuplicateTracker, EventRecord, add_repeats, make_record
 from callstatus.dashboard import tiles
@@ -31,9 +31,9 @@ from callstatus.receiver.rejected import RejectedRecord, row_bytes
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
 from tests.conftest import app_client
+from tests.core.test_rollups import sample_records
 from tests.factories import T0, metric, rows, signed_request, store, wait_until
 from tests.servers import start_server
-from tests.core.test_rollups import sample_records
 
 TOKEN = "bounded-growth-token"
 APP = str(Path(__file__).resolve().parents[2] / "callstatus" / "dashboard" / "app.py")
@@ -368,7 +368,8 @@ def test_the_health_page_shows_repeats_not_stored(
 ) -> None:
     path = tmp_path / "seeded.duckdb"
     assert (
-        callstatus_cli(["seed", "--db", str(path), "--calls", "20", "--days", "1", "--seed", "3"]) == 0
+        callstatus_cli(["seed", "--db", str(path), "--calls", "20", "--days", "1", "--seed", "3"])
+        == 0
     )
     con = duckdb.connect(str(path))
     con.execute(

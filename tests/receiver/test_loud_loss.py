@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 import callstatus.receiver.writer
+from callstatus.app import runtime
 from callstatus.core.db import Database
 from callstatus.core.events import EventRecord, make_record
-from callstatus.app import runtime
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
 from tests.conftest import app_client

@@ -15,9 +15,9 @@ import pytest
 
 import callstatus.receiver.spool
 import callstatus.receiver.writer
+from callstatus.app import runtime
 from callstatus.core.db import Database
 from callstatus.core.events import EventRecord, InboxAppender, make_record
-from callstatus.app import runtime
 from callstatus.receiver.spool import Spool
 from tests.conftest import app_client
 from tests.factories import rows, wait_until

@@ -13,9 +13,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from callstatus.simulator import seed as seed_module
 from callstatus.cli import main
 from callstatus.core.db import Database
+from callstatus.simulator import seed as seed_module
 from callstatus.simulator.seed import seed_calls
 from callstatus.simulator.simulate import Plan, Target, simulate
 from callstatus.simulator.traffic import TrafficModel

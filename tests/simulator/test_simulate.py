@@ -10,9 +10,9 @@ import pytest
 
 from callstatus.cli import main
 from callstatus.core.settings import get_settings
+from callstatus.receiver.xml import answer_xml, empty_xml
 from callstatus.simulator.simulate import Plan, Target, dial_from_xml, simulate
 from callstatus.simulator.traffic import Endpoint, TrafficModel
-from callstatus.receiver.xml import answer_xml, empty_xml
 from tests.conftest import make_settings
 from tests.servers import free_port, running_server
 

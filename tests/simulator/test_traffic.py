@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from callstatus.simulator.traffic import ENDINGS, PATHS, Call, DialSpec, Endpoint, TrafficModel, Webhook
 from callstatus.simulator.config import TrafficConfig
+from callstatus.simulator.traffic import (
+    ENDINGS,
+    PATHS,
+    Call,
+    DialSpec,
+    Endpoint,
+    TrafficModel,
+    Webhook,
+)
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC).timestamp()
 CODE_NAMES = {code: name for options in ENDINGS.values() for code, name, *_ in options}

@@ -14,13 +14,20 @@ from callstatus.dashboard.text import plain
 def render() -> None:
     f = controls.current()
     st.title("Calls")
-    text = st.text_input("Search", key="q", bind="query-params",
-                         placeholder="call UUID (or its start), B-leg UUID, or a phone number")
+    text = st.text_input(
+        "Search",
+        key="q",
+        bind="query-params",
+        placeholder="call UUID (or its start), B-leg UUID, or a phone number",
+    )
     found = queries.search_calls(text, f.tz)
-    st.caption(f"{len(found.frame)} most recent matching calls (all time); select one to "
-               "see it below, else the newest is shown.")
-    picked = widgets.table(found, "search", on_select="rerun", selection_mode="single-row",
-                           key="found", height=250)
+    st.caption(
+        f"{len(found.frame)} most recent matching calls (all time); select one to "
+        "see it below, else the newest is shown."
+    )
+    picked = widgets.table(
+        found, "search", on_select="rerun", selection_mode="single-row", key="found", height=250
+    )
     rows = picked.selection.rows if picked else []
     if found.frame.empty:
         st.info("No call matches.")
@@ -48,11 +55,16 @@ def _call(call_uuid: str, tz: str) -> None:
         cols = st.columns(3)
         cols[0].metric("Outcome", _shown(row["outcome"]), border=True)
         cols[1].metric("Direction", _shown(row["direction"]), border=True)
-        cols[2].metric("Duration", "—" if row.isna()["duration_s"]
-                       else f"{int(row['duration_s'])} s", border=True)
-        st.markdown(f"**Hangup cause:** {_shown(row['hangup_cause_code'])} "
-                    f"{_shown(row['hangup_cause_name'])} · {_shown(row['hangup_cause'])} · "
-                    f"source {_shown(row['hangup_source'])}")
+        cols[2].metric(
+            "Duration",
+            "—" if row.isna()["duration_s"] else f"{int(row['duration_s'])} s",
+            border=True,
+        )
+        st.markdown(
+            f"**Hangup cause:** {_shown(row['hangup_cause_code'])} "
+            f"{_shown(row['hangup_cause_name'])} · {_shown(row['hangup_cause'])} · "
+            f"source {_shown(row['hangup_source'])}"
+        )
         widgets.table(summary, "call")
 
     st.subheader("B legs")
@@ -66,8 +78,10 @@ def _call(call_uuid: str, tz: str) -> None:
         return
     entries, webhooks = int(frame["entries"].iloc[0]), int(frame["webhooks"].iloc[0])
     if webhooks > entries:
-        st.caption(f"{webhooks:,} webhooks as {entries:,} entries: repeated deliveries of the "
-                   "same webhook (same kind and parameters) are shown once, with their count.")
+        st.caption(
+            f"{webhooks:,} webhooks as {entries:,} entries: repeated deliveries of the "
+            "same webhook (same kind and parameters) are shown once, with their count."
+        )
     for event in frame.itertuples():
         label = f"{event.received:%H:%M:%S.%f}"[:-3] + f" · {plain(event.kind)}"
         if event.deliveries > 1:
@@ -76,16 +90,21 @@ def _call(call_uuid: str, tz: str) -> None:
             label += " · duplicate"
         with st.expander(label):
             st.json(json.loads(event.params))
-            about = (f"{plain(event.http_method)}, signature {plain(event.signature)}, "
-                     f"event {plain(event.event_id)}")
+            about = (
+                f"{plain(event.http_method)}, signature {plain(event.signature)}, "
+                f"event {plain(event.event_id)}"
+            )
             if event.deliveries > 1:
-                about = (f"{event.deliveries:,} deliveries, the last at "
-                         f"{event.last_received:%Y-%m-%d %H:%M:%S}. The first: {about}")
+                about = (
+                    f"{event.deliveries:,} deliveries, the last at "
+                    f"{event.last_received:%Y-%m-%d %H:%M:%S}. The first: {about}"
+                )
             st.caption(about)
     if entries > len(frame):
         st.info(
             f"Showing the first {len(frame):,} of {entries:,} entries. Every webhook of this "
-            f"call is on the SQL page (Operations → SQL), e.g.:", icon=":material/database:"
+            f"call is on the SQL page (Operations → SQL), e.g.:",
+            icon=":material/database:",
         )
         st.code(_all_webhooks_sql(call_uuid), language="sql")
 

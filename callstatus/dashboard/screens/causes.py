@@ -21,8 +21,11 @@ def render() -> None:
 
 def _leg_section(f: Filters, leg: str) -> None:
     # Answered legs dwarf every other cause; managers come here for the rest.
-    everything = st.toggle("Include answered legs", key=f"answered-{leg}",
-                           help="Answered legs end with a normal hangup (4000) mostly.")
+    everything = st.toggle(
+        "Include answered legs",
+        key=f"answered-{leg}",
+        help="Answered legs end with a normal hangup (4000) mostly.",
+    )
     found = queries.causes(f, leg, everything)
     left, right = st.columns([3, 2])
     with left:
@@ -45,8 +48,13 @@ def _leg_section(f: Filters, leg: str) -> None:
     )
     st.subheader("The calls behind a cause")
     names = list(dict.fromkeys(found.frame["cause"]))
-    cause = st.selectbox("Cause", names, key=f"cause-{leg}", index=0 if names else None,
-                         placeholder="no causes in this range")
+    cause = st.selectbox(
+        "Cause",
+        names,
+        key=f"cause-{leg}",
+        index=0 if names else None,
+        placeholder="no causes in this range",
+    )
     if cause:
         widgets.table(queries.cause_legs(f, leg, cause), f"cause-calls-{leg}")
 

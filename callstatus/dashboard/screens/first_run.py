@@ -31,8 +31,11 @@ def render() -> None:
         "answer XML rings at the same time."
     )
     st.subheader("2 · Or watch simulated traffic")
-    st.code("callstatus demo            # serve plus simulated calls, live\n"
-            "callstatus seed --db data/practice.duckdb --calls 50000 --days 30", language="bash")
+    st.code(
+        "callstatus demo            # serve plus simulated calls, live\n"
+        "callstatus seed --db data/practice.duckdb --calls 50000 --days 30",
+        language="bash",
+    )
     st.caption("This page switches to the dashboard by itself when the first webhook arrives.")
 
 

@@ -20,26 +20,48 @@ def render() -> None:
     repeats = queries.repeats_not_stored(f).frame.iloc[0]["repeats"]
     cols = st.columns(6)
     # Short values: six tiles share the row, and a long one is cut to "21 min …".
-    cols[0].metric("Since last webhook", _ago(row["last_event_at"]), border=True,
-                   help="Time since the most recent webhook was stored (any time range).")
+    cols[0].metric(
+        "Since last webhook",
+        _ago(row["last_event_at"]),
+        border=True,
+        help="Time since the most recent webhook was stored (any time range).",
+    )
     cols[1].metric("Webhooks", tiles.fmt_count(row["webhooks"]), border=True)
-    cols[2].metric("Duplicates", tiles.fmt_count(row["duplicates"]), border=True,
-                   help="Repeat deliveries of the same webhook (Plivo retries); kept, but "
-                   "counted once in every view.")
-    cols[3].metric("Rejected", tiles.fmt_count(row["rejected"]), border=True,
-                   help="Requests refused with 403 (bad signature): Plivo does not retry them.")
-    cols[4].metric("Spool depth",
-                   "—" if live.spool_depth is None else tiles.fmt_count(live.spool_depth),
-                   border=True, help="Webhooks waiting on disk for the database (0 is healthy).")
-    cols[5].metric("Repeats not stored", tiles.fmt_count(repeats), border=True,
-                   help="Deliveries of the same webhook past the first 3 within 10 minutes "
-                   "(a replay): answered 200, since a stored copy has the same content, but "
-                   "only counted (webhook_repeats).")
+    cols[2].metric(
+        "Duplicates",
+        tiles.fmt_count(row["duplicates"]),
+        border=True,
+        help="Repeat deliveries of the same webhook (Plivo retries); kept, but "
+        "counted once in every view.",
+    )
+    cols[3].metric(
+        "Rejected",
+        tiles.fmt_count(row["rejected"]),
+        border=True,
+        help="Requests refused with 403 (bad signature): Plivo does not retry them.",
+    )
+    cols[4].metric(
+        "Spool depth",
+        "—" if live.spool_depth is None else tiles.fmt_count(live.spool_depth),
+        border=True,
+        help="Webhooks waiting on disk for the database (0 is healthy).",
+    )
+    cols[5].metric(
+        "Repeats not stored",
+        tiles.fmt_count(repeats),
+        border=True,
+        help="Deliveries of the same webhook past the first 3 within 10 minutes "
+        "(a replay): answered 200, since a stored copy has the same content, but "
+        "only counted (webhook_repeats).",
+    )
     snapshot = "—" if live.snapshot_age_s is None else f"{live.snapshot_age_s:.0f} s"
     st.caption(
         f"Signature checks: **{live.signature_checks}** · snapshot age: **{snapshot}** · "
-        + (f"writer queue: **{live.writer_queue}**" if live.serving
-           else "no server in this process: spool and queue unknown")
+        + (
+            f"writer queue: **{live.writer_queue}**"
+            if live.serving
+            else "no server in this process: spool and queue unknown"
+        )
     )
     widgets.provenance(totals, "receiver-totals")
 
@@ -53,8 +75,7 @@ def render() -> None:
         st.success("No request was refused in this range.")
     else:
         samples = queries.rejected_samples(f)
-        for advice in receiver_status.base_url_advice(samples.frame,
-                                                      receiver_status.auth_tokens()):
+        for advice in receiver_status.base_url_advice(samples.frame, receiver_status.auth_tokens()):
             st.error(advice, icon=":material/link_off:")
     widgets.table(rejected, "rejected")
 

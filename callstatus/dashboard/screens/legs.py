@@ -19,20 +19,35 @@ def render() -> None:
     kpi = queries.kpis(f).frame.iloc[0]
     cols = st.columns(4)
     cols[0].metric("A legs that dialled", tiles.fmt_count(row["dialled_a_legs"]), border=True)
-    cols[1].metric("B-leg answer rate", tiles.fmt_rate(kpi["b_leg_answer_rate"]),
-                   help=definitions.B_LEG_ANSWER_RATE, border=True)
-    cols[2].metric("Lost races", tiles.fmt_rate(kpi["b_lost_race_share"]),
-                   help="B legs that lost the race (code 9000) / B legs.", border=True)
-    cols[3].metric("Abandoned while ringing", tiles.fmt_rate(row["abandoned_rate"]),
-                   help=definitions.ABANDONED, border=True)
+    cols[1].metric(
+        "B-leg answer rate",
+        tiles.fmt_rate(kpi["b_leg_answer_rate"]),
+        help=definitions.B_LEG_ANSWER_RATE,
+        border=True,
+    )
+    cols[2].metric(
+        "Lost races",
+        tiles.fmt_rate(kpi["b_lost_race_share"]),
+        help="B legs that lost the race (code 9000) / B legs.",
+        border=True,
+    )
+    cols[3].metric(
+        "Abandoned while ringing",
+        tiles.fmt_rate(row["abandoned_rate"]),
+        help=definitions.ABANDONED,
+        border=True,
+    )
     widgets.provenance(gone, "abandoned")
 
     left, right = st.columns(2)
     with left:
         st.subheader("B legs per A leg")
         fan = queries.fanout(f)
-        widgets.chart(fan, charts.count_bar(fan.frame, "b_legs", "a_legs", "B legs dialled",
-                                            "A legs"), "fanout")
+        widgets.chart(
+            fan,
+            charts.count_bar(fan.frame, "b_legs", "a_legs", "B legs dialled", "A legs"),
+            "fanout",
+        )
     with right:
         st.subheader("Simultaneous dials: who wins, by position")
         wins = queries.winners_by_position(f)
@@ -54,10 +69,12 @@ def render() -> None:
 
     st.subheader("Pairings")
     a, b, c = st.columns([2, 1, 2])
-    outcomes = a.multiselect("B outcome", OUTCOMES[:-1], key="pair_outcome",
-                             placeholder="any outcome")
-    positions = b.multiselect("Position", [1, 2, 3, 4, 5, 6, 7, 8], key="pair_position",
-                              placeholder="any")
+    outcomes = a.multiselect(
+        "B outcome", OUTCOMES[:-1], key="pair_outcome", placeholder="any outcome"
+    )
+    positions = b.multiselect(
+        "Position", [1, 2, 3, 4, 5, 6, 7, 8], key="pair_position", placeholder="any"
+    )
     search = c.text_input("Search", key="pair_search", placeholder="UUID or number")
     widgets.table(queries.pairings(f, tuple(outcomes), tuple(positions), search), "pairings")
 

@@ -21,8 +21,12 @@ def render() -> None:
     tiles.render(row, before.frame.iloc[0], lead, covered)
     st.caption(
         f"Leading with the **{RATE_NAMES[lead]}**: "
-        + ("inbound calls are answered by our own XML, so what counts is whether an agent "
-           "picked up." if lead == "dial" else "for outbound calls, did the callee pick up.")
+        + (
+            "inbound calls are answered by our own XML, so what counts is whether an agent "
+            "picked up."
+            if lead == "dial"
+            else "for outbound calls, did the callee pick up."
+        )
         + f" Lost races: {tiles.fmt_rate(row['b_lost_race_share'])} of B legs "
         "(another simultaneous leg answered first; not a failure)."
     )
@@ -30,8 +34,9 @@ def render() -> None:
 
     st.subheader("Answer rates over time, with call volume")
     rates = queries.rates_over_time(f)
-    widgets.chart(rates, charts.rates_with_volume(rates.frame, RATE_NAMES[lead], f.tz),
-                  "answer-rates")
+    widgets.chart(
+        rates, charts.rates_with_volume(rates.frame, RATE_NAMES[lead], f.tz), "answer-rates"
+    )
 
     left, right = st.columns([3, 2])
     with left:
@@ -41,8 +46,12 @@ def render() -> None:
     with right:
         st.subheader("When calls get answered")
         metric = st.segmented_control(
-            "Heat map of", ["dial", "call"], default=lead, key="heat",
-            format_func=lambda m: RATE_NAMES[m], required=True,
+            "Heat map of",
+            ["dial", "call"],
+            default=lead,
+            key="heat",
+            format_func=lambda m: RATE_NAMES[m],
+            required=True,
             help=definitions.DIAL_ANSWER_RATE if lead == "dial" else definitions.CALL_ANSWER_RATE,
         )
         heat = queries.answer_heatmap(f, metric or lead)
