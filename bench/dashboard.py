@@ -2,7 +2,7 @@
 
 Seeds `bench/out/dashboard.duckdb` with 2,000,000 calls over 30 days (about 10 million webhooks;
 reused when it already has them), brings its rollups up to date, then:
-- times every query function of `callstatus/dashboard/queries.py` (median of 5) on the rollup tables and,
+- times every query function of the dashboard's queries (median of 5) on the rollup tables and,
   as the in-run baseline, on the views (overview queries, fewer runs: each takes seconds);
 - times an incremental rollup refresh after a burst of new calls (what the server pays);
 - times each page's first render with `streamlit.testing.v1.AppTest` (median of 3, data cache

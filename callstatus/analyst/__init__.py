@@ -1,1 +1,2 @@
-"""Analysts' access: `callstatus sql` and `export` over the snapshot, and the read-only SQL sandbox."""
+"""Analysts' access: `callstatus sql` and `export` over the snapshot, and the SQL page's
+read-only sandbox."""

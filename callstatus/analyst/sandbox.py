@@ -1,7 +1,7 @@
 """Read-only SQL for a shared dashboard: one query on the snapshot, sandboxed, bounded.
 
 Layers, each enough on its own for the common case: only SELECT-like statements pass the check;
-the query runs in a worker process of its own (callstatus.analyst.sandbox_worker), which opens the snapshot
+the query runs in a worker process of its own (`sandbox_worker`), which opens the snapshot
 read-only with external access (files, network), extension loading and Python-variable scans
 off and the configuration locked so that a query cannot turn them back on. The worker is killed
 when the time limit passes, whatever it is doing; its memory, threads and address space are

@@ -1,6 +1,6 @@
 """One sandboxed query in a process of its own: `python -m callstatus.analyst.sandbox_worker`.
 
-callstatus.analyst.sandbox starts this module with pipes on stdin and stdout and kills it when the time
+`sandbox` starts this module with pipes on stdin and stdout and kills it when the time
 limit passes, whatever DuckDB is doing; a long function call cannot hold the server up, and
 memory a query takes dies with this process. The worker is bounded on its own as well: DuckDB's
 memory limit and threads, an address-space limit (RLIMIT_AS) above what it uses once the

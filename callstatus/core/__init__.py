@@ -1,1 +1,2 @@
-"""The core: settings, the database and its migrations, webhook records and their storage, rollups, snapshots and background jobs. Imports nothing of callstatus above it."""
+"""The core: settings, the database and its migrations, webhook records and their storage,
+rollups, snapshots and background jobs. Imports nothing of callstatus above it."""

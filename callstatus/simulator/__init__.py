@@ -1,1 +1,2 @@
-"""Realistic Plivo traffic: the traffic model, its settings, `simulate` over HTTP and `seed` straight into a database."""
+"""Realistic Plivo traffic: the traffic model and its settings, `simulate` over HTTP and `seed`
+straight into a database."""
