@@ -13,7 +13,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from callstatus.core.db import Database
-from callstatus.core.events import DuplicateTracker, Params, insert_events, make_record
+from callstatus.core.duplicates import DuplicateTracker
+from callstatus.core.records import Params, make_record
+from callstatus.core.storage import insert_events
 from callstatus.receiver.signatures import sign
 
 T0 = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)

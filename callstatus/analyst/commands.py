@@ -28,9 +28,9 @@ import duckdb
 
 from callstatus.core.db import BASE_CONFIG
 from callstatus.core.errors import CommandError, UsageError, one_line
-from callstatus.core.events import STORAGE_RELATIONS
 from callstatus.core.settings import Settings
 from callstatus.core.snapshot import age_s
+from callstatus.core.storage import STORAGE_RELATIONS
 
 # Bookkeeping, and what webhook_events reads (exports hold webhook_events itself).
 NOT_EXPORTED = frozenset({"schema_migrations"}) | STORAGE_RELATIONS

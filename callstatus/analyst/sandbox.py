@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from callstatus.analyst import sandbox_worker as sql_worker
 from callstatus.analyst.sandbox_worker import SANDBOX
-from callstatus.core.events import STORAGE_RELATIONS
+from callstatus.core.storage import STORAGE_RELATIONS
 
 __all__ = [
     "EXAMPLES",

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from callstatus.core.db import Database
-from callstatus.core.events import move_inbox
 from callstatus.core.jobs import PeriodicJob
+from callstatus.core.storage import move_inbox
 
 if TYPE_CHECKING:
     from callstatus.app.runtime import Runtime

@@ -7,7 +7,7 @@ from urllib.parse import unquote_plus
 
 from starlette.types import Receive
 
-from callstatus.core.events import Params
+from callstatus.core.records import Params
 from callstatus.receiver.errors import RequestRefused
 
 MAX_BODY = 64 * 1024

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from callstatus.app import runtime
-from callstatus.core.events import make_record
+from callstatus.core.records import make_record
 from callstatus.receiver import metrics, signatures
 from callstatus.receiver.auth import BasicAuth, Verdict
 from callstatus.receiver.errors import RequestRefused, error_response, too_many_failures

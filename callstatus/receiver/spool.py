@@ -22,7 +22,8 @@ from pathlib import Path
 
 import duckdb
 
-from callstatus.core.events import EventRecord, insert_events
+from callstatus.core.records import EventRecord
+from callstatus.core.storage import insert_events
 
 log = logging.getLogger("callstatus.spool")
 

@@ -4,7 +4,7 @@ Request handlers hand records to `Writer.store` and await it; the writer thread 
 is waiting, writes it in one transaction, and settles every waiting request at once.
 
 Around that, between batches:
-- repeats of one webhook past a few deliveries (callstatus.core.events.MAX_STORED_DELIVERIES) are
+- repeats of one webhook past a few deliveries (core.duplicates.MAX_STORED_DELIVERIES) are
   acknowledged once the batch commits but only counted, in webhook_repeats;
 - the spool is replayed REPLAY_ROWS webhooks at a time, so new webhooks wait at most one step;
 - rejected_webhooks is kept within its bounds (callstatus.receiver.rejected);
@@ -29,13 +29,9 @@ from datetime import datetime
 import duckdb
 
 from callstatus.core.db import Database
-from callstatus.core.events import (
-    DuplicateTracker,
-    EventRecord,
-    InboxAppender,
-    add_repeats,
-    five_minutes,
-)
+from callstatus.core.duplicates import DuplicateTracker, add_repeats, five_minutes
+from callstatus.core.records import EventRecord
+from callstatus.core.storage import InboxAppender
 from callstatus.receiver import metrics
 from callstatus.receiver.rejected import RejectedRecord, RejectedStore
 from callstatus.receiver.spool import Spool

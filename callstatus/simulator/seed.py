@@ -26,16 +26,11 @@ import pyarrow as pa
 
 from callstatus.core import rollups
 from callstatus.core.db import Database
-from callstatus.core.events import (
-    DuplicateTracker,
-    insert_table,
-    make_record,
-    mark_duplicates,
-    move_inbox,
-    records_table,
-)
+from callstatus.core.duplicates import DuplicateTracker, mark_duplicates
 from callstatus.core.progress import Progress
+from callstatus.core.records import make_record
 from callstatus.core.settings import Settings
+from callstatus.core.storage import insert_table, move_inbox, records_table
 from callstatus.simulator.config import TrafficConfig
 from callstatus.simulator.traffic import TrafficModel
 

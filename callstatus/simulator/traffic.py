@@ -19,7 +19,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from callstatus.core.events import Params
+from callstatus.core.records import Params
 from callstatus.simulator.config import Agent, App, TrafficConfig
 
 PATHS = {

@@ -16,13 +16,9 @@ import pytest
 
 from callstatus.core import rollups
 from callstatus.core.db import Database
-from callstatus.core.events import (
-    DuplicateTracker,
-    EventRecord,
-    insert_events,
-    make_record,
-    move_inbox,
-)
+from callstatus.core.duplicates import DuplicateTracker
+from callstatus.core.records import EventRecord, make_record
+from callstatus.core.storage import insert_events, move_inbox
 from callstatus.simulator.seed import seed_calls
 from callstatus.simulator.simulate import Plan, Target, simulate
 from callstatus.simulator.traffic import TrafficModel

@@ -9,13 +9,9 @@ from pathlib import Path
 
 from callstatus.core import db as db_module
 from callstatus.core.db import Database, connect
-from callstatus.core.events import (
-    DuplicateTracker,
-    InboxAppender,
-    Params,
-    make_record,
-    move_inbox,
-)
+from callstatus.core.duplicates import DuplicateTracker
+from callstatus.core.records import Params, make_record
+from callstatus.core.storage import InboxAppender, move_inbox
 from tests.factories import T0, store
 
 # Values that exercise every typing rule: a list, blanks, spaces, floats, overflow, bad booleans,

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from callstatus.core.db import Database
-from callstatus.core.events import DuplicateTracker, Params, move_inbox
+from callstatus.core.duplicates import DuplicateTracker
+from callstatus.core.records import Params
+from callstatus.core.storage import move_inbox
 from tests.factories import T0, store
 
 SAMPLES = Path(__file__).parents[1] / "samples"

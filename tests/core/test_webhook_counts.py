@@ -13,7 +13,8 @@ import pytest
 from callstatus.cli import main as cli_main
 from callstatus.core import rollups
 from callstatus.core.db import Database
-from callstatus.core.events import DuplicateTracker, EventRecord, make_record
+from callstatus.core.duplicates import DuplicateTracker
+from callstatus.core.records import EventRecord, make_record
 from callstatus.simulator.traffic import TrafficModel
 from tests.core.test_rollups import T0, assert_rollups_equal_views, deliver, model_records, split
 

@@ -13,7 +13,8 @@ import pytest
 from callstatus.core import rollups
 from callstatus.core import settings as settings_module
 from callstatus.core.db import Database
-from callstatus.core.events import DuplicateTracker, Params
+from callstatus.core.duplicates import DuplicateTracker
+from callstatus.core.records import Params
 from callstatus.dashboard import queries
 from callstatus.dashboard.filters import BUCKETS, Filters
 from tests.factories import T0, store

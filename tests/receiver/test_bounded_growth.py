@@ -24,7 +24,8 @@ from callstatus.cli import main as callstatus_cli
 from callstatus.core import rollups
 from callstatus.core import settings as settings_module
 from callstatus.core.db import Database
-from callstatus.core.events import DuplicateTracker, EventRecord, add_repeats, make_record
+from callstatus.core.duplicates import DuplicateTracker, add_repeats
+from callstatus.core.records import EventRecord, make_record
 from callstatus.dashboard import tiles
 from callstatus.receiver import metrics
 from callstatus.receiver.rejected import RejectedRecord, row_bytes

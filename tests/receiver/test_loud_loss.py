@@ -23,7 +23,7 @@ import pytest
 import callstatus.receiver.writer
 from callstatus.app import runtime
 from callstatus.core.db import Database
-from callstatus.core.events import EventRecord, make_record
+from callstatus.core.records import EventRecord, make_record
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
 from tests.conftest import app_client
@@ -133,7 +133,7 @@ def test_a_full_disk_still_spools_and_answers_200(
 ) -> None:
     """The loud refusal is for a file that is gone; a database that refuses writes while its
     file is in place keeps today's behaviour (spool, 200, replay)."""
-    from callstatus.core.events import InboxAppender
+    from callstatus.core.storage import InboxAppender
 
     failing = {"on": True}
     real = InboxAppender.append

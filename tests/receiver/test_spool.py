@@ -17,7 +17,8 @@ import callstatus.receiver.spool
 import callstatus.receiver.writer
 from callstatus.app import runtime
 from callstatus.core.db import Database
-from callstatus.core.events import EventRecord, InboxAppender, make_record
+from callstatus.core.records import EventRecord, make_record
+from callstatus.core.storage import InboxAppender
 from callstatus.receiver.spool import Spool
 from tests.conftest import app_client
 from tests.factories import rows, wait_until

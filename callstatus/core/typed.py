@@ -1,0 +1,133 @@
+"""Plivo's parameters typed: the typed-column list of webhook_events, and the rules that turn a
+webhook's text parameters into those columns' values (stored as JSON in webhook_inbox.typed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from callstatus.core.records import Params
+
+# (column, Plivo parameter, SQL type) for every typed copy in webhook_events.
+TYPED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("call_uuid", "CallUUID", "VARCHAR"),
+    ("event", "Event", "VARCHAR"),
+    ("direction", "Direction", "VARCHAR"),
+    ("from_number", "From", "VARCHAR"),
+    ("to_number", "To", "VARCHAR"),
+    ("call_status", "CallStatus", "VARCHAR"),
+    ("dial_status", "DialStatus", "VARCHAR"),
+    ("dial_ring_status", "DialRingStatus", "BOOLEAN"),
+    ("dial_hangup_cause", "DialHangupCause", "VARCHAR"),
+    ("dial_a_leg_uuid", "DialALegUUID", "VARCHAR"),
+    ("dial_b_leg_uuid", "DialBLegUUID", "VARCHAR"),
+    ("dial_action", "DialAction", "VARCHAR"),
+    ("dial_b_leg_status", "DialBLegStatus", "VARCHAR"),
+    ("dial_b_leg_from", "DialBLegFrom", "VARCHAR"),
+    ("dial_b_leg_to", "DialBLegTo", "VARCHAR"),
+    ("dial_b_leg_position", "DialBLegPosition", "INTEGER"),
+    ("dial_b_leg_duration", "DialBLegDuration", "INTEGER"),
+    ("dial_b_leg_bill_duration", "DialBLegBillDuration", "INTEGER"),
+    ("dial_b_leg_hangup_cause", "DialBLegHangupCause", "VARCHAR"),
+    ("dial_b_leg_hangup_cause_code", "DialBLegHangupCauseCode", "INTEGER"),
+    ("dial_b_leg_hangup_cause_name", "DialBLegHangupCauseName", "VARCHAR"),
+    ("dial_b_leg_hangup_source", "DialBLegHangupSource", "VARCHAR"),
+    ("hangup_cause", "HangupCause", "VARCHAR"),
+    ("hangup_cause_code", "HangupCauseCode", "INTEGER"),
+    ("hangup_cause_name", "HangupCauseName", "VARCHAR"),
+    ("hangup_source", "HangupSource", "VARCHAR"),
+    ("duration", "Duration", "INTEGER"),
+    ("bill_duration", "BillDuration", "INTEGER"),
+    ("start_time", "StartTime", "TIMESTAMPTZ"),
+    ("answer_time", "AnswerTime", "TIMESTAMPTZ"),
+    ("end_time", "EndTime", "TIMESTAMPTZ"),
+    ("machine", "Machine", "BOOLEAN"),
+)
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+_TRUE = frozenset({"true", "t", "1", "yes", "y"})
+_FALSE = frozenset({"false", "f", "0", "no", "n"})
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _text(value: str | list[str] | None) -> str | None:
+    # A parameter sent twice arrives as a list: typed copies take its last value.
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _integer(text: str) -> int | None:
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            number = int(float(text))
+        except (ValueError, OverflowError):
+            return None
+    return number if _INT32[0] <= number <= _INT32[1] else None
+
+
+def _boolean(text: str) -> bool | None:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return None
+
+
+def _timestamp(text: str, zone: ZoneInfo) -> datetime | None:
+    """Plivo's 'YYYY-MM-DD HH:MM:SS' (no offset) in PLIVO_TIMEZONE, as UTC."""
+    try:
+        naive = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    local = naive.replace(tzinfo=zone) if naive.tzinfo is None else naive
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 pushed out of range: one bad row must not fail a batch
+        return None
+
+
+def _typed(text: str, sql_type: str, zone: ZoneInfo) -> object:
+    if sql_type == "VARCHAR":
+        return text
+    if sql_type == "INTEGER":
+        return _integer(text)
+    if sql_type == "BOOLEAN":
+        return _boolean(text)
+    return _timestamp(text, zone)
+
+
+# Plivo parameter -> (typed column, SQL type)
+_TYPED_SLOTS = {param: (column, sql_type) for column, param, sql_type in TYPED_COLUMNS}
+
+
+def typed_values(params: Params, zone: ZoneInfo) -> dict[str, object]:
+    """The typed copies of one webhook's parameters that have a value, ready for JSON
+    (timestamps as ISO 8601 in UTC); unusable values are left out (NULL). Walks the webhook's
+    own parameters, most of which are typed."""
+    values: dict[str, object] = {}
+    for param, value in params.items():
+        slot = _TYPED_SLOTS.get(param)
+        if slot is None:
+            continue
+        text = _text(value)
+        if text is not None:
+            typed = _typed(text, slot[1], zone)
+            if typed is not None:
+                values[slot[0]] = typed.isoformat() if isinstance(typed, datetime) else typed
+    return values
+
+
+def typed_json(params: Params, zone: ZoneInfo) -> str:
+    """`typed_values` as the JSON object stored in webhook_inbox.typed."""
+    return _COMPACT.encode(typed_values(params, zone))
