@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from callstatus.core.db import BASE_CONFIG
+from callstatus.core.db import BASE_CONFIG, held_by_another_process
 from callstatus.core.errors import CommandError, UsageError, one_line
 from callstatus.core.settings import Settings
 from callstatus.core.snapshot import age_s
@@ -55,10 +55,6 @@ class Source:
     snapshot_age_s: float | None  # None when reading the database itself
 
 
-def is_lock_error(exc: duckdb.Error) -> bool:
-    return "lock" in str(exc).lower()
-
-
 def _connect(path: Path, memory_limit: str, temp_dir: str | None) -> duckdb.DuckDBPyConnection:
     config: dict[str, str | bool | int | float | list[str]] = {
         **BASE_CONFIG,
@@ -84,7 +80,7 @@ def open_source(
     try:
         return _connect(db, memory_limit, temp_dir), Source(db, None)
     except duckdb.IOException as exc:
-        if not is_lock_error(exc):
+        if not held_by_another_process(exc):
             raise AnalystError(
                 f"cannot open {db}: {one_line(exc)}; is it a callstatus database?"
             ) from None

@@ -30,6 +30,12 @@ def connect(
     return con
 
 
+def held_by_another_process(exc: duckdb.Error) -> bool:
+    """Whether opening a database failed because another process (a running server, usually)
+    holds its file: DuckDB lets one process open a file, not even read-only beside a writer."""
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
 def migrations() -> list[tuple[str, str]]:
     """(name, SQL) of every migration shipped with the package, in order."""
     folder = resources.files("callstatus.core") / "migrations"

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from callstatus.core import rollups
-from callstatus.core.db import Database
+from callstatus.core.db import Database, held_by_another_process
 from callstatus.core.duplicates import DuplicateTracker, mark_duplicates
 from callstatus.core.progress import Progress
 from callstatus.core.records import make_record
@@ -60,7 +60,7 @@ def open_database(path: Path) -> Database:
     try:
         return Database(path)
     except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
+        if held_by_another_process(exc):
             raise DatabaseBusy(
                 f"cannot open {path}: another process holds it (is `callstatus serve` running "
                 "on it?). Stop that process, or seed another file with --db."
