@@ -47,33 +47,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from callstatus.simulator.simulate import run_simulate
+    from callstatus.simulator.simulate import SimulateOptions, run_simulate
 
-    return run_simulate(args, _settings())
+    options = SimulateOptions(
+        url=args.url,
+        calls=args.calls,
+        rate=args.rate,
+        speed=args.speed,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        public_url=args.public_url,
+        traffic=args.traffic,
+    )
+    return run_simulate(options, _settings())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from callstatus.simulator.simulate import run_demo
+    from callstatus.app.demo import run_demo
 
-    return run_demo(args, _settings(args.db))
+    return run_demo(_settings(args.db), host=args.host, port=args.port, rate=args.rate)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from callstatus.simulator.seed import run_seed
+    from callstatus.simulator.seed import SeedOptions, run_seed
 
-    return run_seed(args, _settings(args.db))
+    options = SeedOptions(calls=args.calls, days=args.days, seed=args.seed, traffic=args.traffic)
+    return run_seed(options, _settings(args.db))
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from callstatus.analyst.commands import run_sql
+    from callstatus.analyst.commands import SqlOptions, run_sql
 
-    return run_sql(args, _settings(args.db))
+    options = SqlOptions(
+        query=args.query,
+        format=args.format,
+        out=args.out,
+        time_limit=args.time_limit,
+        memory_limit=args.memory_limit,
+    )
+    return run_sql(options, _settings(args.db))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from callstatus.analyst.commands import run_export
+    from callstatus.analyst.commands import ExportOptions, run_export
 
-    return run_export(args, _settings(args.db))
+    options = ExportOptions(out=args.out, format=args.format, since=args.since, until=args.until)
+    return run_export(options, _settings(args.db))
 
 
 DEBUG_HELP = "show the traceback of an unexpected error"

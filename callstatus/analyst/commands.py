@@ -11,7 +11,6 @@ not bounded in rows or bytes: stdout and `--out FILE` get every row.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -204,11 +203,22 @@ def _check_out(out: Path) -> None:
         )
 
 
-def run_sql(args: argparse.Namespace, settings: Settings) -> int:
-    fmt: str = args.format
-    out: Path | None = args.out
-    time_limit: float = getattr(args, "time_limit", 0.0) or 0.0
-    memory_limit: str = getattr(args, "memory_limit", None) or DEFAULT_MEMORY_LIMIT
+@dataclass(frozen=True)
+class SqlOptions:
+    """What `callstatus sql` was asked for."""
+
+    query: str
+    format: str = "table"  # table, csv, json or parquet
+    out: Path | None = None  # None: stdout
+    time_limit: float = 0.0  # seconds; 0 for none
+    memory_limit: str | None = None  # None: DEFAULT_MEMORY_LIMIT
+
+
+def run_sql(options: SqlOptions, settings: Settings) -> int:
+    fmt = options.format
+    out = options.out
+    time_limit = options.time_limit
+    memory_limit = options.memory_limit or DEFAULT_MEMORY_LIMIT
     if fmt == "parquet" and out is None:
         raise UsageError("--format parquet writes a file: add --out FILE")
     if fmt == "table" and out is not None:
@@ -225,7 +235,7 @@ def run_sql(args: argparse.Namespace, settings: Settings) -> int:
         watchdog.remove_on_kill(out)
     try:
         with opened(settings, memory_limit, watchdog) as con:
-            relation = con.sql(args.query)
+            relation = con.sql(options.query)
             if relation is None:  # a statement without a result (SET, say)
                 return 0
             _emit(con, relation, fmt, out, watchdog)
@@ -424,13 +434,23 @@ def _prepare_out(out: Path) -> None:
         )
 
 
-def run_export(args: argparse.Namespace, settings: Settings) -> int:
-    out: Path = args.out
-    window = Window.parse(args.since, args.until)
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `callstatus export` was asked for."""
+
+    out: Path
+    format: str = "parquet"  # parquet or csv
+    since: str | None = None  # first day, YYYY-MM-DD (UTC)
+    until: str | None = None  # last day, YYYY-MM-DD (UTC)
+
+
+def run_export(options: ExportOptions, settings: Settings) -> int:
+    out = options.out
+    window = Window.parse(options.since, options.until)
     try:
         with opened(settings) as con:
             _prepare_out(out)
-            export_all(con, args.format, out, window)
+            export_all(con, options.format, out, window)
     except duckdb.Error as exc:
         raise AnalystError(f"export failed: {one_line(exc)}") from None
     except OSError as exc:

@@ -7,7 +7,6 @@ plus the model's delivery delay.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import multiprocessing
 import os
@@ -198,12 +197,22 @@ def load_config(path: Path | None) -> TrafficConfig:
     return TrafficConfig.from_file(path) if path is not None else TrafficConfig()
 
 
-def run_seed(args: argparse.Namespace, settings: Settings) -> int:
-    if args.calls < 0 or args.days <= 0:
+@dataclass(frozen=True, slots=True)
+class SeedOptions:
+    """What `callstatus seed` was asked for."""
+
+    calls: int = 10_000
+    days: float = 30.0
+    seed: int | None = None  # None: a random one, printed in the summary
+    traffic: Path | None = None  # JSON file overriding the traffic model's settings
+
+
+def run_seed(options: SeedOptions, settings: Settings) -> int:
+    if options.calls < 0 or options.days <= 0:
         print("callstatus seed: --calls must be >= 0 and --days > 0", file=sys.stderr)
         return 2
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    model = TrafficModel(seed, load_config(getattr(args, "traffic", None)), settings.plivo_timezone)
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+    model = TrafficModel(seed, load_config(options.traffic), settings.plivo_timezone)
     try:
         db = open_database(settings.db)
     except DatabaseBusy as exc:
@@ -211,7 +220,7 @@ def run_seed(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     began = time.monotonic()
     try:
-        result = seed_database(db, model, settings, args.calls, args.days)
+        result = seed_database(db, model, settings, options.calls, options.days)
     finally:
         db.close()
     elapsed = time.monotonic() - began

@@ -7,10 +7,8 @@ without one, the model's own B numbers and the standard paths are used.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import logging
 import random
 import secrets
 import sys
@@ -20,6 +18,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -27,7 +26,7 @@ import httpx
 from callstatus.core.progress import Progress
 from callstatus.core.settings import Settings
 from callstatus.receiver.signatures import sign
-from callstatus.simulator.seed import DatabaseBusy, load_config, open_database, seed_database
+from callstatus.simulator.seed import load_config, open_database, seed_database
 from callstatus.simulator.traffic import Call, DialSpec, Endpoint, TrafficModel, Webhook
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -280,16 +279,30 @@ def summary(tally: Tally, target: Target, elapsed: float) -> str:
     return "\n".join(lines)
 
 
-def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    target = make_target(args.url, settings, getattr(args, "public_url", None))
+@dataclass(frozen=True, slots=True)
+class SimulateOptions:
+    """What `callstatus simulate` was asked for."""
+
+    url: str = "http://127.0.0.1:8000"
+    calls: int = 100
+    rate: float = 5.0  # new calls per second
+    speed: float = 0.0  # call-time speed-up; 0 sends each call's events back to back
+    seed: int | None = None  # None: a random one
+    concurrency: int = 32  # requests in flight
+    public_url: str | None = None  # the base URL signed (default: PUBLIC_BASE_URL, else url)
+    traffic: Path | None = None  # JSON file overriding the traffic model's settings
+
+
+def run_simulate(options: SimulateOptions, settings: Settings) -> int:
+    target = make_target(options.url, settings, options.public_url)
     problem = reachable(target.send_base)
     if problem is not None:
         print(f"callstatus simulate: {problem}", file=sys.stderr)
         return 1
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    model = TrafficModel(seed, load_config(getattr(args, "traffic", None)), settings.plivo_timezone)
-    plan = Plan(args.calls, args.rate, args.speed, getattr(args, "concurrency", 32))
-    progress = Progress(args.calls, "simulating calls")
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+    model = TrafficModel(seed, load_config(options.traffic), settings.plivo_timezone)
+    plan = Plan(options.calls, options.rate, options.speed, options.concurrency)
+    progress = Progress(options.calls, "simulating calls")
     began = time.monotonic()
     tally = asyncio.run(simulate(target, model, plan, progress))
     progress.close()
@@ -321,9 +334,10 @@ def backfill(settings: Settings, seed: int) -> int:
         db.close()
 
 
-def _demo_traffic(
+def demo_traffic(
     url: str, settings: Settings, rate: float, seed: int, stop: threading.Event
 ) -> None:
+    """Live traffic for `callstatus demo`, from when the server at `url` answers until `stop`."""
     deadline = time.monotonic() + 120.0
     while reachable(url) is not None:
         if stop.is_set() or time.monotonic() > deadline:
@@ -336,38 +350,3 @@ def _demo_traffic(
         asyncio.run(simulate(make_target(url, settings), model, plan, stop=stop))
     except Exception as exc:  # the demo's server keeps running without live traffic
         print(f"callstatus demo: simulated traffic stopped: {exc}", file=sys.stderr)
-
-
-def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from callstatus.app.server import serve
-
-    # The server logs at INFO; one httpx line per simulated webhook would drown its own lines.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    seed = random.SystemRandom().randrange(2**31)
-    try:
-        seeded = backfill(settings, seed)
-    except DatabaseBusy as exc:
-        print(f"callstatus demo: {exc}", file=sys.stderr)
-        return 1
-    if seeded:
-        print(
-            f"callstatus demo: seeded {seeded:,} calls of history into {settings.db}",
-            file=sys.stderr,
-        )
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    url = f"http://{host}:{args.port}"
-    stop = threading.Event()
-    traffic = threading.Thread(
-        target=_demo_traffic, args=(url, settings, args.rate, seed, stop), daemon=True
-    )
-    traffic.start()
-    print(
-        f"callstatus demo: dashboard at {url}/ with {args.rate:g} simulated calls/s; Ctrl-C stops",
-        file=sys.stderr,
-    )
-    try:
-        serve(settings, args.host, args.port)
-    finally:
-        stop.set()
-        traffic.join(timeout=5.0)
-    return 0
