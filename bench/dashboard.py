@@ -40,8 +40,17 @@ import streamlit as st  # noqa: E402
 from callstatus.core import rollups  # noqa: E402
 from callstatus.core.db import Database  # noqa: E402
 from callstatus.core.settings import Settings, get_settings  # noqa: E402
-from callstatus.dashboard import connection, queries  # noqa: E402
 from callstatus.dashboard.filters import DEFAULT_PRESET, Filters, auto_bucket, resolve_range  # noqa: E402
+from callstatus.dashboard.queries import (  # noqa: E402
+    base,
+    calls,
+    causes,
+    health,
+    legs,
+    overview,
+    sidebar,
+)
+from callstatus.dashboard.queries.relations import ROLLUPS, VIEWS, Relations  # noqa: E402
 from callstatus.simulator.seed import seed_calls, seed_database  # noqa: E402
 from callstatus.simulator.traffic import TrafficModel  # noqa: E402
 
@@ -156,59 +165,57 @@ def _capture(sql: str, params: tuple[tuple[str, Any], ...], source: str) -> Any:
 @dataclass
 class Query:
     name: str
-    call: Callable[[], object]
+    call: Callable[[Relations], object]
     overview: bool = False
 
 
 def query_list(f: Filters, call_uuid: str, cause: str) -> list[Query]:
-    q = queries
     return [
-        Query("event_count", q.event_count, True),
-        Query("data_span", q.data_span, True),
-        Query("kpis", lambda: q.kpis(f), True),
-        Query("kpis (previous range)", lambda: q.kpis(f.previous()), True),
-        Query("rates_over_time", lambda: q.rates_over_time(f), True),
-        Query("outcomes_over_time", lambda: q.outcomes_over_time(f), True),
-        Query("answer_heatmap dial", lambda: q.answer_heatmap(f, "dial"), True),
-        Query("answer_heatmap call", lambda: q.answer_heatmap(f, "call"), True),
-        Query("our_numbers", q.our_numbers),
-        Query("destinations_list", q.destinations_list),
-        Query("causes a", lambda: q.causes(f, "a")),
-        Query("causes b", lambda: q.causes(f, "b")),
-        Query("causes_by_source a", lambda: q.causes_by_source(f, "a")),
-        Query("causes_over_time a", lambda: q.causes_over_time(f, "a")),
-        Query("causes_over_time b", lambda: q.causes_over_time(f, "b")),
-        Query("cause_legs a", lambda: q.cause_legs(f, "a", cause)),
-        Query("fanout", lambda: q.fanout(f)),
-        Query("winners_by_position", lambda: q.winners_by_position(f)),
-        Query("destinations", lambda: q.destinations(f)),
-        Query("outcome_matrix", lambda: q.outcome_matrix(f)),
-        Query("ring_times", lambda: q.ring_times(f)),
-        Query("abandoned", lambda: q.abandoned(f)),
-        Query("pairings", lambda: q.pairings(f)),
-        Query("search_calls ''", lambda: q.search_calls("", "UTC")),
-        Query("search_calls prefix", lambda: q.search_calls(call_uuid[:8], "UTC")),
-        Query("call_summary", lambda: q.call_summary(call_uuid, "UTC")),
-        Query("call_b_legs", lambda: q.call_b_legs(call_uuid, "UTC")),
-        Query("call_timeline", lambda: q.call_timeline(call_uuid, "UTC")),
-        Query("webhooks_per_kind", lambda: q.webhooks_per_kind(f)),
-        Query("receiver_totals", lambda: q.receiver_totals(f)),
-        Query("rejections", lambda: q.rejections(f)),
+        Query("event_count", lambda r: sidebar.event_count(), True),
+        Query("data_span", sidebar.data_span, True),
+        Query("kpis", lambda r: overview.kpis(r, f), True),
+        Query("kpis (previous range)", lambda r: overview.kpis(r, f.previous()), True),
+        Query("rates_over_time", lambda r: overview.rates_over_time(r, f), True),
+        Query("outcomes_over_time", lambda r: overview.outcomes_over_time(r, f), True),
+        Query("answer_heatmap dial", lambda r: overview.answer_heatmap(r, f, "dial"), True),
+        Query("answer_heatmap call", lambda r: overview.answer_heatmap(r, f, "call"), True),
+        Query("our_numbers", sidebar.our_numbers),
+        Query("destinations_list", sidebar.destinations_list),
+        Query("causes a", lambda r: causes.by_cause(r, f, "a")),
+        Query("causes b", lambda r: causes.by_cause(r, f, "b")),
+        Query("causes_by_source a", lambda r: causes.by_source(r, f, "a")),
+        Query("causes_over_time a", lambda r: causes.over_time(r, f, "a")),
+        Query("causes_over_time b", lambda r: causes.over_time(r, f, "b")),
+        Query("cause_legs a", lambda r: causes.legs_with_cause(r, f, "a", cause)),
+        Query("fanout", lambda r: legs.fanout(r, f)),
+        Query("winners_by_position", lambda r: legs.winners_by_position(r, f)),
+        Query("destinations", lambda r: legs.destinations(r, f)),
+        Query("outcome_matrix", lambda r: legs.outcome_matrix(r, f)),
+        Query("ring_times", lambda r: legs.ring_times(r, f)),
+        Query("abandoned", lambda r: legs.abandoned(r, f)),
+        Query("pairings", lambda r: legs.pairings(r, f)),
+        Query("search_calls ''", lambda r: calls.search_calls(r, "", "UTC")),
+        Query("search_calls prefix", lambda r: calls.search_calls(r, call_uuid[:8], "UTC")),
+        Query("call_summary", lambda r: calls.call_summary(r, call_uuid, "UTC")),
+        Query("call_b_legs", lambda r: calls.call_b_legs(r, call_uuid, "UTC")),
+        Query("call_timeline", lambda r: calls.call_timeline(r, call_uuid, "UTC")),
+        Query("webhooks_per_kind", lambda r: health.webhooks_per_kind(r, f)),
+        Query("receiver_totals", lambda r: health.receiver_totals(r, f)),
+        Query("rejections", lambda r: health.rejections(f)),
     ]
 
 
 def captured_sql(query: Query, on_rollups: bool) -> tuple[str, dict[str, Any]]:
     """The SQL and parameters a query function runs, on the rollups or on the views (the two
     may bind different parameters)."""
-    real_fetch, real_reads = queries._fetch, connection.reads_rollups
-    queries._fetch = _capture  # type: ignore[assignment]
-    connection.reads_rollups = lambda: on_rollups
+    real_fetch = base._fetch
+    base._fetch = _capture  # type: ignore[assignment]
     try:
-        query.call()
+        query.call(ROLLUPS if on_rollups else VIEWS)
     except Captured as got:
         return got.sql, {k: list(v) if isinstance(v, tuple) else v for k, v in got.params}
     finally:
-        queries._fetch, connection.reads_rollups = real_fetch, real_reads
+        base._fetch = real_fetch
     raise RuntimeError(f"{query.name} ran no query")
 
 
@@ -238,7 +245,7 @@ def bench_queries(
         call_uuid = _text(con, "SELECT a_leg_uuid FROM dial_legs_rollup WHERE position = 2")
         cause = _text(
             con,
-            f"SELECT {queries.CAUSE_LABEL} FROM calls_rollup GROUP BY ALL ORDER BY count(*) DESC",
+            f"SELECT {causes.CAUSE_LABEL} FROM calls_rollup GROUP BY ALL ORDER BY count(*) DESC",
         )
         rows = []
         for query in query_list(f, call_uuid, cause):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from callstatus.dashboard import controls, queries
+from callstatus.dashboard import controls
+from callstatus.dashboard.queries import sidebar
 from callstatus.dashboard.sql_page import render as sql_page
 
 FIRST_RUN_POLL_S = 5
@@ -18,7 +19,7 @@ FIRST_RUN_POLL_S = 5
 def waiting_for_first_webhook() -> None:
     @st.fragment(run_every=FIRST_RUN_POLL_S)
     def poll() -> None:
-        if queries.event_count() > 0:
+        if sidebar.event_count() > 0:
             st.rerun(scope="app")
 
     poll()
@@ -79,7 +80,7 @@ def dashboard() -> None:
 
 
 st.set_page_config(page_title="callstatus", page_icon=":material/call:", layout="wide")
-if queries.event_count() == 0:
+if sidebar.event_count() == 0:
     waiting_for_first_webhook()
 else:
     dashboard()

@@ -2,9 +2,9 @@
 
 The `calls`, `dials` and `dial_legs` views aggregate every webhook each time they are read (over
 10 s at 2 million calls). Their rollup tables (`callstatus.core.rollups`) hold the same rows, kept
-fresh by the server; the dashboard reads them whenever they are current and falls back to the
-views otherwise (a file seeded before the rollups existed, or a refresh job that stopped
-succeeding). Everything else (webhook_events, rejected_webhooks) is read live.
+fresh by the server; pages read them whenever they are current (`relations()`, passed to every
+query) and the views otherwise (a file seeded before the rollups existed, or a refresh job that
+stopped succeeding). Everything else (webhook_events, rejected_webhooks) is read live.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 import duckdb
 import streamlit as st
 
-from callstatus.app import runtime
 from callstatus.core import rollups
 from callstatus.core.db import BASE_CONFIG
-from callstatus.core.settings import get_settings
+from callstatus.dashboard import context
+from callstatus.dashboard.queries.relations import ROLLUPS, VIEWS, Relations
 
 CHECK_EVERY_S = 2.0  # as often as the server refreshes the rollups
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -82,10 +82,10 @@ class Source:
 
 def current() -> Source:
     """The server's database when serving; otherwise the configured file, read-only."""
-    rt = runtime.current()
-    if rt is not None:
-        return _live(id(rt.database), rt.database.con, rollups.job_for(rt.database))
-    path = Path(get_settings().db).resolve()
+    handle = context.server()
+    if handle is not None:
+        return _live(id(handle.database), handle.database.con, handle.rollups)
+    path = Path(context.settings().db).resolve()
     if not path.exists():
         raise NoDatabase(f"no database at {path}")
     return _read_only(str(path))
@@ -97,9 +97,12 @@ def source() -> str:
     return f"{src.name}@{src.refresh()}"
 
 
-def reads_rollups() -> bool:
-    """Whether queries should name the rollup tables (as of the last `source()` check)."""
-    return current().use_rollups
+def relations() -> Relations:
+    """What queries should read now: the rollup tables while they are current, else the views
+    (checked at most every CHECK_EVERY_S)."""
+    src = current()
+    src.refresh()
+    return ROLLUPS if src.use_rollups else VIEWS
 
 
 def cursor() -> duckdb.DuckDBPyConnection:

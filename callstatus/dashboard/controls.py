@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import streamlit as st
 
-from callstatus.core.settings import get_settings
-from callstatus.dashboard import queries
+from callstatus.dashboard import connection, context
 from callstatus.dashboard.filters import (
     BUCKET_CHOICES,
     BUCKETS,
@@ -20,6 +19,7 @@ from callstatus.dashboard.filters import (
     auto_bucket,
     resolve_range,
 )
+from callstatus.dashboard.queries import sidebar as choices
 from callstatus.dashboard.text import plain
 
 REFRESH_CHOICES = {"5 s": 5, "15 s": 15, "30 s": 30, "1 min": 60}
@@ -42,7 +42,7 @@ COMMON_ZONES = (
 
 def _zones() -> list[str]:
     browser = st.context.timezone
-    first = [z for z in (browser, get_settings().plivo_timezone) if z]
+    first = [z for z in (browser, context.settings().plivo_timezone) if z]
     valid = available_timezones()
     return list(dict.fromkeys([*first, *COMMON_ZONES, *sorted(valid)]))
 
@@ -68,7 +68,7 @@ def sidebar() -> None:
     )
     bar.multiselect(
         "Our numbers",
-        queries.our_numbers(),
+        choices.our_numbers(connection.relations()),
         key="num",
         bind="query-params",
         accept_new_options=True,
@@ -77,7 +77,7 @@ def sidebar() -> None:
     )
     bar.multiselect(
         "B destination",
-        queries.destinations_list(),
+        choices.destinations_list(connection.relations()),
         key="dest",
         bind="query-params",
         accept_new_options=True,
@@ -130,7 +130,7 @@ def current() -> Filters:
         custom = (days[0], days[1])
     elif isinstance(days, (tuple, list)) and len(days) == 1:
         custom = (days[0], days[0])
-    span = queries.data_span() if preset == "All time" else None
+    span = choices.data_span(connection.relations()) if preset == "All time" else None
     start, end = resolve_range(preset, datetime.now(UTC), custom, tz, span)
     bucket_choice = state.get("bucket") or "auto"
     bucket = BUCKETS.get(bucket_choice) or auto_bucket(end - start)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,20 +12,14 @@ from urllib.parse import parse_qsl
 import pandas as pd
 import streamlit as st
 
-from callstatus.app import runtime
-from callstatus.core.settings import get_settings
+from callstatus.core.plivo import WEBHOOKS
+from callstatus.core.snapshot import age_s
+from callstatus.dashboard import context
 from callstatus.dashboard.text import code
 from callstatus.receiver import signatures
 
-PLIVO_PATHS = {
-    "Answer URL": "/plivo/answer",
-    "Hangup URL": "/plivo/hangup",
-    "Fallback answer URL": "/plivo/fallback",
-    "Ring URL (Make-a-Call API)": "/plivo/ring",
-    "Machine detection URL (Make-a-Call API)": "/plivo/machine-detection",
-    "Dial action (written into our XML)": "/plivo/dial/action",
-    "Dial callbackUrl (written into our XML)": "/plivo/dial/callback",
-}
+# Plivo setting -> path, in the order a user sets them up.
+PLIVO_PATHS = {webhook.console_setting: webhook.path for webhook in WEBHOOKS}
 
 
 @dataclass(frozen=True)
@@ -41,18 +34,18 @@ class Status:
 
 def status() -> Status:
     """Live figures from the server in this process; file-based guesses without one."""
-    rt = runtime.current()
-    settings = rt.settings if rt is not None else get_settings()
+    settings = context.settings()
     checks = "off (development mode)" if settings.development_mode else "on"
-    if rt is None:
-        snap = settings.snapshot_path
-        age = time.time() - snap.stat().st_mtime if snap.exists() else None
+    handle = context.server()
+    if handle is None:
+        age = age_s(settings.snapshot_path)
         return Status(False, None, None, age, checks, settings.public_base_url)
+    live = handle.status()
     return Status(
         True,
-        rt.spool.depth(),
-        rt.writer.queue_depth(),
-        rt.snapshot_age_s(),
+        live.spool_depth,
+        live.writer_queue,
+        live.snapshot_age_s,
         checks,
         settings.public_base_url,
     )
@@ -71,7 +64,7 @@ def browser_base_url() -> str:
 
 def public_base_url() -> tuple[str, str]:
     """(base URL Plivo should call, where that came from)."""
-    configured = runtime.current().settings if runtime.current() else get_settings()
+    configured = context.settings()
     if configured.public_base_url:
         return configured.public_base_url, "PUBLIC_BASE_URL"
     return browser_base_url(), "this browser's address (PUBLIC_BASE_URL is not set)"
@@ -79,8 +72,7 @@ def public_base_url() -> tuple[str, str]:
 
 def auth_tokens() -> list[str]:
     """The auth tokens the receiver in this process checks signatures with."""
-    rt = runtime.current()
-    return (rt.settings if rt is not None else get_settings()).auth_tokens
+    return context.settings().auth_tokens
 
 
 _BASE = re.compile(r"^[^:/?#]*://[^/?#]*")

@@ -7,9 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from callstatus.analyst import sandbox as safe_sql
-from callstatus.app import runtime
-from callstatus.core.settings import get_settings
 from callstatus.core.snapshot import age_s
+from callstatus.dashboard import context
 from callstatus.dashboard.text import code, plain
 
 TEXT_KEY = "sql_page_text"
@@ -21,9 +20,7 @@ SNAPSHOT_POLL_S = 3
 
 def snapshot_path() -> Path:
     """The snapshot of the server running in this process, else of the configured database."""
-    rt = runtime.current()
-    settings = rt.settings if rt is not None else get_settings()
-    return settings.snapshot_path
+    return context.settings().snapshot_path
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -7,7 +7,7 @@ from typing import Any
 import altair as alt
 import streamlit as st
 
-from callstatus.dashboard.queries import Result
+from callstatus.dashboard.queries.base import Result
 
 
 def chart(result: Result, figure: alt.TopLevelMixin, name: str) -> None:

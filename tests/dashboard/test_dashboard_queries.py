@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +16,10 @@ from callstatus.core import settings as settings_module
 from callstatus.core.db import Database
 from callstatus.core.duplicates import DuplicateTracker
 from callstatus.core.records import Params
-from callstatus.dashboard import queries
+from callstatus.dashboard import connection
 from callstatus.dashboard.filters import BUCKETS, Filters
+from callstatus.dashboard.queries import base, calls, causes, health, legs, overview, scopes
+from callstatus.dashboard.queries.relations import ROLLUPS, VIEWS, Relations
 from tests.factories import T0, store
 
 START, END = T0 - timedelta(hours=1), T0 + timedelta(hours=2)
@@ -160,12 +163,17 @@ def sample(
     settings_module.get_settings.cache_clear()
 
 
+def rel() -> Relations:
+    """What the dashboard reads in the configured file now: the connection's check decides."""
+    return connection.relations()
+
+
 def filters(**kwargs: object) -> Filters:
     return Filters(start=START, end=END, bucket="1 hour", **kwargs)  # type: ignore[arg-type]
 
 
 def test_kpis_match_the_sample(sample: Path) -> None:
-    k = queries.kpis(filters()).frame.iloc[0]
+    k = overview.kpis(rel(), filters()).frame.iloc[0]
     assert k["calls"] == 7
     # in1, in2, in3 (answered by our XML) and out1 of 7 ended calls.
     assert k["call_answer_rate"] == pytest.approx(4 / 7)
@@ -193,62 +201,62 @@ def test_kpis_equal_plain_sql_on_the_views(sample: Path) -> None:
         ).fetchone()  # type: ignore[misc]
     finally:
         con.close()
-    k = queries.kpis(filters()).frame.iloc[0]
+    k = overview.kpis(rel(), filters()).frame.iloc[0]
     assert k["call_answer_rate"] == pytest.approx(call_rate)
     assert k["acd_s"] == pytest.approx(acd)
     assert k["dial_answer_rate"] == pytest.approx(dial_rate)
 
 
 def test_direction_and_destination_slices(sample: Path) -> None:
-    inbound = queries.kpis(filters(direction="inbound")).frame.iloc[0]
+    inbound = overview.kpis(rel(), filters(direction="inbound")).frame.iloc[0]
     assert (inbound["calls"], inbound["dials"], inbound["b_legs"]) == (3, 3, 5)
-    only = queries.kpis(filters(destinations=("+1701",))).frame.iloc[0]
+    only = overview.kpis(rel(), filters(destinations=("+1701",))).frame.iloc[0]
     assert (only["calls"], only["b_legs"], only["b_answered"]) == (2, 2, 0)
 
 
 def test_an_empty_range_has_no_rates(sample: Path) -> None:
     f = Filters(start=START - timedelta(days=9), end=START - timedelta(days=8))
-    k = queries.kpis(f).frame.iloc[0]
+    k = overview.kpis(rel(), f).frame.iloc[0]
     assert k["calls"] == 0
     assert k["call_answer_rate"] != k["call_answer_rate"]  # NaN: no division by zero
 
 
 def test_outcomes_and_causes(sample: Path) -> None:
-    outcomes = queries.outcomes_over_time(filters()).frame
+    outcomes = overview.outcomes_over_time(rel(), filters()).frame
     assert dict(zip(outcomes["outcome"], outcomes["calls"], strict=True)) == {
         "answered": 4,
         "busy": 1,
         "failed": 1,
         "no-answer": 1,
     }
-    b_causes = queries.causes(filters(), "b", with_answered=False).frame
+    b_causes = causes.by_cause(rel(), filters(), "b", with_answered=False).frame
     per_code = b_causes.groupby("code")["legs"].sum().to_dict()
     assert per_code == {1000: 2, 3000: 1, 9000: 1}
-    listed = queries.cause_legs(filters(), "b", "1000 Canceled").frame
+    listed = causes.legs_with_cause(rel(), filters(), "b", "1000 Canceled").frame
     assert sorted(listed["b_leg_uuid"]) == ["b-4", "b-5"]
 
 
 def test_a_b_leg_figures(sample: Path) -> None:
-    fan = queries.fanout(filters()).frame
+    fan = legs.fanout(rel(), filters()).frame
     assert dict(zip(fan["b_legs"], fan["a_legs"], strict=True)) == {1: 1, 2: 2}
-    wins = queries.winners_by_position(filters()).frame.set_index("position")
+    wins = legs.winners_by_position(rel(), filters()).frame.set_index("position")
     assert (wins.loc[1, "wins"], wins.loc[2, "lost_race"]) == (1, 1)
-    gone = queries.abandoned(filters()).frame.iloc[0]
+    gone = legs.abandoned(rel(), filters()).frame.iloc[0]
     assert (gone["dialled_a_legs"], gone["abandoned"]) == (3, 1)
-    matrix = queries.outcome_matrix(filters()).frame
+    matrix = legs.outcome_matrix(rel(), filters()).frame
     assert matrix["pairs"].sum() == 5
-    pairs = queries.pairings(filters(), b_outcomes=("canceled",)).frame
+    pairs = legs.pairings(rel(), filters(), b_outcomes=("canceled",)).frame
     assert set(pairs["b_leg_uuid"]) == {"b-4", "b-5"}
 
 
 def test_one_call_timeline_holds_every_webhook(sample: Path) -> None:
-    timeline = queries.call_timeline("in-001", "UTC").frame
+    timeline = calls.call_timeline(rel(), "in-001", "UTC").frame
     # 3 callbacks, the dial action and the hangup.
     assert len(timeline) == 5
     assert '"DialBLegUUID":"b-2"' in "".join(timeline["params"])
-    legs = queries.call_b_legs("in-001", "UTC").frame
+    legs = calls.call_b_legs(rel(), "in-001", "UTC").frame
     assert list(legs["outcome"]) == ["answered", "lost-race"]
-    assert list(queries.search_calls("out-00", "UTC").frame["call_uuid"].sort_values()) == [
+    assert list(calls.search_calls(rel(), "out-00", "UTC").frame["call_uuid"].sort_values()) == [
         "out-001",
         "out-002",
         "out-003",
@@ -257,24 +265,91 @@ def test_one_call_timeline_holds_every_webhook(sample: Path) -> None:
 
 
 def test_receiver_totals_count_duplicates(sample: Path) -> None:
-    totals = queries.receiver_totals(filters()).frame.iloc[0]
+    totals = health.receiver_totals(rel(), filters()).frame.iloc[0]
     assert (totals["webhooks"], totals["duplicates"]) == (len(sample_events()), 1)
 
 
 def test_values_are_bound_never_formatted(sample: Path) -> None:
     hostile = "x' OR 1=1 --"
-    assert queries.search_calls(hostile, "UTC").frame.empty
-    result = queries.pairings(filters(), search=hostile)
+    assert calls.search_calls(rel(), hostile, "UTC").frame.empty
+    result = legs.pairings(rel(), filters(), search=hostile)
     assert hostile not in result.sql and result.params["search"] == hostile
 
 
-def test_queries_name_the_relations_they_read(sample: Path) -> None:
+# A relation read in FROM or JOIN: the views, and the tables the rollup refresh keeps.
+VIEW_READ = re.compile(r"\b(?:FROM|JOIN)\s+(calls|dials|dial_legs)\b")
+ROLLUP_READ = re.compile(r"\b(?:FROM|JOIN)\s+(calls_rollup|dials_rollup|dial_legs_rollup)\b")
+
+
+def every_query(r: Relations, f: Filters) -> dict[str, base.Result]:
+    """Every query that reads calls, Dials or B legs, as the pages call them."""
+    found = {
+        "kpis": overview.kpis(r, f),
+        "rates_over_time": overview.rates_over_time(r, f),
+        "outcomes_over_time": overview.outcomes_over_time(r, f),
+        "heatmap dial": overview.answer_heatmap(r, f, "dial"),
+        "heatmap call": overview.answer_heatmap(r, f, "call"),
+        "fanout": legs.fanout(r, f),
+        "winners_by_position": legs.winners_by_position(r, f),
+        "destinations": legs.destinations(r, f),
+        "outcome_matrix": legs.outcome_matrix(r, f),
+        "ring_times": legs.ring_times(r, f),
+        "abandoned": legs.abandoned(r, f),
+        "pairings": legs.pairings(r, f),
+        "pairings searched": legs.pairings(r, f, search="in-"),
+        "search_calls": calls.search_calls(r, "", "UTC"),
+        "search_calls text": calls.search_calls(r, "in-", "UTC"),
+        "call_summary": calls.call_summary(r, "in-001", "UTC"),
+        "call_b_legs": calls.call_b_legs(r, "in-001", "UTC"),
+        "call_timeline": calls.call_timeline(r, "in-001", "UTC"),
+    }
+    for leg in ("a", "b"):
+        found[f"by_cause {leg}"] = causes.by_cause(r, f, leg)
+        found[f"by_source {leg}"] = causes.by_source(r, f, leg)
+        found[f"over_time {leg}"] = causes.over_time(r, f, leg)
+        found[f"legs_with_cause {leg}"] = causes.legs_with_cause(r, f, leg, "1000 Canceled")
+    return found
+
+
+def test_queries_read_the_rollups_exactly_when_they_are_current(
+    sample: Path, request: pytest.FixtureRequest
+) -> None:
+    built = request.node.callspec.params["sample"] == "rollups"
     db = Database(sample, read_only=True)
-    current = rollups.is_current(db.cursor())
+    assert rollups.is_current(db.cursor()) == built
     db.close()
-    sql = queries.kpis(filters()).sql
-    assert ("FROM calls_rollup c" in sql) == current
-    assert ("FROM calls c" in sql) != current
+    r = rel()
+    assert r is (ROLLUPS if built else VIEWS)
+    for f in (filters(), filters(direction="inbound", destinations=("+1700",))):
+        for name, result in every_query(r, f).items():
+            views, tables = VIEW_READ.findall(result.sql), ROLLUP_READ.findall(result.sql)
+            if built:
+                assert tables and not views, (name, views)
+            else:
+                assert views and not tables, (name, tables)
+        for result in (health.webhooks_per_kind(r, f), health.receiver_totals(r, f)):
+            assert ("webhook_counts" in result.sql) == built
+
+
+def test_rollups_behind_the_webhooks_are_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook stored after the last refresh: the views are read, and they count it."""
+    path = tmp_path / "behind.duckdb"
+    database = Database(path)
+    events = sample_events()
+    store(database, events[:-1])
+    rollups.refresh(database.cursor())
+    store(database, events[-1:], start=T0 + timedelta(minutes=5))
+    database.close()
+    _on(path, monkeypatch)
+    try:
+        r = rel()
+        kpi = overview.kpis(r, filters())
+    finally:
+        settings_module.get_settings.cache_clear()
+    assert r is VIEWS
+    assert "calls_rollup" not in kpi.sql and kpi.frame.iloc[0]["calls"] == 7
 
 
 # Webhooks about 97 s apart on Nov 1st, across the end of daylight saving time in Los Angeles
@@ -349,7 +424,10 @@ def test_webhook_counts_give_the_rows_of_webhook_events(
             results = {}
             for name, path in spread.items():
                 _on(path, monkeypatch)
-                results[name] = (queries.webhooks_per_kind(f), queries.receiver_totals(f))
+                results[name] = (
+                    health.webhooks_per_kind(rel(), f),
+                    health.receiver_totals(rel(), f),
+                )
             per_kind, totals = results["rollups"]
             assert "webhook_counts" in per_kind.sql and "webhook_counts" in totals.sql
             assert "webhook_counts" not in results["views"][0].sql
@@ -368,14 +446,14 @@ def test_webhooks_per_kind_counts_every_delivery(
     f = Filters(start=SPREAD_START, end=SPREAD_START + len(events) * SPREAD_STEP, bucket="1 day")
     for path in spread.values():
         _on(path, monkeypatch)
-        frame = queries.webhooks_per_kind(f).frame
+        frame = health.webhooks_per_kind(rel(), f).frame
         per_kind = frame.groupby("kind")[["webhooks", "duplicates"]].sum()
         kinds = pd.Series([kind for kind, _ in events]).value_counts()
         assert per_kind["webhooks"].to_dict() == kinds.to_dict()
         # Every delivery after the first of each webhook is a duplicate.
         firsts = len({(kind, str(sorted(params.items()))) for kind, params in events})
         assert per_kind["duplicates"].sum() == len(events) - firsts
-        totals = queries.receiver_totals(f).frame.iloc[0]
+        totals = health.receiver_totals(rel(), f).frame.iloc[0]
         assert (totals["webhooks"], totals["duplicates"]) == (len(events), len(events) - firsts)
     settings_module.get_settings.cache_clear()
 
@@ -413,7 +491,7 @@ def test_b_leg_figures_equal_their_plain_definitions(
     con = duckdb.connect(str(spread["views"]), read_only=True)
     try:
         expected = {
-            name: _plain(con, queries._with(queries.scoped_legs(f, a_leg=a_leg)) + body, params)
+            name: _plain(con, base.with_(scopes.scoped_legs(VIEWS, f, a_leg=a_leg)) + body, params)
             for name, a_leg, body in [("winners", False, WINNERS), ("ring", True, RING_TIMES)]
         }
     finally:
@@ -422,8 +500,8 @@ def test_b_leg_figures_equal_their_plain_definitions(
     for path in spread.values():
         _on(path, monkeypatch)
         got = {
-            "winners": queries.winners_by_position(f).frame,
-            "ring": queries.ring_times(f, bin_s=1, cap_s=120).frame,
+            "winners": legs.winners_by_position(rel(), f).frame,
+            "ring": legs.ring_times(rel(), f, bin_s=1, cap_s=120).frame,
         }
         for name, frame in got.items():
             pd.testing.assert_frame_equal(frame, expected[name], check_dtype=True)
@@ -456,8 +534,10 @@ def test_rates_over_time_equal_their_plain_definition(
     for bucket in BUCKETS.values():
         for start, end in RANGES:
             f = Filters(start=SPREAD_START + start, end=SPREAD_START + end, bucket=bucket, tz=tz)
-            sql = queries._with(
-                queries.SCOPED_CALLS, queries.scoped_dials(f), queries.scoped_legs(f, a_leg=False)
+            sql = base.with_(
+                scopes.scoped_calls(VIEWS),
+                scopes.scoped_dials(VIEWS, f),
+                scopes.scoped_legs(VIEWS, f, a_leg=False),
             )
             con = duckdb.connect(str(spread["views"]), read_only=True)
             try:
@@ -466,7 +546,7 @@ def test_rates_over_time_equal_their_plain_definition(
                 con.close()
             for path in spread.values():
                 _on(path, monkeypatch)
-                got = queries.rates_over_time(f).frame
+                got = overview.rates_over_time(rel(), f).frame
                 pd.testing.assert_frame_equal(got, expected, check_dtype=True)
     settings_module.get_settings.cache_clear()
 
@@ -489,7 +569,7 @@ def test_call_timeline_collapses_repeats_and_stays_bounded(
     monkeypatch.setenv("CALLSTATUS_DB", str(path))
     settings_module.get_settings.cache_clear()
     try:
-        frame = queries.call_timeline("rep-001", "UTC", limit=200).frame
+        frame = calls.call_timeline(rel(), "rep-001", "UTC", limit=200).frame
     finally:
         settings_module.get_settings.cache_clear()
     assert len(frame) == 200

@@ -7,12 +7,15 @@ import json
 import pandas as pd
 import streamlit as st
 
-from callstatus.dashboard import charts, controls, queries, widgets
+from callstatus.dashboard import charts, connection, controls, widgets
+from callstatus.dashboard.queries import calls as queries
+from callstatus.dashboard.queries.relations import Relations
 from callstatus.dashboard.text import plain
 
 
 def render() -> None:
     f = controls.current()
+    rel = connection.relations()
     st.title("Calls")
     text = st.text_input(
         "Search",
@@ -20,7 +23,7 @@ def render() -> None:
         bind="query-params",
         placeholder="call UUID (or its start), B-leg UUID, or a phone number",
     )
-    found = queries.search_calls(text, f.tz)
+    found = queries.search_calls(rel, text, f.tz)
     st.caption(
         f"{len(found.frame)} most recent matching calls (all time); select one to "
         "see it below, else the newest is shown."
@@ -33,7 +36,7 @@ def render() -> None:
         st.info("No call matches.")
         return
     # Without a selection, the newest match: a pasted UUID shows its call at once.
-    _call(str(found.frame["call_uuid"].iloc[rows[0] if rows else 0]), f.tz)
+    _call(rel, str(found.frame["call_uuid"].iloc[rows[0] if rows else 0]), f.tz)
 
 
 def _shown(value: object) -> str:
@@ -45,8 +48,8 @@ def _shown(value: object) -> str:
     return plain(value)
 
 
-def _call(call_uuid: str, tz: str) -> None:
-    summary = queries.call_summary(call_uuid, tz)
+def _call(rel: Relations, call_uuid: str, tz: str) -> None:
+    summary = queries.call_summary(rel, call_uuid, tz)
     st.header(f"Call {plain(call_uuid)}")
     if summary.frame.empty:
         st.warning("No call-leg webhooks for this UUID (only Dial events, perhaps).")
@@ -68,10 +71,10 @@ def _call(call_uuid: str, tz: str) -> None:
         widgets.table(summary, "call")
 
     st.subheader("B legs")
-    widgets.table(queries.call_b_legs(call_uuid, tz), "call-b-legs")
+    widgets.table(queries.call_b_legs(rel, call_uuid, tz), "call-b-legs")
 
     st.subheader("Timeline of webhooks")
-    timeline = queries.call_timeline(call_uuid, tz)
+    timeline = queries.call_timeline(rel, call_uuid, tz)
     frame = timeline.frame
     widgets.chart(timeline, charts.call_timeline(frame, tz), "timeline")
     if frame.empty:

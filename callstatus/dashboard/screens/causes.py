@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from callstatus.dashboard import charts, controls, queries, widgets
+from callstatus.dashboard import charts, connection, controls, widgets
 from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries import causes
+from callstatus.dashboard.queries.relations import Relations
 
 LEGS = {"a": "A legs (the calls)", "b": "B legs (the numbers we dialled)"}
 
@@ -14,29 +16,30 @@ def render() -> None:
     f = controls.current()
     st.title("Hangup causes")
     st.caption(controls.describe(f))
+    rel = connection.relations()
     for tab, leg in zip(st.tabs(list(LEGS.values())), LEGS, strict=True):
         with tab:
-            _leg_section(f, leg)
+            _leg_section(rel, f, leg)
 
 
-def _leg_section(f: Filters, leg: str) -> None:
+def _leg_section(rel: Relations, f: Filters, leg: str) -> None:
     # Answered legs dwarf every other cause; managers come here for the rest.
     everything = st.toggle(
         "Include answered legs",
         key=f"answered-{leg}",
         help="Answered legs end with a normal hangup (4000) mostly.",
     )
-    found = queries.causes(f, leg, everything)
+    found = causes.by_cause(rel, f, leg, everything)
     left, right = st.columns([3, 2])
     with left:
         st.subheader("By Plivo cause")
         widgets.chart(found, charts.causes_bar(found.frame), f"causes-{leg}")
     with right:
         st.subheader("By hangup source")
-        sources = queries.causes_by_source(f, leg, everything)
+        sources = causes.by_source(rel, f, leg, everything)
         widgets.chart(sources, charts.sources_bar(sources.frame), f"sources-{leg}")
     st.subheader("Over time")
-    over_time = queries.causes_over_time(f, leg, everything)
+    over_time = causes.over_time(rel, f, leg, everything)
     widgets.chart(over_time, charts.causes_over_time(over_time.frame, f.tz), f"causes-time-{leg}")
 
     st.subheader("Plivo's names beside the telephony cause names")
@@ -56,7 +59,7 @@ def _leg_section(f: Filters, leg: str) -> None:
         placeholder="no causes in this range",
     )
     if cause:
-        widgets.table(queries.cause_legs(f, leg, cause), f"cause-calls-{leg}")
+        widgets.table(causes.legs_with_cause(rel, f, leg, cause), f"cause-calls-{leg}")
 
 
 controls.live(render)

@@ -7,14 +7,16 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
-from callstatus.dashboard import charts, controls, queries, receiver_status, tiles, widgets
+from callstatus.dashboard import charts, connection, controls, receiver_status, tiles, widgets
+from callstatus.dashboard.queries import health as queries
 
 
 def render() -> None:
     f = controls.current()
+    rel = connection.relations()
     st.title("Receiver health")
     st.caption(controls.describe(f) + " · direction and number filters do not apply here")
-    totals = queries.receiver_totals(f)
+    totals = queries.receiver_totals(rel, f)
     row = totals.frame.iloc[0]
     live = receiver_status.status()
     repeats = queries.repeats_not_stored(f).frame.iloc[0]["repeats"]
@@ -66,7 +68,7 @@ def render() -> None:
     widgets.provenance(totals, "receiver-totals")
 
     st.subheader("Webhooks per kind")
-    kinds = queries.webhooks_per_kind(f)
+    kinds = queries.webhooks_per_kind(rel, f)
     widgets.chart(kinds, charts.webhooks_per_kind(kinds.frame, f.tz), "webhooks-per-kind")
 
     st.subheader("Rejected requests, and why")

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from callstatus.dashboard import charts, controls, definitions, queries, tiles, widgets
+from callstatus.dashboard import charts, connection, controls, definitions, tiles, widgets
 from callstatus.dashboard.charts import OUTCOMES
+from callstatus.dashboard.queries import legs, overview
 
 RING_CAP_S = 120
 
 
 def render() -> None:
     f = controls.current()
+    rel = connection.relations()
     st.title("A/B legs")
     st.caption(controls.describe(f))
-    gone = queries.abandoned(f)
+    gone = legs.abandoned(rel, f)
     row = gone.frame.iloc[0]
-    kpi = queries.kpis(f).frame.iloc[0]
+    kpi = overview.kpis(rel, f).frame.iloc[0]
     cols = st.columns(4)
     cols[0].metric("A legs that dialled", tiles.fmt_count(row["dialled_a_legs"]), border=True)
     cols[1].metric(
@@ -42,7 +44,7 @@ def render() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("B legs per A leg")
-        fan = queries.fanout(f)
+        fan = legs.fanout(rel, f)
         widgets.chart(
             fan,
             charts.count_bar(fan.frame, "b_legs", "a_legs", "B legs dialled", "A legs"),
@@ -50,21 +52,21 @@ def render() -> None:
         )
     with right:
         st.subheader("Simultaneous dials: who wins, by position")
-        wins = queries.winners_by_position(f)
+        wins = legs.winners_by_position(rel, f)
         widgets.chart(wins, charts.winners_by_position(wins.frame), "winners-position")
 
     st.subheader("B-leg answer rate per destination")
-    dest = queries.destinations(f)
+    dest = legs.destinations(rel, f)
     widgets.chart(dest, charts.destination_rates(dest.frame), "destinations")
 
     left, right = st.columns(2)
     with left:
         st.subheader("A outcome × B outcome")
-        matrix = queries.outcome_matrix(f)
+        matrix = legs.outcome_matrix(rel, f)
         widgets.chart(matrix, charts.outcome_matrix(matrix.frame), "outcome-matrix")
     with right:
         st.subheader("Time to answer and ring time")
-        rings = queries.ring_times(f, cap_s=RING_CAP_S)
+        rings = legs.ring_times(rel, f, cap_s=RING_CAP_S)
         widgets.chart(rings, charts.ring_histogram(rings.frame, RING_CAP_S), "ring-times")
 
     st.subheader("Pairings")
@@ -76,7 +78,7 @@ def render() -> None:
         "Position", [1, 2, 3, 4, 5, 6, 7, 8], key="pair_position", placeholder="any"
     )
     search = c.text_input("Search", key="pair_search", placeholder="UUID or number")
-    widgets.table(queries.pairings(f, tuple(outcomes), tuple(positions), search), "pairings")
+    widgets.table(legs.pairings(rel, f, tuple(outcomes), tuple(positions), search), "pairings")
 
 
 controls.live(render)

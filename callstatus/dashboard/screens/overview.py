@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from callstatus.dashboard import charts, controls, definitions, queries, tiles, widgets
+from callstatus.dashboard import charts, connection, controls, definitions, tiles, widgets
+from callstatus.dashboard.queries import overview, sidebar
 
 RATE_NAMES = {"dial": "dial answer rate", "call": "call answer rate"}
 
 
 def render() -> None:
     f = controls.current()
+    rel = connection.relations()
     st.title("Call outcomes")
     st.caption(controls.describe(f))
-    now, before = queries.kpis(f), queries.kpis(f.previous())
+    now, before = overview.kpis(rel, f), overview.kpis(rel, f.previous())
     row = now.frame.iloc[0]
     lead = tiles.lead_metric(f.direction, row)
-    span = queries.data_span()
+    span = sidebar.data_span(rel)
     covered = span is not None and span[0] <= f.previous().start
     tiles.render(row, before.frame.iloc[0], lead, covered)
     st.caption(
@@ -33,7 +35,7 @@ def render() -> None:
     widgets.provenance(now, "kpis")
 
     st.subheader("Answer rates over time, with call volume")
-    rates = queries.rates_over_time(f)
+    rates = overview.rates_over_time(rel, f)
     widgets.chart(
         rates, charts.rates_with_volume(rates.frame, RATE_NAMES[lead], f.tz), "answer-rates"
     )
@@ -41,7 +43,7 @@ def render() -> None:
     left, right = st.columns([3, 2])
     with left:
         st.subheader("How calls ended")
-        outcomes = queries.outcomes_over_time(f)
+        outcomes = overview.outcomes_over_time(rel, f)
         widgets.chart(outcomes, charts.outcomes_stacked(outcomes.frame, f.tz), "outcomes")
     with right:
         st.subheader("When calls get answered")
@@ -54,7 +56,7 @@ def render() -> None:
             required=True,
             help=definitions.DIAL_ANSWER_RATE if lead == "dial" else definitions.CALL_ANSWER_RATE,
         )
-        heat = queries.answer_heatmap(f, metric or lead)
+        heat = overview.answer_heatmap(rel, f, metric or lead)
         widgets.chart(heat, charts.heatmap(heat.frame, RATE_NAMES[metric or lead]), "heatmap")
 
 

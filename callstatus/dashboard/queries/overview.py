@@ -1,0 +1,119 @@
+"""Overview: the KPI tiles, answer rates over time, how calls ended, and the answer heat map."""
+
+from __future__ import annotations
+
+from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries.base import BUCKET, BUCKET_END, T5, Result, run, with_
+from callstatus.dashboard.queries.relations import Relations
+from callstatus.dashboard.queries.scopes import scoped_calls, scoped_dials, scoped_legs
+
+KPI_BODY = """
+, c AS (
+    SELECT count(*) AS calls,
+           count(*) FILTER (WHERE direction = 'inbound') AS inbound_calls,
+           count(*) FILTER (WHERE direction = 'outbound') AS outbound_calls,
+           count(*) FILTER (WHERE outcome <> 'in-progress') AS ended_calls,
+           count(*) FILTER (WHERE outcome <> 'in-progress' AND answered) AS answered_calls,
+           avg(duration_s) FILTER (WHERE answered) AS acd_s,
+           count(*) FILTER (WHERE outcome = 'busy') AS busy_calls,
+           count(*) FILTER (WHERE outcome = 'no-answer') AS no_answer_calls,
+           count(*) FILTER (WHERE outcome = 'failed') AS failed_calls
+    FROM scoped_calls
+), d AS (
+    SELECT count(*) AS dials, count(*) FILTER (WHERE dial_status = 'completed') AS dials_completed
+    FROM scoped_dials
+), l AS (
+    SELECT count(*) AS b_legs, count(*) FILTER (WHERE answered) AS b_answered,
+           count(*) FILTER (WHERE outcome = 'lost-race') AS b_lost_race
+    FROM scoped_legs
+)
+SELECT c.*, d.*, l.*,
+       answered_calls / nullif(ended_calls, 0) AS call_answer_rate,
+       dials_completed / nullif(dials, 0) AS dial_answer_rate,
+       b_answered / nullif(b_legs, 0) AS b_leg_answer_rate,
+       b_lost_race / nullif(b_legs, 0) AS b_lost_race_share,
+       busy_calls / nullif(ended_calls, 0) AS busy_share,
+       no_answer_calls / nullif(ended_calls, 0) AS no_answer_share,
+       failed_calls / nullif(ended_calls, 0) AS failed_share
+FROM c, d, l
+"""
+
+
+def _scopes(rel: Relations, f: Filters) -> str:
+    return with_(scoped_calls(rel), scoped_dials(rel, f), scoped_legs(rel, f, a_leg=False))
+
+
+def kpis(rel: Relations, f: Filters) -> Result:
+    """One row: every KPI tile's figure for the range (ARCHITECTURE, Metrics)."""
+    return run(_scopes(rel, f) + KPI_BODY, f.params())
+
+
+def rates_over_time(rel: Relations, f: Filters) -> Result:
+    """Per bucket: calls, and the call, dial and B-leg answer rates.
+
+    Each relation is first counted per 5 minutes UTC (`t5`): a 5-minute bucket always falls in
+    one bucket of the chosen zone (webhook_counts, docs/data.md), and converting a few thousand
+    buckets to local time instead of every row saves most of the query's time."""
+    sql = (
+        _scopes(rel, f)
+        + f"""
+    , c5 AS (SELECT {T5} AS t, count(*) AS calls,
+                    count(*) FILTER (WHERE outcome <> 'in-progress' AND answered) AS answered,
+                    count(*) FILTER (WHERE outcome <> 'in-progress') AS ended
+             FROM scoped_calls GROUP BY 1)
+    , c AS (SELECT {BUCKET} AS bucket, CAST(sum(calls) AS BIGINT) AS calls,
+                   sum(answered) / nullif(sum(ended), 0) AS call_answer_rate
+            FROM c5 GROUP BY bucket)
+    , d5 AS (SELECT {T5} AS t, count(*) AS dials,
+                    count(*) FILTER (WHERE dial_status = 'completed') AS completed
+             FROM scoped_dials GROUP BY 1)
+    , d AS (SELECT {BUCKET} AS bucket, sum(completed) / sum(dials) AS dial_answer_rate
+            FROM d5 GROUP BY bucket)
+    , l5 AS (SELECT {T5} AS t, count(*) AS legs, count(*) FILTER (WHERE answered) AS answered
+             FROM scoped_legs GROUP BY 1)
+    , l AS (SELECT {BUCKET} AS bucket, sum(answered) / sum(legs) AS b_leg_answer_rate
+            FROM l5 GROUP BY bucket)
+    SELECT bucket, {BUCKET_END}, coalesce(c.calls, 0) AS calls, call_answer_rate, dial_answer_rate,
+           b_leg_answer_rate
+    FROM c FULL JOIN d USING (bucket) FULL JOIN l USING (bucket)
+    ORDER BY bucket
+    """
+    )
+    return run(sql, f.params())
+
+
+def outcomes_over_time(rel: Relations, f: Filters) -> Result:
+    sql = (
+        with_(scoped_calls(rel))
+        + f"""
+    SELECT {BUCKET} AS bucket, {BUCKET_END}, outcome, count(*) AS calls
+    FROM scoped_calls GROUP BY ALL ORDER BY bucket, outcome
+    """
+    )
+    return run(sql, f.params())
+
+
+def answer_heatmap(rel: Relations, f: Filters, metric: str) -> Result:
+    """Answer rate by weekday and hour (in the chosen zone); metric is 'dial' or 'call'."""
+    if metric == "dial":
+        body = """SELECT t, dial_status = 'completed' AS ok, true AS counted FROM scoped_dials"""
+        cte = scoped_dials(rel, f)
+    else:
+        body = """SELECT t, answered AS ok, outcome <> 'in-progress' AS counted
+                  FROM scoped_calls"""
+        cte = scoped_calls(rel)
+    sql = (
+        with_(cte)
+        + f"""
+    , facts AS ({body})
+    SELECT isodow(timezone($tz, t)) AS weekday_no,
+           strftime(timezone($tz, t), '%a') AS weekday,
+           hour(timezone($tz, t)) AS hour,
+           count(*) FILTER (WHERE counted) AS total,
+           count(*) FILTER (WHERE counted AND ok) AS answered,
+           count(*) FILTER (WHERE counted AND ok) / nullif(count(*) FILTER (WHERE counted), 0)
+               AS answer_rate
+    FROM facts GROUP BY ALL ORDER BY weekday_no, hour
+    """
+    )
+    return run(sql, f.params())
