@@ -28,6 +28,8 @@ RATE_COLORS = {
     "call answer rate": "#2ca02c",
     "B-leg answer rate": "#ff7f0e",
 }
+# What a builder returns: one chart, or charts layered or stacked.
+Figure = alt.Chart | alt.LayerChart | alt.VConcatChart
 KIND_COLORS = {
     "answer": "#4c78a8",
     "fallback": "#e45756",
@@ -64,15 +66,16 @@ def _time_x(title: str) -> alt.X:
 
 def empty(message: str = "No data in this range") -> alt.Chart:
     """A blank chart that says why it is blank, instead of an empty frame."""
-    return (
+    chart: alt.Chart = (
         alt.Chart(pd.DataFrame({"text": [message]}))
         .mark_text(size=14, color="#888")
         .encode(text="text:N")
         .properties(height=80)
     )
+    return chart
 
 
-def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> alt.Chart:
+def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
     """Answer rates as lines over call volume as bars, sharing the time axis."""
     if frame.empty:
         return empty()
@@ -123,14 +126,15 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> alt.Chart:
         )
         .properties(height=90)
     )
-    return alt.vconcat(lines, bars, spacing=6).resolve_scale(x="shared")
+    stacked: alt.VConcatChart = alt.vconcat(lines, bars, spacing=6).resolve_scale(x="shared")
+    return stacked
 
 
 def _stacked_over_time(
     frame: pd.DataFrame, x_title: str, value: str, color: alt.Color, tooltip: list[Any]
 ) -> alt.Chart:
     """Bars spanning their time bucket (`bucket` to `bucket_end`), stacked by `color`."""
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame)
         .mark_bar(stroke="white", strokeWidth=0.5, orient="vertical")
         .encode(
@@ -141,6 +145,7 @@ def _stacked_over_time(
             tooltip=[alt.Tooltip("bucket:T", title="from"), *tooltip],
         )
     )
+    return chart
 
 
 def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> alt.Chart:
@@ -164,7 +169,7 @@ def heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
     if frame.empty:
         return empty()
     days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame)
         .mark_rect(stroke="white", strokeWidth=1)
         .encode(
@@ -191,13 +196,14 @@ def heatmap(frame: pd.DataFrame, title: str) -> alt.Chart:
         )
         .properties(height=230)
     )
+    return chart
 
 
 def _outcome_bars(
     frame: pd.DataFrame, category: str, label_limit: int, tooltip: list[str], rows: int
 ) -> alt.Chart:
     """Legs per `category`, most first, each bar split by the legs' outcomes."""
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame)
         .mark_bar()
         .encode(
@@ -210,6 +216,7 @@ def _outcome_bars(
         .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
         .properties(height=rows_height(rows))
     )
+    return chart
 
 
 def causes_bar(frame: pd.DataFrame, top: int = 15) -> alt.Chart:
@@ -247,7 +254,7 @@ def count_bar(frame: pd.DataFrame, x: str, y: str, x_title: str, y_title: str) -
     """A plain bar per category (fan-out, positions)."""
     if frame.empty:
         return empty()
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame)
         .mark_bar(color="#4c78a8")
         .encode(
@@ -257,6 +264,7 @@ def count_bar(frame: pd.DataFrame, x: str, y: str, x_title: str, y_title: str) -
         )
         .properties(height=220)
     )
+    return chart
 
 
 def winners_by_position(frame: pd.DataFrame) -> alt.Chart:
@@ -272,7 +280,7 @@ def winners_by_position(frame: pd.DataFrame) -> alt.Chart:
     data["outcome"] = data["result"].map(
         {"wins": "answered", "lost_race": "lost-race", "other": "canceled"}
     )
-    return (
+    chart: alt.Chart = (
         alt.Chart(data)
         .mark_bar()
         .encode(
@@ -292,6 +300,7 @@ def winners_by_position(frame: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=220)
     )
+    return chart
 
 
 def destination_rates(frame: pd.DataFrame) -> alt.Chart:
@@ -308,7 +317,7 @@ def destination_rates(frame: pd.DataFrame) -> alt.Chart:
         {"answered": "answered", "lost_race": "lost-race", "not_answered": "no-answer"}
     )
     data["share"] = data["legs"] / data["b_legs"]
-    return (
+    chart: alt.Chart = (
         alt.Chart(data)
         .mark_bar()
         .encode(
@@ -336,9 +345,10 @@ def destination_rates(frame: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=rows_height(frame["b_leg_to"].nunique(), chrome=110))
     )
+    return chart
 
 
-def outcome_matrix(frame: pd.DataFrame) -> alt.Chart:
+def outcome_matrix(frame: pd.DataFrame) -> Figure:
     if frame.empty:
         return empty()
     base = alt.Chart(frame).encode(
@@ -360,15 +370,16 @@ def outcome_matrix(frame: pd.DataFrame) -> alt.Chart:
             f"datum.pairs > {frame['pairs'].max() * 0.4}", alt.value("white"), alt.value("#222")
         ),
     )
-    return (cells + labels).properties(
+    layered: alt.LayerChart = (cells + labels).properties(
         height=rows_height(frame["a_outcome"].nunique(), step=44, chrome=80)
     )
+    return layered
 
 
 def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
     if frame.empty:
         return empty()
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame)
         .mark_bar(opacity=0.85)
         .encode(
@@ -392,6 +403,7 @@ def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
         )
         .properties(height=240)
     )
+    return chart
 
 
 def webhooks_per_kind(frame: pd.DataFrame, tz: str) -> alt.Chart:
@@ -409,7 +421,7 @@ def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
     """One dot per webhook on a time line, a row per kind."""
     if frame.empty:
         return empty("No webhooks for this call")
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame)
         .mark_point(filled=True, size=90)
         .encode(
@@ -437,3 +449,4 @@ def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
         )
         .properties(height=rows_height(frame["kind"].nunique(), step=34, chrome=70))
     )
+    return chart

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import altair as alt
 import streamlit as st
 
+from callstatus.dashboard.charts import Figure
 from callstatus.dashboard.queries.base import Result
 
 
-def chart(result: Result, figure: alt.TopLevelMixin, name: str) -> None:
+def chart(result: Result, figure: Figure, name: str) -> None:
     """A chart, then the exact rows behind it as CSV and the SQL that produced them."""
     st.altair_chart(figure, width="stretch")
     provenance(result, name)
