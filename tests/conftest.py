@@ -1,19 +1,18 @@
-"""Shared fixtures: a fresh migrated database per test, an in-process receiver."""
+"""Shared fixtures: a fresh migrated database per test, an in-process receiver, the CLI's
+environment. Plain helpers live in tests/factories.py."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from streamlit.runtime import Runtime
 
 from callstatus.core.db import Database
-from callstatus.core.settings import Settings
+from callstatus.core.settings import get_settings
+from tests.factories import app_client
 
 
 @pytest.fixture
@@ -23,13 +22,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
-def make_settings(tmp_path: Path, **values: Any) -> Settings:
-    """Settings built from explicit values only (the environment and .env are ignored)."""
-    base: dict[str, Any] = {"CALLSTATUS_DB": tmp_path / "callstatus.duckdb"}
-    base.update(values)
-    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
-
-
 @pytest.fixture
 def receiver_client(tmp_path: Path) -> Iterator[TestClient]:
     """The whole ASGI app (receiver and dashboard) in-process, lifespan run, dev mode."""
@@ -37,19 +29,16 @@ def receiver_client(tmp_path: Path) -> Iterator[TestClient]:
         yield client
 
 
-@contextmanager
-def app_client(tmp_path: Path, **values: Any) -> Iterator[TestClient]:
-    """The whole app in-process with the given settings, lifespan run (the writer started)."""
-    from callstatus.app.asgi import build_app
-
-    app = build_app(make_settings(tmp_path, **values))
-    try:
-        with TestClient(app, base_url="http://testserver") as client:
-            yield client
-    finally:
-        # Streamlit keeps its stopped Runtime as a process-wide singleton and refuses a second
-        # one; AppTest resets it the same way.
-        Runtime._instance = None
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """The CLI reads settings from the environment (and .env in the working directory): run it
+    in tmp_path with the settings tests set unset."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("PLIVO_AUTH_TOKEN", "PUBLIC_BASE_URL", "DIAL_NUMBERS", "CALLSTATUS_DB"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -1,22 +1,30 @@
-"""Plain factory functions for tests: store webhooks, sign requests."""
+"""Plain factory functions for tests: settings, an in-process app, webhooks stored or signed,
+rollups compared with their views."""
 
 from __future__ import annotations
 
+import json
+import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from callstatus.core import rollups
 from callstatus.core.db import Database
 from callstatus.core.duplicates import DuplicateTracker
-from callstatus.core.records import Params, make_record
+from callstatus.core.records import EventRecord, Params, make_record
+from callstatus.core.settings import Settings
 from callstatus.core.storage import insert_events
 from callstatus.receiver.signatures import sign
+from callstatus.simulator.traffic import TrafficModel
 
 T0 = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
 
@@ -116,3 +124,106 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(0.02)
+
+
+def make_settings(tmp_path: Path, **values: Any) -> Settings:
+    """Settings built from explicit values only (the environment and .env are ignored)."""
+    base: dict[str, Any] = {"CALLSTATUS_DB": tmp_path / "callstatus.duckdb"}
+    base.update(values)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+@contextmanager
+def app_client(tmp_path: Path, **values: Any) -> Iterator[Any]:
+    """The whole app in-process with the given settings, lifespan run (the writer started):
+    a starlette TestClient."""
+    from starlette.testclient import TestClient
+    from streamlit.runtime import Runtime
+
+    from callstatus.app.asgi import build_app
+
+    app = build_app(make_settings(tmp_path, **values))
+    try:
+        with TestClient(app, base_url="http://testserver") as client:
+            yield client
+    finally:
+        # Streamlit keeps its stopped Runtime as a process-wide singleton and refuses a second
+        # one; AppTest resets it the same way.
+        Runtime._instance = None
+
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def sample_records(name: str, start: datetime) -> list[EventRecord]:
+    """A recorded call flow from tests/samples/, one webhook a second from `start`."""
+    events = json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+    return [
+        make_record(e["kind"], "POST", e["params"], "unchecked", start + timedelta(seconds=i))
+        for i, e in enumerate(events)
+    ]
+
+
+def model_records(model: TrafficModel, starts: Sequence[float]) -> list[EventRecord]:
+    """Every webhook of these calls as the receiver builds it, received when the model says."""
+    return [
+        make_record(
+            hook.kind,
+            hook.method,
+            hook.params(),
+            "unchecked",
+            datetime.fromtimestamp(hook.delivered_at, UTC),
+        )
+        for i, at in enumerate(starts)
+        for hook in model.call(i, at).webhooks
+    ]
+
+
+def deliver(db: Database, records: Sequence[EventRecord], tracker: DuplicateTracker) -> None:
+    """Store records in one transaction, duplicates flagged by `tracker`, as the writer does."""
+    tracker.mark(list(records))
+    cur = db.cursor()
+    cur.execute("BEGIN")
+    insert_events(cur, list(records), "UTC")
+    cur.execute("COMMIT")
+
+
+def split(items: list[EventRecord], parts: int, rng: random.Random) -> list[list[EventRecord]]:
+    """Items cut at random places into `parts` non-empty runs, in order."""
+    cuts = sorted(rng.sample(range(1, len(items)), parts - 1))
+    return [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
+
+
+# view -> (rollup, ORDER BY giving one order to both, rollup columns the view lacks)
+ROLLUP_PAIRS = {
+    "calls": ("calls_rollup", "call_uuid", ""),
+    "dials": ("dials_rollup", "event_id", " EXCLUDE (params_hash)"),
+    "dial_legs": (
+        "dial_legs_rollup",
+        "b_leg_uuid",
+        f" EXCLUDE ({', '.join(rollups.EXTRA_COLUMNS)})",
+    ),
+}
+# dial_legs_rollup's own columns, as the dashboard's join of dial_legs to calls gives them.
+A_LEG_JOIN = """
+SELECT l.b_leg_uuid, coalesce(l.answered_at, l.ended_at, c.started_at) AS leg_at,
+       c.started_at AS a_started_at, c.outcome AS a_outcome, c.direction AS a_direction,
+       c.from_number AS a_from, c.to_number AS a_to
+FROM dial_legs l LEFT JOIN calls c ON c.call_uuid = l.a_leg_uuid ORDER BY l.b_leg_uuid
+"""
+
+
+def assert_rollups_equal_views(db: Database) -> None:
+    """Every rollup table holds exactly what its view computes, and says it is current."""
+    cur = db.cursor()
+    for view, (table, key, extra) in ROLLUP_PAIRS.items():
+        expected = cur.execute(f"SELECT * FROM {view} ORDER BY {key}").fetchall()
+        got = cur.execute(f"SELECT *{extra} FROM {table} ORDER BY {key}").fetchall()
+        assert got == expected, view
+    columns = ", ".join(rollups.EXTRA_COLUMNS)
+    expected = cur.execute(A_LEG_JOIN).fetchall()
+    got = cur.execute(
+        f"SELECT b_leg_uuid, {columns} FROM dial_legs_rollup ORDER BY b_leg_uuid"
+    ).fetchall()
+    assert got == expected, "dial_legs_rollup's A-leg columns"
+    assert rollups.is_current(cur)

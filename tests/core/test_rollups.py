@@ -7,8 +7,7 @@ import json
 import random
 import signal
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,83 +16,21 @@ import pytest
 from callstatus.core import rollups
 from callstatus.core.db import Database
 from callstatus.core.duplicates import DuplicateTracker
-from callstatus.core.records import EventRecord, make_record
+from callstatus.core.records import make_record
 from callstatus.core.storage import insert_events, move_inbox
 from callstatus.simulator.seed import seed_calls
 from callstatus.simulator.simulate import Plan, Target, simulate
 from callstatus.simulator.traffic import TrafficModel
+from tests.factories import (
+    SAMPLES,
+    T0,
+    assert_rollups_equal_views,
+    deliver,
+    model_records,
+    sample_records,
+    split,
+)
 from tests.servers import running_server
-
-SAMPLES = Path(__file__).parents[1] / "samples"
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-# view -> (rollup, ORDER BY giving one order to both, rollup columns the view lacks)
-PAIRS = {
-    "calls": ("calls_rollup", "call_uuid", ""),
-    "dials": ("dials_rollup", "event_id", " EXCLUDE (params_hash)"),
-    "dial_legs": (
-        "dial_legs_rollup",
-        "b_leg_uuid",
-        f" EXCLUDE ({', '.join(rollups.EXTRA_COLUMNS)})",
-    ),
-}
-# dial_legs_rollup's own columns, as the dashboard's join of dial_legs to calls gives them.
-A_LEG_JOIN = """
-SELECT l.b_leg_uuid, coalesce(l.answered_at, l.ended_at, c.started_at) AS leg_at,
-       c.started_at AS a_started_at, c.outcome AS a_outcome, c.direction AS a_direction,
-       c.from_number AS a_from, c.to_number AS a_to
-FROM dial_legs l LEFT JOIN calls c ON c.call_uuid = l.a_leg_uuid ORDER BY l.b_leg_uuid
-"""
-
-
-def assert_rollups_equal_views(db: Database) -> None:
-    cur = db.cursor()
-    for view, (table, key, extra) in PAIRS.items():
-        expected = cur.execute(f"SELECT * FROM {view} ORDER BY {key}").fetchall()
-        got = cur.execute(f"SELECT *{extra} FROM {table} ORDER BY {key}").fetchall()
-        assert got == expected, view
-    columns = ", ".join(rollups.EXTRA_COLUMNS)
-    expected = cur.execute(A_LEG_JOIN).fetchall()
-    got = cur.execute(
-        f"SELECT b_leg_uuid, {columns} FROM dial_legs_rollup ORDER BY b_leg_uuid"
-    ).fetchall()
-    assert got == expected, "dial_legs_rollup's A-leg columns"
-    assert rollups.is_current(cur)
-
-
-def model_records(model: TrafficModel, starts: Sequence[float]) -> list[EventRecord]:
-    """Every webhook of these calls as the receiver builds it, received when the model says."""
-    return [
-        make_record(
-            hook.kind,
-            hook.method,
-            hook.params(),
-            "unchecked",
-            datetime.fromtimestamp(hook.delivered_at, UTC),
-        )
-        for i, at in enumerate(starts)
-        for hook in model.call(i, at).webhooks
-    ]
-
-
-def deliver(db: Database, records: Sequence[EventRecord], tracker: DuplicateTracker) -> None:
-    tracker.mark(list(records))
-    cur = db.cursor()
-    cur.execute("BEGIN")
-    insert_events(cur, list(records), "UTC")
-    cur.execute("COMMIT")
-
-
-def split(items: list[EventRecord], parts: int, rng: random.Random) -> list[list[EventRecord]]:
-    cuts = sorted(rng.sample(range(1, len(items)), parts - 1))
-    return [items[a:b] for a, b in zip([0, *cuts], [*cuts, len(items)], strict=True)]
-
-
-def sample_records(name: str, start: datetime) -> list[EventRecord]:
-    events = json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))
-    return [
-        make_record(e["kind"], "POST", e["params"], "unchecked", start + timedelta(seconds=i))
-        for i, e in enumerate(events)
-    ]
 
 
 @pytest.mark.parametrize("order", ["arrival", "shuffled", "reversed"])

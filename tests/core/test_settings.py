@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from callstatus.core.settings import SettingsError
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.servers import free_port
 
 

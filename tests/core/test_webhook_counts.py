@@ -16,7 +16,7 @@ from callstatus.core.db import Database
 from callstatus.core.duplicates import DuplicateTracker
 from callstatus.core.records import EventRecord, make_record
 from callstatus.simulator.traffic import TrafficModel
-from tests.core.test_rollups import T0, assert_rollups_equal_views, deliver, model_records, split
+from tests.factories import T0, assert_rollups_equal_views, deliver, model_records, split
 
 COUNTED = """
 SELECT time_bucket(INTERVAL 5 MINUTE, received_at), kind, duplicate, signature, count(*)

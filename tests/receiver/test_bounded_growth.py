@@ -31,9 +31,16 @@ from callstatus.receiver import metrics
 from callstatus.receiver.rejected import RejectedRecord, row_bytes
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
-from tests.conftest import app_client
-from tests.core.test_rollups import sample_records
-from tests.factories import T0, metric, rows, signed_request, store, wait_until
+from tests.factories import (
+    T0,
+    app_client,
+    metric,
+    rows,
+    sample_records,
+    signed_request,
+    store,
+    wait_until,
+)
 from tests.servers import start_server
 
 TOKEN = "bounded-growth-token"

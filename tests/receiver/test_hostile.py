@@ -18,8 +18,7 @@ from streamlit.runtime import Runtime
 
 from callstatus.app.asgi import build_app
 from callstatus.receiver.parsing import MAX_BODY
-from tests.conftest import app_client, make_settings
-from tests.factories import rows, signed_request
+from tests.factories import app_client, make_settings, rows, signed_request
 from tests.servers import ServerProcess, running_server
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -26,8 +26,7 @@ from callstatus.core.db import Database
 from callstatus.core.records import EventRecord, make_record
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
-from tests.conftest import app_client
-from tests.factories import rows, wait_until
+from tests.factories import app_client, rows, wait_until
 from tests.servers import ServerProcess, free_port, start_server
 
 

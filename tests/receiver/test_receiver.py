@@ -16,8 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from callstatus.app import runtime
-from tests.conftest import app_client
-from tests.factories import metric, rows, signed_headers, signed_request, wait_until
+from tests.factories import app_client, metric, rows, signed_headers, signed_request, wait_until
 
 TOKEN = "main-account-token"
 SUB_TOKEN = "sub-account-token"

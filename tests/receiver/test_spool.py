@@ -20,8 +20,7 @@ from callstatus.core.db import Database
 from callstatus.core.records import EventRecord, make_record
 from callstatus.core.storage import InboxAppender
 from callstatus.receiver.spool import Spool
-from tests.conftest import app_client
-from tests.factories import rows, wait_until
+from tests.factories import app_client, rows, wait_until
 
 
 class FailingDisk:

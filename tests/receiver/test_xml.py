@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from callstatus.receiver.xml import NO_NUMBERS_NOTICE, answer_xml, empty_xml
-from tests.conftest import app_client, make_settings
+from tests.factories import app_client, make_settings
 
 BASE = "https://calls.example.com"
 

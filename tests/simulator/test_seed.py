@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
 import duckdb
@@ -20,7 +19,6 @@ from callstatus.simulator.seed import seed_calls
 from callstatus.simulator.simulate import Plan, Target, simulate
 from callstatus.simulator.traffic import TrafficModel
 from tests.servers import running_server
-from tests.simulator.test_simulate import cli_env  # noqa: F401  (fixture)
 
 TOKEN = "seed-token-0123456789"
 ZONE = "Asia/Kolkata"
@@ -45,11 +43,6 @@ def _rows(db: Path, relation: str) -> list[tuple[object, ...]]:
         con.close()
 
 
-def _views_exist() -> bool:
-    folder = resources.files("callstatus.core") / "migrations"
-    return any(entry.name.endswith("_views.sql") for entry in folder.iterdir())
-
-
 @pytest.mark.slow
 def test_seeded_rows_equal_the_same_calls_received_over_http(tmp_path: Path) -> None:
     model = TrafficModel(21, plivo_timezone=ZONE)
@@ -64,8 +57,7 @@ def test_seeded_rows_equal_the_same_calls_received_over_http(tmp_path: Path) -> 
     db = Database(seeded)
     seed_calls(db, model, starts, signature="valid", plivo_timezone=ZONE)
     db.close()
-    relations = ["webhook_events"] + (["calls", "dials", "dial_legs"] if _views_exist() else [])
-    for relation in relations:
+    for relation in ("webhook_events", "calls", "dials", "dial_legs"):
         expected = _rows(over_http, relation)
         assert expected, relation
         assert _rows(seeded, relation) == expected, relation
@@ -89,7 +81,7 @@ def test_parallel_seeding_writes_what_inline_seeding_writes(
     assert inline == _rows(tmp_path / "parallel.duckdb", "webhook_events")
 
 
-def test_seed_command_spreads_calls_over_days(tmp_path: Path, cli_env, capsys) -> None:  # noqa: F811
+def test_seed_command_spreads_calls_over_days(tmp_path: Path, cli_env, capsys) -> None:
     db = tmp_path / "seeded.duckdb"
     assert main(["seed", "--db", str(db), "--calls", "500", "--days", "6", "--seed", "3"]) == 0
     assert "seeded 500 calls" in capsys.readouterr().out
@@ -106,7 +98,7 @@ def test_seed_command_spreads_calls_over_days(tmp_path: Path, cli_env, capsys) -
     ]
 
 
-def test_seed_refuses_a_database_a_server_holds(tmp_path: Path, cli_env, capsys) -> None:  # noqa: F811
+def test_seed_refuses_a_database_a_server_holds(tmp_path: Path, cli_env, capsys) -> None:
     db = tmp_path / "held.duckdb"
     holder = subprocess.Popen(
         [sys.executable, "-c",

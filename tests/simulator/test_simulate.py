@@ -9,11 +9,10 @@ import duckdb
 import pytest
 
 from callstatus.cli import main
-from callstatus.core.settings import get_settings
 from callstatus.receiver.xml import answer_xml, empty_xml
 from callstatus.simulator.simulate import Plan, Target, dial_from_xml, simulate
 from callstatus.simulator.traffic import Endpoint, TrafficModel
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.servers import free_port, running_server
 
 TOKEN = "sim-token-0123456789"
@@ -33,17 +32,6 @@ def test_dial_is_read_from_the_answer_xml(tmp_path: Path) -> None:
     assert dial_from_xml(answer_xml(make_settings(tmp_path), "http://x")) is None
     assert dial_from_xml(empty_xml()) is None
     assert dial_from_xml("not xml") is None
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """The CLI reads settings from the environment (and .env in the working directory)."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("PLIVO_AUTH_TOKEN", "PUBLIC_BASE_URL", "DIAL_NUMBERS", "CALLSTATUS_DB"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    yield monkeypatch
-    get_settings.cache_clear()
 
 
 @pytest.mark.slow
