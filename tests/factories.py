@@ -98,11 +98,11 @@ def signed_request(
 
 def rows(sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
     """Query the database of the server running in this process (its own cursor per thread)."""
-    from callstatus.app import runtime
+    from callstatus.core import server
 
-    rt = runtime.current()
-    assert rt is not None, "no server is running in this process"
-    cur = rt.database.cursor()
+    handle = server.installed()
+    assert handle is not None, "no server is running in this process"
+    cur = handle.database.cursor()
     result = cur.execute(sql, list(params))
     names = [column[0] for column in result.description or []]
     return [dict(zip(names, row, strict=True)) for row in result.fetchall()]

@@ -1,94 +1,97 @@
-"""The process-wide objects a running server shares: database, writer, spool, snapshots."""
+"""The running server's parts: the database, the receiver's intake (writer and spool), the rollup
+and snapshot jobs, and the handle through which the dashboard in this process sees them.
+
+Built with the app (`build_app`), so the endpoints are handed its intake then; the database is
+opened only by `start()`, which the app's lifespan runs, and everything stops in order: webhooks
+refused first, the writer drained, the rollups' final refresh, the final snapshot (holding every
+acknowledged webhook), then the database closed.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from callstatus.core import server
 from callstatus.core.db import Database
+from callstatus.core.rollups import RollupJob
+from callstatus.core.server import ReceiverStatus, ServerHandle
 from callstatus.core.settings import Settings
-from callstatus.receiver.rejected import count_since
-from callstatus.receiver.spool import Spool
+from callstatus.core.snapshot import SnapshotJob, age_s
+from callstatus.receiver.intake import Intake
 from callstatus.receiver.writer import Writer
 
 log = logging.getLogger("callstatus")
 
-REJECTED_ROWS_PER_HOUR = 10_000
+
+def open_database(settings: Settings) -> Database:
+    """The server's database, migrated, within CALLSTATUS_MEMORY_LIMIT."""
+    return Database(settings.db, memory_limit=settings.memory_limit)
 
 
-@dataclass
-class RejectionBudget:
-    """At most REJECTED_ROWS_PER_HOUR refused requests are stored each clock hour; a restart
-    goes on from the rows this hour already holds (`resume`)."""
-
-    limit: int = REJECTED_ROWS_PER_HOUR
-    _hour: int = -1
-    _used: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @staticmethod
-    def hour_now() -> int:
-        return int(time.time() // 3600)
-
-    def resume(self, used: int, hour: int) -> None:
-        """Count `used` rows already stored in clock hour `hour` (hours since the epoch)."""
-        with self._lock:
-            self._hour, self._used = hour, used
-
-    def take(self) -> bool:
-        hour = self.hour_now()
-        with self._lock:
-            if hour != self._hour:
-                self._hour, self._used = hour, 0
-            if self._used >= self.limit:
-                return False
-            self._used += 1
-            return True
+class NotStarted(RuntimeError):
+    """A part that only exists while the server runs was asked for before `start()`."""
 
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.database = Database(settings.db, memory_limit=settings.memory_limit)
-        self.spool = Spool(settings.spool_dir)
-        self.writer = Writer(self.database, self.spool, settings.plivo_timezone)
-        self.rejections = RejectionBudget(limit=REJECTED_ROWS_PER_HOUR)
-        self.started_at = time.time()
-        # Background jobs (the snapshot writer) register here to be stopped with the server.
-        self.on_stop: list[Callable[[], None]] = []
-        self.snapshot_age_s: Callable[[], float | None] = lambda: None
+        self.intake = Intake(settings)
+        self._database: Database | None = None
+        self.rollups: RollupJob | None = None
+        self.snapshot: SnapshotJob | None = None
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            raise NotStarted("the server's database is open only while it runs")
+        return self._database
+
+    @property
+    def writer(self) -> Writer:
+        writer = self.intake.writer
+        if writer is None:
+            raise NotStarted("the writer runs only while the server runs")
+        return writer
 
     def start(self) -> None:
-        self.writer.start()
-        # The hourly budget survives a restart: this hour's kept rows count against it.
-        hour = self.rejections.hour_now()
-        since = datetime.fromtimestamp(hour * 3600, UTC)
-        self.rejections.resume(count_since(self.database.cursor(), since), hour)
+        database = self._database = open_database(self.settings)
+        self.intake.start(database)
+        # The rollups first, so that at stop their final refresh lands in the final snapshot.
+        self.rollups = RollupJob(database)
+        self.rollups.loop.start()
+        self.snapshot = SnapshotJob(
+            database, self.settings.snapshot_path, self.settings.snapshot_interval_s
+        )
+        self.snapshot.loop.start()
+        server.install(ServerHandle(self.settings, database, self.rollups, self.status))
 
     def stop(self) -> None:
-        self.writer.stop()
-        # After the writer drained, before the database closes: the final snapshot then holds
-        # every webhook that was acknowledged.
-        for callback in self.on_stop:
-            try:
-                callback()
-            except Exception as exc:
-                log.warning("stopping a background job failed: %s", exc)
-        self.database.close()
+        server.install(None)
+        self.intake.stop()
+        # After the writer drained, before the database closes: the final refresh and the final
+        # snapshot then hold every webhook that was acknowledged.
+        if self.rollups is not None:
+            _stop("rollups", self.rollups.stop)
+        if self.snapshot is not None:
+            _stop("snapshot", self.snapshot.loop.stop)
+        if self._database is not None:
+            self._database.close()
+        self.rollups = self.snapshot = self._database = None
+
+    def status(self) -> ReceiverStatus:
+        """What the receiver says about itself (Receiver health, /healthz)."""
+        writer = self.intake.writer
+        return ReceiverStatus(
+            spool_depth=self.intake.spool.depth(),
+            writer_queue=writer.queue_depth() if writer is not None else 0,
+            last_error=writer.last_error if writer is not None else "the server is stopping",
+            snapshot_age_s=age_s(self.snapshot.target) if self.snapshot is not None else None,
+        )
 
 
-_current: Runtime | None = None
-
-
-def current() -> Runtime | None:
-    """The runtime of the server running in this process, if any."""
-    return _current
-
-
-def install(runtime: Runtime | None) -> None:
-    global _current
-    _current = runtime
+def _stop(name: str, stop: Callable[[], None]) -> None:
+    try:
+        stop()
+    except Exception as exc:
+        log.warning("stopping the %s job failed: %s", name, exc)

@@ -27,16 +27,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import duckdb
 
 from callstatus.core.db import Database
 from callstatus.core.jobs import PeriodicJob
 from callstatus.core.storage import move_inbox
-
-if TYPE_CHECKING:
-    from callstatus.app.runtime import Runtime
 
 log = logging.getLogger("callstatus.rollups")
 
@@ -309,21 +305,3 @@ class RollupJob:
     def stop(self) -> None:
         """Stop the loop after a final refresh, so the file's rollups hold every webhook."""
         self.loop.stop()
-        _jobs.pop(id(self.database), None)
-
-
-# The job keeping each open database's rollups fresh, for the dashboard in the same process.
-_jobs: dict[int, RollupJob] = {}
-
-
-def job_for(database: Database) -> RollupJob | None:
-    return _jobs.get(id(database))
-
-
-def start_background(rt: Runtime) -> RollupJob:
-    """Refresh the rollups beside a running server (once at start, then every interval)."""
-    job = RollupJob(rt.database)
-    _jobs[id(rt.database)] = job
-    rt.on_stop.append(job.stop)
-    job.loop.start()
-    return job

@@ -14,15 +14,11 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
 
 from callstatus.core.db import Database
 from callstatus.core.jobs import PeriodicJob
-
-if TYPE_CHECKING:
-    from callstatus.app.runtime import Runtime
 
 log = logging.getLogger("callstatus.snapshot")
 
@@ -162,12 +158,3 @@ class SnapshotJob:
                 time.perf_counter() - started,
             )
             return True
-
-
-def start_background(rt: Runtime) -> SnapshotJob:
-    """Start refreshing the snapshot beside a running server; stopped with it."""
-    job = SnapshotJob(rt.database, rt.settings.snapshot_path, rt.settings.snapshot_interval_s)
-    rt.snapshot_age_s = lambda: age_s(job.target)
-    rt.on_stop.append(job.loop.stop)
-    job.loop.start()
-    return job

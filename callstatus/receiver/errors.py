@@ -1,8 +1,16 @@
-"""The one error shape every refusal uses: {"error": {"code": ..., "message": ...}}."""
+"""The one error shape every refusal uses: {"error": {"code": ..., "message": ...}}.
+
+`error_body` builds it for everyone: the webhook endpoints, the protocol's own 400/408/431
+replies, the password middleware and the API's exception handlers.
+"""
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+import json
+
+from starlette.responses import Response
+
+JSON = "application/json"
 
 
 class RequestRefused(Exception):
@@ -13,11 +21,17 @@ class RequestRefused(Exception):
         self.message = message
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps(
+        {"error": {"code": code, "message": message}}, ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
 
 
-def too_many_failures(retry_after: int) -> JSONResponse:
+def error_response(status: int, code: str, message: str) -> Response:
+    return Response(error_body(code, message), status_code=status, media_type=JSON)
+
+
+def too_many_failures(retry_after: int) -> Response:
     """429 for an address locked out after too many wrong passwords."""
     response = error_response(
         429,

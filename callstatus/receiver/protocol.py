@@ -12,13 +12,12 @@ writes per request:
 - a connection cap: at `max_connections` open HTTP connections, a new one closes the oldest
   connection that is waiting on its client (idle, or still sending its request) to make room,
   and is itself closed at once when every open connection has a request being answered;
-- httptools' own 400s (malformed requests) in the receiver's JSON error shape.
+- httptools' own 400s (malformed requests) in the receiver's JSON error shape (`error_body`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import resource
@@ -29,6 +28,8 @@ import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from callstatus.receiver.errors import error_body
 
 log = logging.getLogger("callstatus.connections")
 
@@ -58,7 +59,7 @@ def error_bytes(
     status: int, code: str, message: str, default_headers: list[tuple[bytes, bytes]]
 ) -> bytes:
     """A whole HTTP/1.1 response in the JSON error shape, closing the connection."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = error_body(code, message)
     content = [STATUS_LINE[status]]
     for name, value in default_headers:
         content.extend([name, b": ", value, b"\r\n"])

@@ -1,19 +1,27 @@
 """Refused requests, kept in `rejected_webhooks` so a misconfiguration loses nothing.
 
-The table is bounded: at most MAX_ROWS rows and MAX_BYTES of headers and parameters (their JSON
-text); past either bound the oldest rows are pruned. Refusals are rate-limited before they get
-here too (callstatus.app.runtime.RejectionBudget, per clock hour).
+Everything about them lives here: which headers are kept, the row built with its clipping
+(`refusal`), the hourly budget (`RejectionBudget`: at most ROWS_PER_HOUR stored each clock hour,
+the rest only counted), the insert, the count since a time, and the pruning. The table is
+bounded: at most MAX_ROWS rows and MAX_BYTES of headers and parameters (their JSON text); past
+either bound the oldest rows are pruned.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
+
+from callstatus.core.records import Params
 
 log = logging.getLogger("callstatus.rejected")
 
@@ -27,6 +35,24 @@ MAX_BYTES = 64 * 1024 * 1024
 PRUNE_TO = 0.9
 # Rows one DELETE removes at most (more than a writer batch inserts, so pruning keeps up).
 PRUNE_STEP_ROWS = 10_000
+# Refused requests stored per clock hour; past it they are only counted in /metrics.
+ROWS_PER_HOUR = 10_000
+# A row's URL, headers and parameters together; past it they are clipped.
+MAX_ROW_BYTES = 64 * 1024
+
+# Headers kept with a refused request: enough to tell a proxy or URL mismatch from a forgery.
+KEPT_HEADERS = (
+    "host",
+    "user-agent",
+    "content-type",
+    "content-length",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-plivo-signature-v3",
+    "x-plivo-signature-ma-v3",
+    "x-plivo-signature-v3-nonce",
+)
 
 
 @dataclass(slots=True)
@@ -40,6 +66,86 @@ class RejectedRecord:
     headers_json: str
     params_json: str
     truncated: bool
+
+
+def refusal(
+    reason: str,
+    method: str,
+    path: str,
+    url: str,
+    headers: Mapping[str, str],
+    params: Params,
+    received_at: datetime,
+) -> RejectedRecord:
+    """The row for a refused request (`headers` by lower-case name), clipped to MAX_ROW_BYTES."""
+    kept = {name: headers[name] for name in KEPT_HEADERS if name in headers}
+    headers_json = json.dumps(kept, ensure_ascii=False)
+    params_json = json.dumps(params, ensure_ascii=False)
+    truncated = _utf8_len(headers_json) + _utf8_len(params_json) + _utf8_len(url) > MAX_ROW_BYTES
+    if truncated:
+        # Shares of the 64 KiB row; quoting a JSON text again at most doubles it.
+        url = _clip(url, MAX_ROW_BYTES // 8)
+        headers_json = _clip_json(headers_json, MAX_ROW_BYTES // 8)
+        params_json = _clip_json(params_json, MAX_ROW_BYTES // 4)
+    return RejectedRecord(
+        rejected_id=str(uuid.uuid4()),
+        received_at=received_at,
+        reason=reason,
+        path=path,
+        http_method=method,
+        checked_url=url,
+        headers_json=headers_json,
+        params_json=params_json,
+        truncated=truncated,
+    )
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` UTF-8 bytes of `text`, cut on a character boundary."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
+
+
+def _clip_json(text: str, limit: int) -> str:
+    if _utf8_len(text) <= limit:
+        return text
+    return json.dumps({"_truncated": _clip(text, limit)}, ensure_ascii=False)
+
+
+@dataclass
+class RejectionBudget:
+    """At most `limit` refused requests are stored each clock hour; a restart goes on from the
+    rows this hour already holds (`resume`)."""
+
+    limit: int = ROWS_PER_HOUR
+    _hour: int = -1
+    _used: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @staticmethod
+    def hour_now() -> int:
+        return int(time.time() // 3600)
+
+    def resume(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Count the rows already stored this clock hour (by an earlier run of the server)."""
+        hour = self.hour_now()
+        used = count_since(cur, datetime.fromtimestamp(hour * 3600, UTC))
+        with self._lock:
+            self._hour, self._used = hour, used
+
+    def take(self) -> bool:
+        hour = self.hour_now()
+        with self._lock:
+            if hour != self._hour:
+                self._hour, self._used = hour, 0
+            if self._used >= self.limit:
+                return False
+            self._used += 1
+            return True
 
 
 _SCHEMA = pa.schema(

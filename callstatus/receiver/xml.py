@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from plivo import plivoxml
 
+from callstatus.core.plivo import DIAL_ACTION_PATH, DIAL_CALLBACK_PATH
 from callstatus.core.settings import Settings
 
 NO_NUMBERS_NOTICE = "This line is not taking calls right now. Goodbye."
@@ -19,9 +20,9 @@ def answer_xml(settings: Settings, base_url: str) -> str:
         return str(response.to_string(False))
     response.add(plivoxml.SpeakElement(settings.answer_speak_text))
     dial = plivoxml.DialElement(
-        action=f"{base_url}/plivo/dial/action",
+        action=base_url + DIAL_ACTION_PATH,
         method="POST",
-        callback_url=f"{base_url}/plivo/dial/callback",
+        callback_url=base_url + DIAL_CALLBACK_PATH,
         callback_method="POST",
         timeout=settings.dial_timeout,
         caller_id=settings.dial_caller_id,

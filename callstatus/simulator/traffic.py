@@ -19,18 +19,12 @@ from datetime import datetime
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from callstatus.core.plivo import PATH_OF_KIND
 from callstatus.core.records import Params
 from callstatus.simulator.config import Agent, App, TrafficConfig
 
-PATHS = {
-    "answer": "/plivo/answer",
-    "fallback": "/plivo/fallback",
-    "dial_action": "/plivo/dial/action",
-    "dial_callback": "/plivo/dial/callback",
-    "hangup": "/plivo/hangup",
-    "ring": "/plivo/ring",
-    "machine_detection": "/plivo/machine-detection",
-}
+# Where each kind of webhook is sent.
+PATHS = PATH_OF_KIND
 
 # (HangupCauseCode, HangupCauseName, telephony cause, HangupSource, CallStatus) per ending.
 # Where Plivo has several codes for one outcome, the first is the usual one.

@@ -226,11 +226,11 @@ def test_memory_limit_must_be_a_size(tmp_path: Path, value: str) -> None:
 
 
 def test_server_database_obeys_the_memory_limit(tmp_path: Path) -> None:
-    from callstatus.app.runtime import Runtime
+    from callstatus.app.runtime import open_database
 
-    rt = Runtime(make_settings(tmp_path, CALLSTATUS_MEMORY_LIMIT="300MB"))
+    database = open_database(make_settings(tmp_path, CALLSTATUS_MEMORY_LIMIT="300MB"))
     try:
-        (limit,) = rt.database.cursor().execute("SELECT current_setting('memory_limit')").fetchone()
+        (limit,) = database.cursor().execute("SELECT current_setting('memory_limit')").fetchone()
         assert limit.replace(" ", "") in {"286.1MiB", "300.0MB", "300MB"}
     finally:
-        rt.database.close()
+        database.close()

@@ -17,8 +17,6 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import callstatus.app.runtime
-import callstatus.receiver.writer
 from callstatus.analyst import sandbox as safe_sql
 from callstatus.cli import main as callstatus_cli
 from callstatus.core import rollups
@@ -27,7 +25,7 @@ from callstatus.core.db import Database
 from callstatus.core.duplicates import DuplicateTracker, add_repeats
 from callstatus.core.records import EventRecord, make_record
 from callstatus.dashboard import tiles
-from callstatus.receiver import metrics
+from callstatus.receiver import metrics, rejected
 from callstatus.receiver.rejected import RejectedRecord, row_bytes
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
@@ -231,7 +229,7 @@ def test_the_hourly_budget_of_refused_rows_survives_a_restart(
     left = 3600 - time.time() % 3600
     if left < 20:
         time.sleep(left + 0.5)
-    monkeypatch.setattr(callstatus.app.runtime, "REJECTED_ROWS_PER_HOUR", 3)
+    monkeypatch.setattr(rejected, "ROWS_PER_HOUR", 3)
     signed = {"PLIVO_AUTH_TOKEN": TOKEN}
     with app_client(tmp_path, **signed) as client:
         for i in range(2):
@@ -243,7 +241,7 @@ def test_the_hourly_budget_of_refused_rows_survives_a_restart(
             assert client.post("/plivo/ring", data={"CallUUID": f"b{i}"}).status_code == 403
         # One more fits this hour's budget of 3; the other two are only counted.
         wait_until(lambda: metric(client, "callstatus_rejections_not_stored_total") - before == 2)
-        rt = callstatus.app.runtime.current()
+        rt = client.app.runtime
         assert rt is not None
         wait_until(lambda: rt.writer.queue_depth() == 0)
         signed_request(

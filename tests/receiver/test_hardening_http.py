@@ -23,7 +23,7 @@ import duckdb
 import httpx
 import pytest
 
-from callstatus.receiver.auth import LoginLimiter
+from callstatus.app.password import LoginLimiter
 from callstatus.receiver.protocol import MAX_HEAD_BYTES
 from tests.factories import signed_headers, signed_request
 from tests.servers import ServerProcess, start_server
@@ -483,7 +483,7 @@ def test_login_limiter_memory_is_bounded() -> None:
 def test_raising_the_open_file_limit() -> None:
     script = (
         "import resource, logging\n"
-        "from receiver.protocol import raise_fd_limit\n"
+        "from callstatus.receiver.protocol import raise_fd_limit\n"
         "logging.basicConfig(level=logging.INFO)\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"

@@ -165,13 +165,11 @@ def test_one_error_shape_for_every_refusal(tmp_path: Path) -> None:
 def test_a_failure_inside_the_receiver_is_a_500_in_the_same_shape(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from callstatus.app import runtime
-
     async def broken(record: object) -> None:
         raise KeyError("a bug")
 
     with app_client(tmp_path) as client:
-        rt = runtime.current()
+        rt = client.app.runtime
         assert rt is not None
         monkeypatch.setattr(rt.writer, "store", broken)
         _assert_error_shape(client.post("/plivo/hangup", data={"A": "1"}), 500, "internal_error")

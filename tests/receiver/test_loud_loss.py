@@ -21,7 +21,6 @@ import httpx
 import pytest
 
 import callstatus.receiver.writer
-from callstatus.app import runtime
 from callstatus.core.db import Database
 from callstatus.core.records import EventRecord, make_record
 from callstatus.receiver.spool import Spool
@@ -110,7 +109,7 @@ def test_deleting_the_data_directory_under_a_running_server_turns_200s_into_503s
 def test_a_database_file_replaced_in_place_is_noticed_at_the_next_commit(tmp_path: Path) -> None:
     with app_client(tmp_path) as client:
         assert client.post("/plivo/hangup", data={"CallUUID": "kept"}).status_code == 200
-        rt = runtime.current()
+        rt = client.app.runtime
         assert rt is not None
         db = rt.database.absolute_path
         copy = db.with_name("copy.duckdb")
@@ -149,7 +148,7 @@ def test_a_full_disk_still_spools_and_answers_200(
         assert client.get("/healthz").json()["spool_depth"] == 1
         failing["on"] = False
         wait_until(lambda: len(rows("SELECT * FROM webhook_events")) == 1)
-        rt = runtime.current()
+        rt = client.app.runtime
         assert rt is not None and rt.writer.lost is None
 
 

@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 import pytest
 from starlette.testclient import TestClient
 
-from callstatus.app import runtime
 from tests.factories import app_client, metric, rows, signed_headers, signed_request, wait_until
 
 TOKEN = "main-account-token"
@@ -357,9 +356,9 @@ def test_rejected_webhooks_are_bounded_per_hour(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with app_client(tmp_path, **SIGNED) as client:
-        rt = runtime.current()
+        rt = client.app.runtime
         assert rt is not None
-        monkeypatch.setattr(rt.rejections, "limit", 3)
+        monkeypatch.setattr(rt.intake.rejections, "limit", 3)
         before_overflow = metric(client, "callstatus_rejections_not_stored_total")
         before_reason = metric(client, "callstatus_rejections_total", reason="missing_signature")
         for i in range(5):
@@ -466,7 +465,7 @@ def test_healthz_shows_details_to_the_operator_only(tmp_path: Path) -> None:
     secret = f"IOException: could not write {tmp_path}/callstatus.duckdb: No space left"
     with app_client(tmp_path, DASHBOARD_PASSWORD=password) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        rt = runtime.current()
+        rt = client.app.runtime
         assert rt is not None
         rt.writer.last_error = secret
         try:

@@ -15,7 +15,6 @@ import pytest
 
 import callstatus.receiver.spool
 import callstatus.receiver.writer
-from callstatus.app import runtime
 from callstatus.core.db import Database
 from callstatus.core.records import EventRecord, make_record
 from callstatus.core.storage import InboxAppender
@@ -177,7 +176,7 @@ def test_when_the_spool_fails_too_the_webhook_is_refused_not_lost_silently(
         response = client.post("/plivo/hangup", data={"CallUUID": "lost"})
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "storage_unavailable"
-        rt = runtime.current()
+        rt = client.app.runtime
         assert rt is not None
         # The writer survives: once the disk is back, webhooks are stored again.
         disk.failing = False

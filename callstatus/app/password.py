@@ -1,4 +1,5 @@
-"""The dashboard's password (HTTP Basic, any user name) and the limit on failed logins."""
+"""The dashboard's password: HTTP Basic (any user name) for the dashboard, /metrics, /api/ and
+/healthz's details, with a limit on failed logins per client address."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from starlette.types import Scope
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from callstatus.receiver.errors import error_response
+
+# Paths anyone may call: Plivo's webhooks, and /healthz (its details are checked in place).
+OPEN_PREFIXES = ("/plivo/", "/healthz")
 
 # After this many wrong passwords from one address within WINDOW_S, every login attempt from
 # it gets a 429 until the window ends, the right password included.
@@ -85,7 +92,7 @@ class LoginLimiter:
 
 
 class BasicAuth:
-    """The one password check, shared by the dashboard's middleware and /healthz."""
+    """The one password check, shared by the middleware and /healthz's details."""
 
     def __init__(self, password: str, limiter: LoginLimiter | None = None) -> None:
         self.password = password.encode()
@@ -118,3 +125,41 @@ class BasicAuth:
         except ValueError:
             return False
         return hmac.compare_digest(given, self.password)
+
+
+def too_many_failures(retry_after: int) -> Response:
+    """429 for an address locked out after too many wrong passwords."""
+    response = error_response(
+        429,
+        "too_many_failed_logins",
+        f"too many wrong passwords from this address; try again in {retry_after} s",
+    )
+    response.headers["retry-after"] = str(retry_after)
+    return response
+
+
+class PasswordMiddleware:
+    """The password in front of everything but the open paths; failed logins limited per
+    client address."""
+
+    def __init__(self, app: ASGIApp, auth: BasicAuth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"].startswith(OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        verdict, retry_after = self.auth.check(scope)
+        if verdict is Verdict.OK:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if verdict is Verdict.LOCKED:
+            await too_many_failures(retry_after)(scope, receive, send)
+            return
+        response = error_response(401, "unauthorized", "the dashboard needs DASHBOARD_PASSWORD")
+        response.headers["www-authenticate"] = 'Basic realm="callstatus", charset="UTF-8"'
+        await response(scope, receive, send)

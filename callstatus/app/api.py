@@ -1,0 +1,174 @@
+"""The process's HTTP API beside the webhooks: /healthz, /metrics and /api/ (FastAPI).
+
+The OpenAPI document is at /api/openapi.json and the interactive docs at /api/docs (their
+scripts load from a CDN in the reader's browser); the document describes the webhook paths too
+(callstatus.app.openapi), though raw ASGI endpoints serve them. Everything here answers in the
+one JSON error shape, never with a redirect (one would be built from the Host header). /metrics
+and /api/ sit behind the dashboard's password; /healthz tells anyone its status and the
+operator (with the password, or when there is none) its details.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+
+from callstatus.app.openapi import ERROR_REF, add_webhooks
+from callstatus.app.password import BasicAuth, PasswordMiddleware, Verdict, too_many_failures
+from callstatus.app.runtime import Runtime
+from callstatus.receiver import metrics
+from callstatus.receiver.errors import error_response
+from callstatus.receiver.writer import Writer
+
+TITLE = "callstatus"
+VERSION = "0.1.0"
+DESCRIPTION = (
+    "Stores every Plivo voice webhook in DuckDB and shows a dashboard. /metrics and /api/ need "
+    "DASHBOARD_PASSWORD (HTTP Basic, any user name) when it is set."
+)
+_CODES = {404: "not_found", 405: "method_not_allowed"}
+_METHOD_ORDER = ("GET", "HEAD", "POST")
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    return (_METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER), method)
+
+
+def health_details(rt: Runtime, writer: Writer) -> dict[str, Any]:
+    """/healthz's whole answer: for the operator (behind the password, when there is one)."""
+    status = rt.status()
+    database = "ok" if status.last_error is None else status.last_error
+    last = writer.last_event_at
+    return {
+        "status": "ok" if database == "ok" and status.spool_depth == 0 else "degraded",
+        "database": database,
+        "writer_queue_depth": status.writer_queue,
+        "last_event_at": last.isoformat() if last else None,
+        "spool_depth": status.spool_depth,
+        "snapshot_age_s": status.snapshot_age_s,
+        "signature_checks": "off (development mode)" if rt.settings.development_mode else "on",
+    }
+
+
+_HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": '`{"status": "ok"}`; with the password (or none set) the details too: '
+        "database, writer_queue_depth, last_event_at, spool_depth, snapshot_age_s, "
+        "signature_checks."
+    },
+    503: {
+        "description": '`{"status": "degraded"}` (the database refuses writes or webhooks wait '
+        'in the spool; details as for 200) or `{"status": "starting"}`.'
+    },
+    429: {
+        "description": "Too many wrong passwords from this address.",
+        "content": {"application/json": {"schema": ERROR_REF}},
+    },
+}
+
+
+def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
+    api = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        redirect_slashes=False,
+    )
+
+    async def healthz(request: Request) -> Response:
+        """200 {"status": "ok"} or 503 {"status": "degraded"} for anyone (load balancers,
+        monitors); the details too with the dashboard's password, or when there is none."""
+        writer = rt.intake.writer
+        if writer is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        body = health_details(rt, writer)
+        status = 200 if body["status"] == "ok" else 503
+        if auth is not None:
+            verdict, retry_after = auth.check(request.scope)
+            if verdict is Verdict.LOCKED:
+                return too_many_failures(retry_after)
+            if verdict is not Verdict.OK:
+                # Paths, database errors and queue depths are for the operator only.
+                body = {"status": body["status"]}
+        return JSONResponse(body, status_code=status)
+
+    # /healthz/ answered in place, not redirected.
+    api.add_api_route(
+        "/healthz", healthz, methods=["GET", "HEAD"], tags=["Health"], responses=_HEALTH_RESPONSES
+    )
+    api.add_api_route("/healthz/", healthz, methods=["GET", "HEAD"], include_in_schema=False)
+
+    @api.get("/metrics", tags=["Health"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics of the receiver and the writer."""
+        writer = rt.intake.writer
+        if writer is not None:
+            metrics.QUEUE_DEPTH.set(writer.queue_depth())
+        metrics.SPOOL_DEPTH.set(rt.intake.spool.depth())
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = get_openapi(
+                title=TITLE,
+                version=VERSION,
+                description=DESCRIPTION,
+                routes=[_without_head(route) for route in api.routes],
+            )
+            api.openapi_schema = add_webhooks(schema)
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    api.add_exception_handler(HTTPException, _http_error)
+    api.add_exception_handler(RequestValidationError, _invalid_request)
+    api.add_exception_handler(Exception, _internal_error)
+    if auth is not None:
+        api.add_middleware(PasswordMiddleware, auth=auth)
+    return api
+
+
+def _without_head(route: BaseRoute) -> BaseRoute:
+    """The route as documented: HEAD answers like GET without a body, so only GET is listed
+    (FastAPI would give both one operation id)."""
+    if not isinstance(route, APIRoute) or "HEAD" not in route.methods:
+        return route
+    documented = copy.copy(route)
+    documented.methods = route.methods - {"HEAD"}
+    return documented
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if status == 404:
+        message = f"nothing at {request.scope['path']}"
+    elif status == 405:
+        # Starlette lists a route's methods in set order.
+        allowed = sorted((exc.headers or {}).get("Allow", "").split(", "), key=_method_order)
+        exc.headers = {"Allow": ", ".join(allowed)}
+        message = f"use {exc.headers['Allow']}"
+    else:
+        message = str(exc.detail)
+    response = error_response(status, _CODES.get(status, "http_error"), message)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    return error_response(400, "invalid_request", str(exc))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return error_response(500, "internal_error", "the server failed; see its log")

@@ -1,0 +1,123 @@
+"""The seven webhook paths in the OpenAPI document, from callstatus.core.plivo.
+
+They are served by raw ASGI endpoints (callstatus.receiver.routes), not by FastAPI, so FastAPI
+cannot describe them: these path items are added to the schema it generates for its own routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callstatus.core import plivo
+
+TAG = "Plivo webhooks"
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+_REPLIES: dict[plivo.Reply, dict[str, Any]] = {
+    plivo.Reply.ANSWER_XML: {
+        "description": "Stored. Plivo XML: Speak ANSWER_SPEAK_TEXT, then Dial every DIAL_NUMBERS "
+        f"target at once, with action={plivo.DIAL_ACTION_PATH} and callbackUrl="
+        f"{plivo.DIAL_CALLBACK_PATH} (without DIAL_NUMBERS: a notice, then Hangup).",
+        "content": {"application/xml": {"schema": {"type": "string"}}},
+    },
+    plivo.Reply.EMPTY_XML: {
+        "description": "Stored. `<Response/>`: nothing more for the call to do.",
+        "content": {"application/xml": {"schema": {"type": "string"}}},
+    },
+    plivo.Reply.EMPTY: {"description": "Stored. No body: Plivo ignores the reply."},
+}
+
+_REFUSALS = {
+    "400": "Undecodable body or query string, or a malformed request.",
+    "403": "With PLIVO_AUTH_TOKEN set: no valid V3 signature (the request is kept in "
+    "rejected_webhooks, not webhook_events).",
+    "405": "A method other than GET and POST.",
+    "413": "A body over 64 KiB.",
+    "415": "A body that is not application/x-www-form-urlencoded.",
+    "503": "Starting, or the webhook could be neither stored nor spooled.",
+}
+
+
+def _signature_headers() -> list[dict[str, Any]]:
+    described = {
+        plivo.SIGNATURE_HEADER: "Plivo's V3 signature(s), comma-separated",
+        plivo.MA_SIGNATURE_HEADER: "the main account's V3 signature(s), for subaccounts",
+        plivo.NONCE_HEADER: "the nonce signed with the request",
+    }
+    return [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": f"{text}; checked when PLIVO_AUTH_TOKEN is set",
+            "schema": {"type": "string"},
+        }
+        for name, text in described.items()
+    ]
+
+
+def _operation(webhook: plivo.Webhook, method: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": _REPLIES[webhook.reply]}
+    for status, text in _REFUSALS.items():
+        responses[status] = {
+            "description": text,
+            "content": {"application/json": {"schema": ERROR_REF}},
+        }
+    operation: dict[str, Any] = {
+        "tags": [TAG],
+        "summary": f"{webhook.console_setting} (kind `{webhook.kind}`)",
+        "description": f"{webhook.description} Stored in webhook_events with kind "
+        f"`{webhook.kind}`, every parameter kept (also ones not listed here); replied to "
+        "only once committed.",
+        "operationId": f"{webhook.kind}_{method}",
+        "parameters": _signature_headers(),
+        "responses": responses,
+    }
+    if method == "get":
+        operation["parameters"] = [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in webhook.parameters
+        ] + operation["parameters"]
+    else:
+        operation["requestBody"] = {
+            "required": False,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {name: {"type": "string"} for name in webhook.parameters},
+                        "additionalProperties": {"type": "string"},
+                    }
+                }
+            },
+        }
+    return operation
+
+
+def webhook_paths() -> dict[str, Any]:
+    """Path items of the seven webhooks: GET (parameters in the query) and POST (a form)."""
+    return {
+        webhook.path: {method: _operation(webhook, method) for method in ("post", "get")}
+        for webhook in plivo.WEBHOOKS
+    }
+
+
+def add_webhooks(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` (FastAPI's document) with the webhook paths and the error shape added."""
+    schema["paths"] = {**webhook_paths(), **schema.get("paths", {})}
+    schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    schema.setdefault("tags", []).append(
+        {"name": TAG, "description": "The URLs Plivo calls. GET and POST alike."}
+    )
+    return schema

@@ -1,0 +1,38 @@
+"""What the webhook endpoints need of the running server, handed to them when the app is built.
+
+The process (callstatus.app.runtime) builds one Intake from the settings, gives it to every
+endpoint, and starts it once the database is open (in the lifespan): until then, and from the
+moment it stops, `writer` is None and the endpoints answer 503 `starting`.
+"""
+
+from __future__ import annotations
+
+from callstatus.core.db import Database
+from callstatus.core.settings import Settings
+from callstatus.receiver import rejected
+from callstatus.receiver.rejected import RejectionBudget
+from callstatus.receiver.spool import Spool
+from callstatus.receiver.writer import Writer
+
+
+class Intake:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.spool = Spool(settings.spool_dir)
+        self.rejections = RejectionBudget(limit=rejected.ROWS_PER_HOUR)
+        self.writer: Writer | None = None
+
+    def start(self, database: Database) -> Writer:
+        """Start the writer (it replays the spool first) and take webhooks."""
+        writer = Writer(database, self.spool, self.settings.plivo_timezone)
+        writer.start()
+        # The hourly budget survives a restart: this hour's kept rows count against it.
+        self.rejections.resume(database.cursor())
+        self.writer = writer
+        return writer
+
+    def stop(self) -> None:
+        """Stop taking webhooks, then drain the writer's queue and checkpoint."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.stop()
