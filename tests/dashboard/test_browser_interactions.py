@@ -297,6 +297,39 @@ def test_every_sidebar_control_keeps_the_page_working(seeded: Seeded, page: Any)
             assert "inbound" in main_text(page) and "Asia/Tokyo" in main_text(page), title
 
 
+# The texts of metric labels and values whose box is narrower than the text (shown cut, "…").
+CUT_METRIC_TEXT = """() => [...document.querySelectorAll(
+        '[data-testid="stMetricLabel"], [data-testid="stMetricValue"]')]
+    .flatMap(e => [e, ...e.querySelectorAll('*')])
+    .filter(e => e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.innerText)"""
+HEALTH_TILES = (
+    "Since last webhook",
+    "Webhooks",
+    "Duplicates",
+    "Rejected",
+    "Repeats not stored",
+    "Spool depth",
+)
+
+
+@pytest.mark.parametrize("width", [1440, 1280])
+def test_health_tiles_are_not_cut(seeded: Seeded, browser: Any, width: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{seeded.server.url}/health?range=Last+30+days", timeout=LOAD_MS)
+        tiles = page.locator('[data-testid="stMetric"]')
+        tiles.filter(has_text="Spool depth").wait_for(timeout=LOAD_MS)
+        assert_clean(page, f"Receiver health at {width} px")
+        shown = tiles.all_inner_texts()
+        for label in HEALTH_TILES:
+            assert any(text.startswith(label) for text in shown), (label, shown)
+        assert page.evaluate(CUT_METRIC_TEXT) == [], width
+    finally:
+        context.close()
+
+
 def test_live_mode_refreshes_in_place_and_widgets_still_work(seeded: Seeded, page: Any) -> None:
     page.goto(f"{seeded.server.url}/health?range=Last+30+days&live=true", timeout=LOAD_MS)
     tile = page.locator('[data-testid="stMetric"]').filter(has_text="Webhooks")

@@ -20,41 +20,42 @@ def render() -> None:
     row = totals.frame.iloc[0]
     live = receiver_status.status()
     repeats = queries.repeats_not_stored(f).frame.iloc[0]["repeats"]
-    cols = st.columns(6)
-    # Short values: six tiles share the row, and a long one is cut to "21 min …".
-    cols[0].metric(
+    # Two rows of three: six tiles in one row cut their labels and values ("Since last we…")
+    # at 1440 px and below. What arrives first, then what was refused or is waiting.
+    arrived, trouble = st.columns(3), st.columns(3)
+    arrived[0].metric(
         "Since last webhook",
         _ago(row["last_event_at"]),
         border=True,
         help="Time since the most recent webhook was stored (any time range).",
     )
-    cols[1].metric("Webhooks", tiles.fmt_count(row["webhooks"]), border=True)
-    cols[2].metric(
+    arrived[1].metric("Webhooks", tiles.fmt_count(row["webhooks"]), border=True)
+    arrived[2].metric(
         "Duplicates",
         tiles.fmt_count(row["duplicates"]),
         border=True,
         help="Repeat deliveries of the same webhook (Plivo retries); kept, but "
         "counted once in every view.",
     )
-    cols[3].metric(
+    trouble[0].metric(
         "Rejected",
         tiles.fmt_count(row["rejected"]),
         border=True,
         help="Requests refused with 403 (bad signature): Plivo does not retry them.",
     )
-    cols[4].metric(
-        "Spool depth",
-        "—" if live.spool_depth is None else tiles.fmt_count(live.spool_depth),
-        border=True,
-        help="Webhooks waiting on disk for the database (0 is healthy).",
-    )
-    cols[5].metric(
+    trouble[1].metric(
         "Repeats not stored",
         tiles.fmt_count(repeats),
         border=True,
         help="Deliveries of the same webhook past the first 3 within 10 minutes "
         "(a replay): answered 200, since a stored copy has the same content, but "
         "only counted (webhook_repeats).",
+    )
+    trouble[2].metric(
+        "Spool depth",
+        "—" if live.spool_depth is None else tiles.fmt_count(live.spool_depth),
+        border=True,
+        help="Webhooks waiting on disk for the database (0 is healthy).",
     )
     snapshot = "—" if live.snapshot_age_s is None else f"{live.snapshot_age_s:.0f} s"
     st.caption(
