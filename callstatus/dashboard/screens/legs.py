@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from callstatus.dashboard import charts, connection, controls, definitions, tiles, widgets
+from callstatus.dashboard import connection, controls, definitions, leg_charts, tiles, widgets
 from callstatus.dashboard.charts import OUTCOMES
 from callstatus.dashboard.queries import legs, overview
 
@@ -47,27 +47,27 @@ def render() -> None:
         fan = legs.fanout(rel, f)
         widgets.chart(
             fan,
-            charts.count_bar(fan.frame, "b_legs", "a_legs", "B legs dialled", "A legs"),
+            leg_charts.count_bar(fan.frame, "b_legs", "a_legs", "B legs dialled", "A legs"),
             "fanout",
         )
     with right:
         st.subheader("Simultaneous dials: who wins, by position")
         wins = legs.winners_by_position(rel, f)
-        widgets.chart(wins, charts.winners_by_position(wins.frame), "winners-position")
+        widgets.chart(wins, leg_charts.winners_by_position(wins.frame), "winners-position")
 
     st.subheader("B-leg answer rate per destination")
     dest = legs.destinations(rel, f)
-    widgets.chart(dest, charts.destination_rates(dest.frame), "destinations")
+    widgets.chart(dest, leg_charts.destination_rates(dest.frame), "destinations")
 
     left, right = st.columns(2)
     with left:
         st.subheader("A outcome × B outcome")
         matrix = legs.outcome_matrix(rel, f)
-        widgets.chart(matrix, charts.outcome_matrix(matrix.frame), "outcome-matrix")
+        widgets.chart(matrix, leg_charts.outcome_matrix(matrix.frame), "outcome-matrix")
     with right:
         st.subheader("Time to answer and ring time")
         rings = legs.ring_times(rel, f, cap_s=RING_CAP_S)
-        widgets.chart(rings, charts.ring_histogram(rings.frame, RING_CAP_S), "ring-times")
+        widgets.chart(rings, leg_charts.ring_histogram(rings.frame, RING_CAP_S), "ring-times")
 
     st.subheader("Pairings")
     a, b, c = st.columns([2, 1, 2])
