@@ -6,11 +6,13 @@ import asyncio
 import json
 import random
 import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from callstatus.core import rollups
@@ -19,7 +21,7 @@ from callstatus.core.duplicates import DuplicateTracker
 from callstatus.core.records import make_record
 from callstatus.core.storage import insert_events, move_inbox
 from callstatus.simulator.seed import seed_calls
-from callstatus.simulator.simulate import Plan, Target, simulate
+from callstatus.simulator.simulate import Plan, Tally, Target, simulate
 from callstatus.simulator.traffic import TrafficModel
 from tests.factories import (
     SAMPLES,
@@ -273,6 +275,18 @@ def _nodes(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for n in plan for m in [n, *_nodes(n.get("children", []))]]
 
 
+def _snapshot_watermark(snapshot: Path) -> int | None:
+    """The rollups' watermark in the server's latest snapshot (None before the first)."""
+    try:
+        con = duckdb.connect(str(snapshot), read_only=True)
+    except (duckdb.Error, FileNotFoundError):
+        return None
+    try:
+        return rollups.watermark(con)
+    finally:
+        con.close()
+
+
 @pytest.mark.slow
 def test_ingest_keeps_flowing_while_the_server_refreshes(tmp_path: Path) -> None:
     path = tmp_path / "live.duckdb"
@@ -290,13 +304,27 @@ def test_ingest_keeps_flowing_while_the_server_refreshes(tmp_path: Path) -> None
     ).events
     db.close()
     token = "rollup-token-0123456789"
-    with running_server(path, {"PLIVO_AUTH_TOKEN": token}) as server:
-        began = time.monotonic()
+    snapshot = tmp_path / "live-snapshot.duckdb"
+    env = {"PLIVO_AUTH_TOKEN": token, "CALLSTATUS_SNAPSHOT_INTERVAL": "1"}
+    with running_server(path, env) as server:
         plan = Plan(600, rate=80, concurrency=16, first_index=4000)
-        tally = asyncio.run(simulate(Target(server.url, server.url, token), model, plan))
-        elapsed = time.monotonic() - began
-        assert tally.ok, tally
-        assert elapsed > 3 * rollups.REFRESH_EVERY_S  # refreshes ran during the load
+        target = Target(server.url, server.url, token)
+        tallies: list[Tally] = []
+        load = threading.Thread(
+            target=lambda: tallies.append(asyncio.run(simulate(target, model, plan)))
+        )
+        load.start()
+        # The rollups' watermark as the server's snapshots show it, while the load runs.
+        marks: list[int] = []
+        while load.is_alive():
+            mark = _snapshot_watermark(snapshot)
+            if mark is not None and mark not in marks:
+                marks.append(mark)
+            load.join(0.2)
+        assert tallies and tallies[0].ok, tallies
+        tally = tallies[0]
+        # Two refreshes at least moved the watermark on while webhooks kept arriving.
+        assert len(marks) >= 3 and marks == sorted(marks), marks
         assert server.stop(signal.SIGTERM) == 0
     db = Database(path, read_only=True)
     try:

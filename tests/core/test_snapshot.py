@@ -22,7 +22,7 @@ from callstatus.core.snapshot import (
     tmp_path_for,
     write_snapshot,
 )
-from tests.factories import store
+from tests.factories import store, wait_until
 from tests.servers import running_server
 
 RELATIONS_SQL = (
@@ -165,13 +165,11 @@ def test_reader_of_the_old_file_keeps_reading_after_replace(db: Database, tmp_pa
     assert fresh.stdout.strip() == "7"
 
 
-def wait_for(condition: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+def inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def snapshot_rows(path: Path) -> int:
@@ -199,18 +197,20 @@ def test_server_keeps_a_snapshot_others_can_read(tmp_path: Path) -> None:
                 sent += 1
 
         send(20)
-        wait_for(lambda: snapshot_rows(snapshot) == 20)
+        wait_until(lambda: snapshot_rows(snapshot) == 20, timeout=15)
         # This test process reads while the server holds the database and keeps writing.
         with pytest.raises(duckdb.IOException, match="lock"):
             duckdb.connect(str(db), read_only=True)
         reader = duckdb.connect(str(snapshot), read_only=True)
+        first = inode(snapshot)
         send(15)
-        time.sleep(1.5)  # a refresh replaces the file under the open reader
+        # Only a refresh puts a new file at the path (written aside, then renamed over it).
+        wait_until(lambda: inode(snapshot) not in (first, None), timeout=15)
         assert reader.execute("SELECT count(*) FROM calls").fetchone() == (20,)
         # Closed before looking again: DuckDB's Python client hands a new connect() to a
         # path the instance still open on the old file.
         reader.close()
-        wait_for(lambda: snapshot_rows(snapshot) == 35)
+        wait_until(lambda: snapshot_rows(snapshot) == 35, timeout=15)
         health = client.get("/healthz").json()
         assert isinstance(health["snapshot_age_s"], float) and health["snapshot_age_s"] < 10
 
