@@ -337,6 +337,30 @@ def test_a_wrong_public_base_url_rejects_genuine_webhooks(tmp_path: Path) -> Non
     assert "x-plivo-signature-v3" in json.loads(row["headers"])
 
 
+@pytest.mark.parametrize("host", ["[evil", "evil]:80", "[::1"])
+def test_a_host_that_is_no_url_is_a_recorded_403_not_a_500(tmp_path: Path, host: str) -> None:
+    # Without PUBLIC_BASE_URL the signed URL is built from Host; urlsplit refuses these.
+    body = urlencode({"CallUUID": "odd-host"}).encode()
+    with app_client(tmp_path, PLIVO_AUTH_TOKEN=TOKEN) as client:
+        url = f"http://{host}/plivo/hangup"
+        # Signed as for a valid host: the check must get as far as rebuilding the URL.
+        headers = signed_headers("POST", BASE + "/plivo/hangup", {"CallUUID": ["odd-host"]}, TOKEN)
+        response = client.post(
+            "/plivo/hangup",
+            content=body,
+            headers={**headers, "Host": host, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "bad_signature"
+        wait_until(lambda: len(rows("SELECT * FROM rejected_webhooks")) == 1)
+        (row,) = rows("SELECT reason, checked_url, headers FROM rejected_webhooks")
+        assert rows("SELECT count(*) AS n FROM webhook_events")[0]["n"] == 0
+        assert client.get("/healthz").json()["status"] == "ok"
+    assert row["reason"] == "bad_signature"
+    assert row["checked_url"] == url
+    assert json.loads(row["headers"])["host"] == host
+
+
 def test_without_public_base_url_the_request_host_is_verified(tmp_path: Path) -> None:
     with app_client(tmp_path, PLIVO_AUTH_TOKEN=TOKEN) as client:
         for method in ("GET", "POST"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,14 +13,18 @@ from typing import Any
 
 import duckdb
 import pytest
+from starlette.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
+from streamlit.runtime import Runtime as StreamlitRuntime
 
 import callstatus.receiver.spool
 import callstatus.receiver.writer
+from callstatus.app.asgi import build_app
 from callstatus.core.db import Database
 from callstatus.core.records import EventRecord, make_record
 from callstatus.core.storage import InboxAppender
 from callstatus.receiver.spool import Spool
-from tests.factories import app_client, rows, wait_until
+from tests.factories import app_client, make_settings, rows, wait_until
 
 
 class FailingDisk:
@@ -45,19 +50,6 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> FailingDisk:
     return fake
 
 
-@pytest.fixture
-def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    real = os.fsync
-
-    def spy(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr("callstatus.receiver.spool.os.fsync", spy)
-    return calls
-
-
 def _spooled_lines(folder: Path) -> list[dict[str, Any]]:
     lines = []
     for path in sorted(folder.glob("spool-*.jsonl")):
@@ -66,7 +58,7 @@ def _spooled_lines(folder: Path) -> list[dict[str, Any]]:
 
 
 def test_webhooks_spool_while_the_database_refuses_and_replay_after(
-    tmp_path: Path, disk: FailingDisk, fsyncs: list[int]
+    tmp_path: Path, disk: FailingDisk
 ) -> None:
     spool_dir = tmp_path / "spool"
     with app_client(tmp_path) as client:
@@ -85,7 +77,6 @@ def test_webhooks_spool_while_the_database_refuses_and_replay_after(
         )
         assert len(spooled) == 6
         assert not list(spool_dir.glob("*.partial"))
-        assert len(fsyncs) >= 2  # the file, then the folder entry, before any reply
         assert rows("SELECT count(*) AS n FROM webhook_events")[0]["n"] == 0
         health = client.get("/healthz").json()
         assert health["status"] == "degraded"
@@ -108,6 +99,58 @@ def test_webhooks_spool_while_the_database_refuses_and_replay_after(
     assert health["spool_depth"] == 0
     assert health["database"] == "ok"
     assert not list(spool_dir.glob("spool-*"))
+
+
+def test_a_spooled_webhook_is_answered_only_after_its_file_and_folder_are_fsynced(
+    tmp_path: Path, disk: FailingDisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order of events, as the server saw them: every fsync returned, then the reply
+    started; and while an fsync is held, the client has no reply."""
+    events: list[str] = []
+    held = threading.Event()
+    release = threading.Event()
+    real = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        held.set()
+        assert release.wait(30), "the test never released fsync"
+        real(fd)
+        events.append("fsync")
+
+    monkeypatch.setattr("callstatus.receiver.spool.os.fsync", slow_fsync)
+    app = build_app(make_settings(tmp_path))
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_and_record(message: Message) -> None:
+            if message["type"] == "http.response.start" and scope["path"] == "/plivo/hangup":
+                events.append(f"reply {message['status']}")
+            await send(message)
+
+        await app(scope, receive, send_and_record)
+
+    replies: list[Any] = []
+    try:
+        with TestClient(recording, base_url="http://testserver") as client:
+            sender = threading.Thread(
+                target=lambda: replies.append(
+                    client.post("/plivo/hangup", data={"CallUUID": "held"})
+                )
+            )
+            sender.start()
+            assert held.wait(30), "the webhook was never spooled"
+            # The writer is inside the spool file's fsync: nothing may have been answered.
+            assert events == [] and replies == []
+            release.set()
+            sender.join(30)
+            assert not sender.is_alive()
+            spooled = _spooled_lines(tmp_path / "spool")
+    finally:
+        release.set()
+        StreamlitRuntime._instance = None  # as app_client does
+    assert [reply.status_code for reply in replies] == [200]
+    # The file, then its folder entry (the rename), each fsynced before the reply.
+    assert events == ["fsync", "fsync", "reply 200"]
+    assert [json.loads(line["params"])["CallUUID"] for line in spooled] == ["held"]
 
 
 def _records(n: int, prefix: str = "r") -> list[EventRecord]:
