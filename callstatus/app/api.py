@@ -142,10 +142,10 @@ def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
 def _without_head(route: BaseRoute) -> BaseRoute:
     """The route as documented: HEAD answers like GET without a body, so only GET is listed
     (FastAPI would give both one operation id)."""
-    if not isinstance(route, APIRoute) or "HEAD" not in route.methods:
+    if not isinstance(route, APIRoute) or "HEAD" not in (route.methods or ()):
         return route
     documented = copy.copy(route)
-    documented.methods = route.methods - {"HEAD"}
+    documented.methods = (route.methods or set()) - {"HEAD"}
     return documented
 
 
