@@ -8,7 +8,8 @@ inserts them again from the views' table macros (`calls_since` …), which only 
 received since a day before the oldest new row: a leg's webhooks all arrive within a day
 (docs/data.md, "Rollups"). The refresh writes the rollup tables and webhook_rows, and deletes
 from the inbox only the rows it moved, so it never conflicts with the receiver's writer thread.
-The server refreshes every REFRESH_EVERY_S in a background thread.
+The server refreshes every REFRESH_EVERY_S in a background thread, which also checkpoints the
+WAL once it passed CHECKPOINT_BYTES.
 
 webhook_counts (webhooks per 5-minute bucket of received_at, kind, duplicate and signature)
 shares the rollups' watermark; its counts only ever grow, so a refresh adds the new rows' counts.
@@ -47,6 +48,13 @@ REFRESH_EVERY_S = 2.0
 REFRESH_MAX_SHARE = 0.2
 # The dashboard trusts rollups a little behind webhook_events only while a job keeps them fresh.
 STALE_AFTER_S = 30.0
+# Past this size the job checkpoints the WAL after its refresh, on its own thread. A checkpoint
+# takes 0.05-0.5 s; left to DuckDB (checkpoint_threshold) it runs inside whichever commit crosses
+# the threshold: the receiver's writer's, whose webhooks then wait for it, or the refresh's, whose
+# transactions are large enough that DuckDB skips the WAL for them and holds every other commit
+# until the checkpoint ends. Run here, commits go on meanwhile (docs/benchmarks.md). The writer
+# keeps DuckDB's threshold above its own, larger bound (callstatus.receiver.writer).
+CHECKPOINT_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -283,18 +291,50 @@ def _set_watermark(cur: duckdb.DuckDBPyConnection, top: int) -> None:
 class RollupJob:
     """Refreshes the rollups every interval in its own thread, with its own cursor."""
 
-    def __init__(self, database: Database, interval_s: float = REFRESH_EVERY_S) -> None:
+    def __init__(
+        self,
+        database: Database,
+        interval_s: float = REFRESH_EVERY_S,
+        *,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+    ) -> None:
         self.database = database
+        self.checkpoint_bytes = checkpoint_bytes
+        self.checkpoints = 0  # run by this job
         self.loop = PeriodicJob("rollups", self.refresh, interval_s, REFRESH_MAX_SHARE)
 
     def refresh(self) -> None:
         started = time.perf_counter()
-        new = refresh(self.database.cursor())
+        cur = self.database.cursor()
+        new = refresh(cur)
         took = time.perf_counter() - started
         if new:
             # Slow refreshes say so: they space themselves out (REFRESH_MAX_SHARE).
             level = logging.INFO if took > 1.0 else logging.DEBUG
             log.log(level, "rollups: %d new webhooks in %.2f s", new, took)
+        self.checkpoint_if_large(cur)
+
+    def checkpoint_if_large(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """CHECKPOINT once the WAL is past checkpoint_bytes (see CHECKPOINT_BYTES). A failure
+        is logged and retried after the next refresh; the writer's bound is the backstop."""
+        try:
+            size = self.database.wal_path.stat().st_size
+        except OSError:
+            return
+        if size <= self.checkpoint_bytes:
+            return
+        started = time.perf_counter()
+        try:
+            cur.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            log.warning("the WAL holds %.0f MiB and CHECKPOINT failed: %s", size / 2**20, exc)
+            return
+        self.checkpoints += 1
+        log.debug(
+            "the WAL held %.0f MiB: checkpointed in %.2f s",
+            size / 2**20,
+            time.perf_counter() - started,
+        )
 
     def keeping_up(self) -> bool:
         """True while refreshes succeed: the rollups are then at most a few seconds behind."""

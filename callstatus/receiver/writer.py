@@ -8,7 +8,8 @@ Around that, between batches:
   acknowledged once the batch commits but only counted, in webhook_repeats;
 - the spool is replayed REPLAY_ROWS webhooks at a time, so new webhooks wait at most one step;
 - rejected_webhooks is kept within its bounds (callstatus.receiver.rejected);
-- the WAL is checkpointed once it grows past WAL_CHECKPOINT_BYTES;
+- the WAL is checkpointed once it grows past WAL_CHECKPOINT_BYTES (a backstop: the rollup job
+  checkpoints it at a quarter of that, on its own thread, while commits go on);
 - if the database file is removed or replaced under the running server (checked after every
   commit and every HOUSEKEEPING_S), whatever is written from then on would vanish at stop: the
   writer stops acknowledging, every webhook gets 503 and /healthz says why, until a restart.
@@ -45,10 +46,14 @@ SPOOL_RETRY_S = 5.0
 REPLAY_ROWS = 500
 # How often an idle writer looks at the database file and the WAL (two or three stat calls).
 HOUSEKEEPING_S = 0.5
-# DuckDB checkpoints on its own at 16 MiB of WAL (checkpoint_threshold), unless a transaction
-# forbids it; past this bound the writer runs CHECKPOINT itself, and retries every
-# CHECKPOINT_RETRY_S while one cannot run.
+# The rollup job checkpoints the WAL past 16 MiB (callstatus.core.rollups.CHECKPOINT_BYTES) on its
+# own thread, where commits go on meanwhile. Past this bound (the job stopped or failing) the
+# writer runs CHECKPOINT itself, between batches, and retries every CHECKPOINT_RETRY_S while one
+# cannot run. DuckDB's own automatic checkpoint (checkpoint_threshold, 16 MiB by default) would
+# run inside whichever commit crossed it, the writer's holding up its webhooks: the writer moves
+# it to CHECKPOINT_THRESHOLD_FACTOR times its bound, a last resort.
 WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
+CHECKPOINT_THRESHOLD_FACTOR = 2
 CHECKPOINT_RETRY_S = 5.0
 CHECKPOINT_WARN_EVERY_S = 60.0
 
@@ -124,6 +129,9 @@ class Writer:
         self._spool_pending = spooled > 0
         metrics.SPOOL_DEPTH.set(spooled)
         self.rejected.load(cur)
+        # A setting of the database instance, for every cursor.
+        threshold = CHECKPOINT_THRESHOLD_FACTOR * self.wal_checkpoint_bytes
+        cur.execute(f"SET checkpoint_threshold = '{int(threshold)}B'")
         self._thread.start()
 
     def stop(self) -> None:
