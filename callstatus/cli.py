@@ -89,7 +89,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from callstatus.analyst.commands import ExportOptions, run_export
+    from callstatus.analyst.export import ExportOptions, run_export
 
     options = ExportOptions(out=args.out, format=args.format, since=args.since, until=args.until)
     return run_export(options, _settings(args.db))

@@ -1,4 +1,4 @@
-"""`callstatus sql` and `callstatus export`: analysts' read-only access to the call data.
+"""`callstatus sql`, and what it shares with `export` (analyst/export.py): opening the data.
 
 While a server holds the database file no other process may open it, not even read-only; then
 both commands read the snapshot the server keeps next to it (see callstatus.core.snapshot).
@@ -20,7 +20,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
@@ -118,7 +117,7 @@ def opened(
         if watchdog is not None:
             watchdog.watch(con)
         if source.snapshot_age_s is not None:
-            _say(
+            say(
                 f"reading the snapshot written {source.snapshot_age_s:.0f} s ago; "
                 "the server holds the live database"
             )
@@ -128,7 +127,7 @@ def opened(
             con.close()
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"callstatus: {message}", file=sys.stderr, flush=True)
 
 
@@ -262,7 +261,7 @@ def _emit(
         return
     if out is not None:
         rows = _write(con, relation, fmt, out, watchdog)
-        _say(f"wrote {rows:,} rows to {out}")
+        say(f"wrote {rows:,} rows to {out}")
         return
     # DuckDB writes files, not Python streams: go through a temporary file for stdout.
     with tempfile.TemporaryDirectory(prefix="callstatus-sql-") as folder:
@@ -303,158 +302,3 @@ def _write(
     finally:
         writer.close()
     return int(row[0]) if row else 0
-
-
-# -- callstatus export ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """Whole UTC days, both ends included; None is open-ended."""
-
-    since: datetime | None
-    until: datetime | None  # exclusive: midnight after the last day
-
-    @classmethod
-    def parse(cls, since: str | None, until: str | None) -> Window:
-        start = _day(since, "--since")
-        end = _day(until, "--until")
-        if start and end and end < start:
-            raise UsageError(f"--until {until} is before --since {since}: swap them")
-        # The last day there is (9999-12-31) has no midnight after it: no upper bound then.
-        after = end + timedelta(days=1) if end and end < date.max else None
-        return cls(
-            datetime.combine(start, time(), UTC) if start else None,
-            datetime.combine(after, time(), UTC) if after else None,
-        )
-
-    def where(self, column: str | None) -> tuple[str, list[object]]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if column and self.since:
-            clauses.append(f'"{column}" >= ?')
-            params.append(self.since)
-        if column and self.until:
-            clauses.append(f'"{column}" < ?')
-            params.append(self.until)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _day(value: str | None, flag: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise UsageError(
-            f"{flag} wants a day as YYYY-MM-DD (UTC), such as 2026-11-02; got {value!r}"
-        ) from None
-
-
-def relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
-    """(name, 'table' | 'view') of every relation in the main schema, tables first."""
-    rows = con.execute(
-        "SELECT table_name, CASE table_type WHEN 'VIEW' THEN 'view' ELSE 'table' END "
-        "FROM information_schema.tables "
-        "WHERE table_catalog = current_database() AND table_schema = 'main' "
-        "ORDER BY table_type, table_name"
-    ).fetchall()
-    return [(str(name), str(kind)) for name, kind in rows if name not in NOT_EXPORTED]
-
-
-def time_column(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
-    columns = {
-        str(row[0])
-        for row in con.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_catalog = current_database() AND table_schema = 'main' "
-            "AND table_name = ?",
-            [name],
-        ).fetchall()
-    }
-    return next((column for column in TIME_COLUMNS if column in columns), None)
-
-
-def export_relation(
-    con: duckdb.DuckDBPyConnection, name: str, fmt: str, out: Path, window: Window
-) -> tuple[int, Path]:
-    """Write one table or view under `out`; return (rows, file or folder written)."""
-    column = time_column(con, name)
-    where, params = window.where(column)
-    quoted = '"' + name.replace('"', '""') + '"'  # names come from the catalog, not from users
-    if fmt == "parquet" and name in PARTITIONED:
-        # Hive style day=YYYY-MM-DD folders: DuckDB, pandas/pyarrow and polars read them back
-        # with the day as a column, and skip days a filter excludes.
-        target = out / name
-        day = PARTITIONED[name]
-        sql = (
-            f'COPY (SELECT *, CAST("{day}" AS DATE) AS day FROM {quoted}{where}) TO ? '
-            "(FORMAT parquet, PARTITION_BY (day), OVERWRITE true)"
-        )
-    else:
-        target = out / f"{name}.{fmt}"
-        sql = f"COPY (SELECT * FROM {quoted}{where}) TO ? {COPY_OPTIONS[fmt]}"
-    row = con.execute(sql, [*params, str(target)]).fetchone()
-    return (int(row[0]) if row else 0), target
-
-
-def _files(target: Path) -> int:
-    if target.is_dir():
-        return sum(1 for path in target.rglob("*") if path.is_file())
-    return 1 if target.exists() else 0
-
-
-def export_all(con: duckdb.DuckDBPyConnection, fmt: str, out: Path, window: Window) -> int:
-    """Export every table and view, reporting progress; return the number of rows written."""
-    con.execute("SET preserve_insertion_order = false")  # less memory; row order is moot here
-    out.mkdir(parents=True, exist_ok=True)
-    total_rows = total_files = 0
-    for name, kind in relations(con):
-        _say(f"exporting {kind} {name} ...")
-        rows, target = export_relation(con, name, fmt, out, window)
-        files = _files(target)
-        total_rows += rows
-        total_files += files
-        _say(f"  {rows:,} rows in {files} file{'s' if files != 1 else ''}: {target}")
-    _say(f"exported {total_rows:,} rows in {total_files} files to {out}")
-    return total_rows
-
-
-def _prepare_out(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AnalystError(
-            f"cannot write to {out}: {exc.strerror or exc}; pick a folder you can write to "
-            "with --out"
-        ) from None
-    if not os.access(out, os.W_OK):
-        raise AnalystError(
-            f"cannot write to {out}: no permission; pick a folder you can write to with --out"
-        )
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What `callstatus export` was asked for."""
-
-    out: Path
-    format: str = "parquet"  # parquet or csv
-    since: str | None = None  # first day, YYYY-MM-DD (UTC)
-    until: str | None = None  # last day, YYYY-MM-DD (UTC)
-
-
-def run_export(options: ExportOptions, settings: Settings) -> int:
-    out = options.out
-    window = Window.parse(options.since, options.until)
-    try:
-        with opened(settings) as con:
-            _prepare_out(out)
-            export_all(con, options.format, out, window)
-    except duckdb.Error as exc:
-        raise AnalystError(f"export failed: {one_line(exc)}") from None
-    except OSError as exc:
-        raise AnalystError(
-            f"cannot write to {out}: {exc.strerror or exc}; check the folder and the free space"
-        ) from None
-    return 0
