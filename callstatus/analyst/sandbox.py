@@ -10,6 +10,11 @@ byte limit (Arrow IPC), and this process never reads more than that from the wor
 
 A worker is started ahead of time after a query (one spare, retired when idle), so a query pays
 for opening the snapshot, not for starting Python.
+
+Why one module of about 600 lines: the statement check, the worker's life (spawn, slot, pipe
+protocol, kill) and the refusal messages are one guarantee (nothing a query does escapes its
+limits), and reading them side by side is how that guarantee is reviewed; the worker's own half
+is `sandbox_worker.py`.
 """
 
 from __future__ import annotations

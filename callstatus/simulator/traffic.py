@@ -5,6 +5,11 @@ index, so a seed always gives the same calls whichever order or thread builds th
 up to the answer XML (ring, answer or fallback, their retries) are the call's *head*: they never
 depend on the Dial, so a simulator sends them, reads the server's XML, rebuilds the call with
 the Dial it got, and the head comes out the same. Times are epoch seconds in call time.
+
+Why one module of about 650 lines: it is one model (a call's legs, the Dial's race, the hangup
+causes and the webhooks each produces) whose parts share the call's random generator and
+clock; split, the order in which random numbers are drawn (which fixes what a seed gives) would
+be spread over several files. Its settings live apart, in `config.py`.
 """
 
 from __future__ import annotations
