@@ -212,6 +212,21 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def writer_checkpoints(base: str) -> str:
+    """The writer's own checkpoints so far (its WAL backstop; the rollup job's are not counted)
+    and the WAL's size, from /metrics."""
+    try:
+        text = httpx.get(base + "/metrics", timeout=5).text
+    except httpx.HTTPError as exc:
+        return f"/metrics unavailable ({exc})"
+    found = dict(
+        re.findall(r"^(callstatus_wal_checkpoints_total|callstatus_wal_bytes) (\S+)$", text, re.M)
+    )
+    count = float(found.get("callstatus_wal_checkpoints_total", "nan"))
+    wal = float(found.get("callstatus_wal_bytes", "nan")) / 2**20
+    return f"writer checkpoints {count:.0f}, WAL {wal:.0f} MiB"
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -306,6 +321,7 @@ def main() -> int:
                         f"p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:7.2f} ms "
                         f"non2xx {r['non2xx']} errors {r['errors']}"
                     )
+        print(f"  after the rounds: {writer_checkpoints(base)}")
         for key, rounds in results.items():
             if key[0] == "callstatus":
                 acked += sum(int(r["requests"] - r["non2xx"]) for r in rounds)
@@ -319,7 +335,7 @@ def main() -> int:
             print(
                 f"  fixed load {fixed['rps']:6.0f}/s p50 {fixed['p50_ms']:6.2f} ms "
                 f"p99 {fixed['p99_ms']:7.2f} ms non2xx {fixed['non2xx']} "
-                f"errors {fixed['errors']}; load average {_load()}"
+                f"errors {fixed['errors']}; load average {_load()}; {writer_checkpoints(base)}"
             )
         rss_end = rss_mb(server.process.pid)
         soak_rss = soak(base + PATH, script, args.soak, server.process.pid) if args.soak else []
