@@ -48,13 +48,15 @@ REFRESH_EVERY_S = 2.0
 REFRESH_MAX_SHARE = 0.2
 # The dashboard trusts rollups a little behind webhook_events only while a job keeps them fresh.
 STALE_AFTER_S = 30.0
-# Past this size the job checkpoints the WAL after its refresh, on its own thread. A checkpoint
-# takes 0.05-0.5 s; left to DuckDB (checkpoint_threshold) it runs inside whichever commit crosses
-# the threshold: the receiver's writer's, whose webhooks then wait for it, or the refresh's, whose
-# transactions are large enough that DuckDB skips the WAL for them and holds every other commit
-# until the checkpoint ends. Run here, commits go on meanwhile (docs/benchmarks.md). The writer
-# keeps DuckDB's threshold above its own, larger bound (callstatus.receiver.writer).
-CHECKPOINT_BYTES = 16 * 2**20
+# Past this size the job checkpoints the WAL after its refresh, on its own thread, where the
+# writer's commits mostly go on meanwhile (one that starts just as the checkpoint starts waits for
+# all of it: small checkpoints, about 50 ms at 5 MiB against 0.2-0.4 s at 20 MiB, keep that wait
+# short; docs/benchmarks.md). Left to DuckDB (checkpoint_threshold), a checkpoint runs inside
+# whichever commit crosses the threshold: the writer's, whose webhooks then wait for all of it, or
+# the refresh's, large enough that DuckDB skips the WAL for it and holds every other commit until
+# the checkpoint ends. The writer keeps DuckDB's threshold above its own, larger bound
+# (callstatus.receiver.writer).
+CHECKPOINT_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Around that, between batches:
 - the spool is replayed REPLAY_ROWS webhooks at a time, so new webhooks wait at most one step;
 - rejected_webhooks is kept within its bounds (callstatus.receiver.rejected);
 - the WAL is checkpointed once it grows past WAL_CHECKPOINT_BYTES (a backstop: the rollup job
-  checkpoints it at a quarter of that, on its own thread, while commits go on);
+  checkpoints it past 4 MiB, on its own thread, while commits go on);
 - if the database file is removed or replaced under the running server (checked after every
   commit and every HOUSEKEEPING_S), whatever is written from then on would vanish at stop: the
   writer stops acknowledging, every webhook gets 503 and /healthz says why, until a restart.
@@ -46,7 +46,7 @@ SPOOL_RETRY_S = 5.0
 REPLAY_ROWS = 500
 # How often an idle writer looks at the database file and the WAL (two or three stat calls).
 HOUSEKEEPING_S = 0.5
-# The rollup job checkpoints the WAL past 16 MiB (callstatus.core.rollups.CHECKPOINT_BYTES) on its
+# The rollup job checkpoints the WAL past 4 MiB (callstatus.core.rollups.CHECKPOINT_BYTES) on its
 # own thread, where commits go on meanwhile. Past this bound (the job stopped or failing) the
 # writer runs CHECKPOINT itself, between batches, and retries every CHECKPOINT_RETRY_S while one
 # cannot run. DuckDB's own automatic checkpoint (checkpoint_threshold, 16 MiB by default) would
