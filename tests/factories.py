@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import duckdb
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -106,6 +107,15 @@ def rows(sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
     result = cur.execute(sql, list(params))
     names = [column[0] for column in result.description or []]
     return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def read_file(db: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of `sql` on a database file no server holds (read-only)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
 
 
 def metric(client: Any, name: str, **labels: str) -> float:

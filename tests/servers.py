@@ -15,6 +15,17 @@ from pathlib import Path
 
 import httpx
 
+# Debian's Chromium, started as the machine allows (never a browser download).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

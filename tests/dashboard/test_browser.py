@@ -9,17 +9,9 @@ import pytest
 
 from callstatus.cli import main as callstatus
 from callstatus.dashboard import tiles
-from tests.servers import running_server
+from tests.servers import CHROMIUM, CHROMIUM_ARGS, running_server
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+ARGS = CHROMIUM_ARGS
 
 
 @pytest.mark.browser

@@ -25,21 +25,13 @@ from callstatus.analyst import sandbox as safe_sql
 from callstatus.cli import main as callstatus
 from callstatus.dashboard.text import WORD_JOINER
 from tests.factories import signed_request
-from tests.servers import ServerProcess, free_port, running_server
+from tests.servers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, free_port, running_server
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+ARGS = CHROMIUM_ARGS
 LOAD_MS = 60_000
 EXCEPTION = '[data-testid="stException"]'
 

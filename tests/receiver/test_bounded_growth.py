@@ -33,6 +33,7 @@ from tests.factories import (
     T0,
     app_client,
     metric,
+    read_file,
     rows,
     sample_records,
     signed_request,
@@ -43,14 +44,6 @@ from tests.servers import start_server
 
 TOKEN = "bounded-growth-token"
 APP = str(Path(__file__).resolve().parents[2] / "callstatus" / "dashboard" / "app.py")
-
-
-def _read(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_a_replayed_signed_webhook_is_stored_three_times_and_the_rest_counted(
@@ -115,9 +108,11 @@ def test_a_replayed_signed_webhook_is_stored_three_times_and_the_rest_counted(
     log = server.log.read_text()
     assert "Traceback" not in log, log[-3000:]
 
-    [(stored,)] = _read(db, "SELECT count(*) FROM webhook_events WHERE call_uuid = 'replayed-1'")
-    [(repeats,)] = _read(db, "SELECT sum(repeats) FROM webhook_repeats WHERE kind = 'hangup'")
-    [(fresh_stored,)] = _read(
+    [(stored,)] = read_file(
+        db, "SELECT count(*) FROM webhook_events WHERE call_uuid = 'replayed-1'"
+    )
+    [(repeats,)] = read_file(db, "SELECT sum(repeats) FROM webhook_repeats WHERE kind = 'hangup'")
+    [(fresh_stored,)] = read_file(
         db, "SELECT count(*) FROM webhook_events WHERE call_uuid LIKE 'fresh-%'"
     )
     assert stored == 3
@@ -125,16 +120,16 @@ def test_a_replayed_signed_webhook_is_stored_three_times_and_the_rest_counted(
     assert fresh_stored == 21
     # The analysts' snapshot, written at stop, holds the counts too.
     snapshot = db.with_name("bounded-snapshot.duckdb")
-    assert _read(snapshot, "SELECT sum(repeats) FROM webhook_repeats") == [(497,)]
+    assert read_file(snapshot, "SELECT sum(repeats) FROM webhook_repeats") == [(497,)]
 
-    [(kept, kept_bytes)] = _read(
+    [(kept, kept_bytes)] = read_file(
         db,
         "SELECT count(*), sum(strlen(headers::VARCHAR) + strlen(params::VARCHAR))"
         " FROM rejected_webhooks",
     )
     kept_ids = {
         int(str(value).removeprefix("refused-"))
-        for (value,) in _read(db, "SELECT params->>'CallUUID' FROM rejected_webhooks")
+        for (value,) in read_file(db, "SELECT params->>'CallUUID' FROM rejected_webhooks")
     }
     assert isinstance(kept_bytes, int) and kept_bytes <= 64 * 2**20
     # Pruned to 90% of the bound, not to nothing: about 1,240 rows of 48 KB.

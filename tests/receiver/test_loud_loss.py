@@ -25,7 +25,7 @@ from callstatus.core.db import Database
 from callstatus.core.records import EventRecord, make_record
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
-from tests.factories import app_client, rows, wait_until
+from tests.factories import app_client, read_file, rows, wait_until
 from tests.servers import ServerProcess, free_port, start_server
 
 
@@ -56,14 +56,6 @@ def _launch(db: Path, timeout: float = 30) -> ServerProcess:
             time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise AssertionError(f"server did not answer:\n{log.read_text()}")
-
-
-def _read(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_deleting_the_data_directory_under_a_running_server_turns_200s_into_503s(
@@ -233,7 +225,7 @@ def test_a_long_spool_is_replayed_while_new_webhooks_are_answered_quickly(
 
     stored = {
         str(event_id): n
-        for event_id, n in _read(
+        for event_id, n in read_file(
             data / "callstatus.duckdb",
             "SELECT event_id::VARCHAR, count(*) FROM webhook_events GROUP BY ALL",
         )
@@ -242,7 +234,7 @@ def test_a_long_spool_is_replayed_while_new_webhooks_are_answered_quickly(
     assert all(n == 1 for n in stored.values())
     new = {
         str(uuid): n
-        for uuid, n in _read(
+        for uuid, n in read_file(
             data / "callstatus.duckdb",
             "SELECT call_uuid, count(*) FROM webhook_events"
             " WHERE call_uuid LIKE 'new-%' GROUP BY ALL",
