@@ -8,8 +8,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -26,36 +24,7 @@ from callstatus.core.records import EventRecord, make_record
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
 from tests.factories import app_client, read_file, rows, wait_until
-from tests.servers import ServerProcess, free_port, start_server
-
-
-def _launch(db: Path, timeout: float = 30) -> ServerProcess:
-    """A dev-mode `callstatus serve` that is answering HTTP, healthy or not (a server with a
-    spool to replay says degraded until it is replayed)."""
-    port = free_port()
-    log = db.with_suffix(f".{port}.log")
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PLIVO_AUTH_TOKEN", "DASHBOARD_PASSWORD")
-    }
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "callstatus.cli", "serve", "--port", str(port), "--db", str(db)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=db.parent,
-        )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", db, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            httpx.get(f"{server.url}/healthz", timeout=1)
-            return server
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    server.stop(signal.SIGKILL)
-    raise AssertionError(f"server did not answer:\n{log.read_text()}")
+from tests.servers import start_server
 
 
 def test_deleting_the_data_directory_under_a_running_server_turns_200s_into_503s(
@@ -179,7 +148,7 @@ def test_a_long_spool_is_replayed_while_new_webhooks_are_answered_quickly(
     _write_spool(spool, spooled, per_file=4)
     for n in range(1047):  # what a full disk left behind
         (spool / f"spool-{n:020d}-2.partial").write_bytes(b"")
-    server = _launch(data / "callstatus.duckdb")
+    server = start_server(data / "callstatus.duckdb", healthy=False)
     latencies: list[float] = []
     acked: set[str] = set()
     failures: list[str] = []
