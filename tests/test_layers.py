@@ -16,6 +16,7 @@ LAYERS = {
     "core": 0,
     "receiver": 1,
     "analyst": 1,
+    "reconcile": 1,
     "simulator": 2,
     "dashboard": 2,
     "app": 3,

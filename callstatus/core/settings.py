@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=2000, alias="CALLSTATUS_MAX_CONNECTIONS", ge=10, le=1_000_000
     )
+    # Plivo's Call API, for reconciliation with its call records (callstatus/reconcile).
+    plivo_auth_id: str | None = Field(default=None, alias="PLIVO_AUTH_ID")
+    plivo_api_token: str | None = Field(default=None, alias="PLIVO_API_TOKEN")
+    plivo_api_url: str = Field(default="https://api.plivo.com", alias="PLIVO_API_URL")
+    reconcile_interval_s: float = Field(
+        default=600.0, alias="CALLSTATUS_RECONCILE_INTERVAL", ge=0, le=7 * 86400
+    )
+    reconcile_grace_s: float = Field(
+        default=300.0, alias="CALLSTATUS_RECONCILE_GRACE", ge=0, le=86400
+    )
 
     @field_validator("public_base_url")
     @classmethod
@@ -69,6 +79,17 @@ class Settings(BaseSettings):
             )
         if parts.query or parts.fragment:
             raise ValueError("PUBLIC_BASE_URL must not carry a query string or a fragment")
+        return value.strip().rstrip("/")
+
+    @field_validator("plivo_api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not _valid_host(parts):
+            raise ValueError(
+                f"PLIVO_API_URL must be an absolute http(s) URL such as https://api.plivo.com, "
+                f"got {value!r}"
+            )
         return value.strip().rstrip("/")
 
     @field_validator("memory_limit")
@@ -89,7 +110,13 @@ class Settings(BaseSettings):
             ) from exc
         return value
 
-    @field_validator("plivo_auth_token", "dashboard_password", "dial_caller_id")
+    @field_validator(
+        "plivo_auth_token",
+        "dashboard_password",
+        "dial_caller_id",
+        "plivo_auth_id",
+        "plivo_api_token",
+    )
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
@@ -97,6 +124,19 @@ class Settings(BaseSettings):
     @property
     def auth_tokens(self) -> list[str]:
         return _split_csv(self.plivo_auth_token)
+
+    @property
+    def api_token(self) -> str | None:
+        """The Call API's token: PLIVO_API_TOKEN, else the first of PLIVO_AUTH_TOKEN."""
+        if self.plivo_api_token:
+            return self.plivo_api_token
+        tokens = self.auth_tokens
+        return tokens[0] if tokens else None
+
+    @property
+    def reconcile_configured(self) -> bool:
+        """Whether Plivo's Call API can be reached: PLIVO_AUTH_ID and a token are set."""
+        return bool(self.plivo_auth_id and self.api_token)
 
     @property
     def dial_numbers(self) -> list[str]:
@@ -113,6 +153,11 @@ class Settings(BaseSettings):
     @property
     def snapshot_path(self) -> Path:
         return self.db.with_name(f"{self.db.stem}-snapshot{self.db.suffix or '.duckdb'}")
+
+    @property
+    def server_file(self) -> Path:
+        """Where a running server says how to reach it (commands that write go through it)."""
+        return self.db.with_name(self.db.name + ".server.json")
 
     def check_serving(self, host: str) -> None:
         """Refuse to expose call data or accept unsigned webhooks beyond this machine."""

@@ -1,0 +1,1 @@
+"""Reconciliation with Plivo's call records: the Call API client, storing records, the job."""
