@@ -108,6 +108,21 @@ ANSWER_PATH = "/plivo/answer"
 DIAL_ACTION_PATH = "/plivo/dial/action"
 DIAL_CALLBACK_PATH = "/plivo/dial/callback"
 
+# Plivo's per-URL callback settings, in the fragment of every URL it calls: our XML's Dial action
+# and callbackUrl carry it, and the README asks for it on the Answer, Fallback, Hangup and Ring
+# URLs. Plivo reads it and never sends it (a fragment is not part of an HTTP request), so the
+# request and its signature are those of the URL without it (plivo-webhooks.md sections 4, 8).
+# - rp=5xx,ct,rt: Plivo's default (ct,rt) never retries a 5xx, and we answer 503 exactly when a
+#   webhook could not be stored (starting, disk full, database file gone): it would be lost.
+#   4xx stays out: a refused signature or a malformed request would be refused again.
+# - rc=5: the most Plivo allows. A 503 comes back at once, so six attempts cost little, and a
+#   retry of a webhook that was stored after all is kept as a duplicate, never a second event.
+# - rt=8000: a healthy reply takes milliseconds and the longest stall measured was under a second
+#   (docs/benchmarks.md). Plivo's 40 s read timeout would leave room for one retry in tt, the total
+#   timeout of all attempts (left at its default and maximum, 55000 ms); at 8 s all six fit (48 s).
+# - ct: Plivo's default, 2000 ms.
+RETRY_FRAGMENT = "#rt=8000&rc=5&rp=5xx,ct,rt"
+
 # In the order a user sets them up: the application's URLs, the call API's, then our XML's.
 WEBHOOKS: tuple[Webhook, ...] = (
     Webhook(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 
 import plivo.utils
 import pytest
+from plivo.utils.signature_v3 import construct_get_url, construct_post_url
 from starlette.datastructures import Headers
 
+from callstatus.core.plivo import RETRY_FRAGMENT
 from callstatus.receiver.signatures import SignatureError, sign, string_to_sign, verify
 
 TOKEN = "my_auth_token"
@@ -83,6 +88,55 @@ def test_agrees_with_the_plivo_sdk(method: str, url: str, body: Body) -> None:
     assert not plivo.utils.validate_v3_signature(
         method, url, NONCE, "another-token", ours, _sdk_params(body)
     )
+
+
+# Plivo's docs do not say how a URL's fragment (its per-URL retry settings) is signed. A fragment
+# is never sent over HTTP, and the SDK's validate_v3_signature drops it from the URI it is
+# handed: so Plivo signs the URL without it, or no SDK user with a fragment would verify.
+DIAL_FIELDS = {"CallUUID": ["abc"], "DialStatus": ["completed"]}
+FRAGMENT_CASES: list[tuple[str, str, Body]] = [
+    ("POST", URL, DIAL_FIELDS),
+    ("POST", f"{URL}?tenant=acme", DIAL_FIELDS),
+    ("POST", URL, {}),
+    ("POST", f"{URL}?tenant=acme", {}),
+    ("GET", f"{URL}?CallUUID=abc&DialStatus=completed", {}),
+    ("GET", URL, {}),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "body"), FRAGMENT_CASES)
+def test_the_sdk_drops_the_fragment_of_the_uri_it_is_handed(
+    method: str, url: str, body: Body
+) -> None:
+    # Pinned so that an SDK which starts signing fragments is noticed here.
+    construct = construct_get_url if method == "GET" else construct_post_url
+    with_fragment = construct(url + RETRY_FRAGMENT, _sdk_params(body))
+    assert with_fragment == construct(url, _sdk_params(body))
+    assert b"#" not in with_fragment
+    # Ours signs the same text, fragment or not.
+    signed = with_fragment.decode() + f".{NONCE}"
+    assert string_to_sign(method, url + RETRY_FRAGMENT, body, NONCE) == signed
+    assert string_to_sign(method, url, body, NONCE) == signed
+
+
+@pytest.mark.parametrize(("method", "url", "body"), FRAGMENT_CASES)
+def test_a_signature_for_the_url_without_fragment_verifies_with_it(
+    method: str, url: str, body: Body
+) -> None:
+    good = sign(method, url, body, NONCE, TOKEN)
+    for uri in (url, url + RETRY_FRAGMENT):
+        assert plivo.utils.validate_v3_signature(method, uri, NONCE, TOKEN, good, _sdk_params(body))
+        verify(method, uri, body, _headers(good), [TOKEN])
+    # A signature over a text that kept the fragment is no Plivo signature, to the SDK or to us.
+    covered = string_to_sign(method, url, body, NONCE).replace(URL, URL + RETRY_FRAGMENT, 1)
+    digest = hmac.digest(TOKEN.encode(), covered.encode(), hashlib.sha256)
+    forged = base64.b64encode(digest).decode()
+    assert forged != good
+    assert not plivo.utils.validate_v3_signature(
+        method, url + RETRY_FRAGMENT, NONCE, TOKEN, forged, _sdk_params(body)
+    )
+    with pytest.raises(SignatureError):
+        verify(method, url + RETRY_FRAGMENT, body, _headers(forged), [TOKEN])
 
 
 def test_the_sdk_raises_on_non_ascii_queries_but_we_sign_them() -> None:
