@@ -59,38 +59,50 @@ STALE_AFTER_S = 30.0
 CHECKPOINT_BYTES = 4 * 2**20
 
 
+# The webhooks a refresh reads: those moved to webhook_rows since the last one (SQL).
+NEW_ROWS = "webhook_rows WHERE rowid > $mark AND rowid <= $top"
+
+
 @dataclass(frozen=True)
 class Rollup:
-    """A rollup table, the macro it is computed with, its key, and the new rows' key column."""
+    """A rollup table, the macro it is computed with, its key, and the keys the new rows touch."""
 
     table: str
     macro: str
     key: str
-    event_key: str
-    kinds: tuple[str, ...]
+    touched: str  # SELECT of the keys of this rollup's rows that new rows change
     order_by: str
 
 
+CALL_KINDS = "('answer', 'fallback', 'hangup', 'ring', 'machine_detection', 'cdr')"
 # Fixed names only: these are the only identifiers ever formatted into SQL here.
 ROLLUPS = (
     Rollup(
         "calls_rollup",
         "calls_since",
         "call_uuid",
-        "call_uuid",
-        ("answer", "fallback", "hangup", "ring", "machine_detection"),
+        f"SELECT call_uuid FROM {NEW_ROWS} AND kind IN {CALL_KINDS} AND call_uuid IS NOT NULL",
         "started_at",
     ),
     Rollup(
         "dial_legs_rollup",
         "dial_legs_since",
         "b_leg_uuid",
-        "dial_b_leg_uuid",
-        ("dial_callback",),
+        f"SELECT dial_b_leg_uuid FROM {NEW_ROWS}"
+        " AND kind IN ('dial_callback', 'cdr') AND dial_b_leg_uuid IS NOT NULL",
         "leg_at",
     ),
+    # A Dial action's row, and the Dial inferred from its A leg's B-leg records (migration 0008),
+    # which a Dial action or a B leg's record of the same A leg changes.
     Rollup(
-        "dials_rollup", "dials_since", "params_hash", "params_hash", ("dial_action",), "received_at"
+        "dials_rollup",
+        "dials_since",
+        "params_hash",
+        f"SELECT params_hash FROM {NEW_ROWS} AND kind = 'dial_action'"
+        " UNION ALL SELECT record_dial_key(coalesce(dial_a_leg_uuid, call_uuid))"
+        f" FROM {NEW_ROWS} AND (kind = 'dial_action' OR (kind = 'cdr'"
+        " AND dial_a_leg_uuid IS NOT NULL)) AND coalesce(dial_a_leg_uuid, call_uuid) IS NOT NULL",
+        "received_at",
     ),
 )
 # Webhooks per 5-minute bucket of received_at (migration 0005), refreshed with the rollups.
@@ -225,38 +237,32 @@ def _count_webhooks(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None
 
 def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
     """Recompute the legs that webhooks mark < rowid <= top belong to."""
+    # A call record arrives long after its call (reconciliation): its legs' webhooks are found
+    # from the call's start, a webhook's from its arrival.
     (row,) = cur.execute(
-        "SELECT min(received_at) FROM webhook_rows WHERE rowid > $mark AND rowid <= $top",
+        "SELECT min(CASE WHEN kind = 'cdr' THEN least(received_at, start_time)"
+        f" ELSE received_at END) FROM {NEW_ROWS}",
         {"mark": mark, "top": top},
     ).fetchall()
     if row[0] is None:
         return
     since = row[0] - WINDOW
+    params = {"mark": mark, "top": top}
     for r in ROLLUPS:
-        touched = (
-            f"SELECT {r.event_key} FROM webhook_rows WHERE rowid > $mark AND rowid <= $top"
-            f" AND kind IN {_sql_list(r.kinds)} AND {r.event_key} IS NOT NULL"
-        )
-        params = {"mark": mark, "top": top}
-        cur.execute(f"DELETE FROM {r.table} WHERE {r.key} IN ({touched})", params)
+        cur.execute(f"DELETE FROM {r.table} WHERE {r.key} IN ({r.touched})", params)
         cur.execute(
             f"INSERT INTO {r.table} BY NAME SELECT * FROM {_rows(r, '$since')}"
-            f" WHERE {r.key} IN ({touched}) ORDER BY {r.order_by}",
+            f" WHERE {r.key} IN ({r.touched}) ORDER BY {r.order_by}",
             {**params, "since": since},
         )
     # A B leg's A-leg columns change when its A leg's webhooks arrive, maybe after the B leg's
     # own: B legs not touched themselves take them again from the calls just recomputed.
-    calls = ROLLUPS[0]
-    touched_calls = (
-        f"SELECT {calls.event_key} FROM webhook_rows WHERE rowid > $mark AND rowid <= $top"
-        f" AND kind IN {_sql_list(calls.kinds)} AND {calls.event_key} IS NOT NULL"
-    )
-    # The B legs of touched calls take their A leg's columns again: copies with the new values
-    # are inserted and the old rows deleted, rather than updated (see above).
+    # Copies with the new values are inserted and the old rows deleted, rather than updated
+    # (see above).
     (ids,) = cur.execute(
         "SELECT list(l.rowid) FROM dial_legs_rollup l JOIN calls_rollup c"
-        f" ON c.call_uuid = l.a_leg_uuid WHERE c.call_uuid IN ({touched_calls})",
-        {"mark": mark, "top": top},
+        f" ON c.call_uuid = l.a_leg_uuid WHERE c.call_uuid IN ({ROLLUPS[0].touched})",
+        params,
     ).fetchall()[0]
     if ids:
         cur.execute(
@@ -271,11 +277,6 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
         cur.execute(
             "DELETE FROM dial_legs_rollup WHERE rowid IN (SELECT unnest($ids))", {"ids": ids}
         )
-
-
-def _sql_list(values: tuple[str, ...]) -> str:
-    # Kinds are the fixed literals above, never input.
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
 def _set_watermark(cur: duckdb.DuckDBPyConnection, top: int) -> None:

@@ -62,7 +62,7 @@ def records_table(records: Sequence[EventRecord], plivo_timezone: str) -> pa.Tab
         [r.signature for r in records],
         [r.duplicate for r in records],
         [r.params_hash for r in records],
-        [typed_json(r.params, zone) for r in records],
+        [typed_json(r.params, zone, r.kind) for r in records],
     ]
     return pa.table(columns, schema=_SCHEMA)
 
@@ -113,7 +113,7 @@ class InboxAppender:
                         r.signature,
                         r.duplicate,
                         r.params_hash,
-                        typed_json(r.params, zone),
+                        typed_json(r.params, zone, r.kind),
                     )
                     for r in records
                 ]

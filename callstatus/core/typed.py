@@ -4,10 +4,14 @@ webhook's text parameters into those columns' values (stored as JSON in webhook_
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from callstatus.core.records import Params
+
+# The kind of a webhook_events row that is a Plivo call record (reconciliation), not a webhook.
+CDR_KIND = "cdr"
 
 # (column, Plivo parameter, SQL type) for every typed copy in webhook_events.
 TYPED_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -128,6 +132,48 @@ def typed_values(params: Params, zone: ZoneInfo) -> dict[str, object]:
     return values
 
 
-def typed_json(params: Params, zone: ZoneInfo) -> str:
-    """`typed_values` as the JSON object stored in webhook_inbox.typed."""
+# A Plivo call record (kind `cdr`, from the Call API) -> the typed column of each field it shares
+# with webhooks. A B leg's record (parent_call_uuid set) is also typed as a Dial's B leg.
+CDR_FIELDS: dict[str, str] = {
+    "call_uuid": "call_uuid",
+    "call_direction": "direction",
+    "from_number": "from_number",
+    "to_number": "to_number",
+    "initiation_time": "start_time",
+    "answer_time": "answer_time",
+    "end_time": "end_time",
+    "call_duration": "duration",
+    "bill_duration": "bill_duration",
+    "hangup_cause_code": "hangup_cause_code",
+    "hangup_cause_name": "hangup_cause_name",
+    "hangup_source": "hangup_source",
+    "parent_call_uuid": "dial_a_leg_uuid",
+}
+_SQL_TYPES = {column: sql_type for column, _, sql_type in TYPED_COLUMNS}
+
+
+def cdr_typed_values(record: Mapping[str, object], zone: ZoneInfo) -> dict[str, object]:
+    """The typed copies of one call record, as `typed_values` gives a webhook's. Records are
+    JSON with numbers and nulls: every scalar is read through its text, as a webhook's is."""
+    values: dict[str, object] = {}
+    for field, column in CDR_FIELDS.items():
+        value = record.get(field)
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        text = _text(str(value).lower() if isinstance(value, bool) else str(value))
+        if text is None:
+            continue
+        typed = _typed(text, _SQL_TYPES[column], zone)
+        if typed is not None:
+            values[column] = typed.isoformat() if isinstance(typed, datetime) else typed
+    if "dial_a_leg_uuid" in values and "call_uuid" in values:
+        values["dial_b_leg_uuid"] = values["call_uuid"]
+    return values
+
+
+def typed_json(params: Params, zone: ZoneInfo, kind: str = "") -> str:
+    """The typed copies as the JSON object stored in webhook_inbox.typed: `cdr_typed_values`
+    for a call record, `typed_values` for a webhook."""
+    if kind == CDR_KIND:
+        return _COMPACT.encode(cdr_typed_values(params, zone))
     return _COMPACT.encode(typed_values(params, zone))

@@ -265,8 +265,9 @@ def test_the_time_bound_reaches_the_scan(db: Database, macro: str) -> None:
         if n["name"] == "SEQ_SCAN"
         and n["extra_info"].get("Table", "").endswith(("webhook_rows", "webhook_inbox"))
     ]
-    # webhook_events is a view over both tables: the bound reaches each scan.
-    assert len(scans) == 2
+    # webhook_events is a view over both tables, read once or more per macro (dials_since also
+    # reads call records): the bound reaches each scan.
+    assert scans and len(scans) % 2 == 0
     for scan in scans:
         assert any(f.startswith("(received_at >= ") for f in scan["extra_info"]["Filters"])
 
