@@ -27,11 +27,14 @@ class PeriodicJob:
         work: Callable[[], object],
         interval_s: float,
         max_share: float = 1.0,
+        *,
+        run_at_stop: bool = True,
     ) -> None:
         self.name = name
         self.work = work
         self.interval_s = interval_s
         self.max_share = max_share
+        self.run_at_stop = run_at_stop
         self.last_error: str | None = None
         self.last_ok: float | None = None  # time.monotonic() of the last successful run
         self.last_pause_s = interval_s  # the pause after the last run
@@ -63,11 +66,12 @@ class PeriodicJob:
                 return
 
     def stop(self) -> None:
-        """Stop the loop, then run a final time."""
+        """Stop the loop, then run a final time (unless run_at_stop is False)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(STOP_WAIT_S)
         if self._thread.is_alive():
             log.warning("%s still busy after %.0f s; no final run", self.name, STOP_WAIT_S)
             return
-        self.run_once()
+        if self.run_at_stop:
+            self.run_once()

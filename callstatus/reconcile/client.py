@@ -86,7 +86,9 @@ class CallApi:
         self._session.headers["Accept"] = "application/json"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CallApi:
+    def from_settings(
+        cls, settings: Settings, *, sleep: Callable[[float], None] = time.sleep
+    ) -> CallApi:
         auth_id, token = settings.plivo_auth_id, settings.api_token
         if not auth_id or not token:
             missing = [] if auth_id else ["PLIVO_AUTH_ID"]
@@ -95,7 +97,7 @@ class CallApi:
                 f"reading Plivo's call records needs {' and '.join(missing)}: "
                 "set them from the API keys in Plivo's console"
             )
-        return cls(auth_id, token, settings.plivo_api_url)
+        return cls(auth_id, token, settings.plivo_api_url, sleep=sleep)
 
     def close(self) -> None:
         self._session.close()

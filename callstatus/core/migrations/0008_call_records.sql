@@ -329,7 +329,7 @@ ALTER TABLE dials_rollup ADD COLUMN source VARCHAR;
 -- what came back and what it changed. The background job resumes from the newest window_end of
 -- a run that ended 'ok'.
 CREATE TABLE reconcile_runs (
-    run_id           UUID PRIMARY KEY,
+    run_id           UUID NOT NULL,          -- a row is replaced (deleted, inserted) as the run goes
     started_at       TIMESTAMPTZ NOT NULL,
     finished_at      TIMESTAMPTZ,
     trigger          VARCHAR NOT NULL,       -- 'job' | 'command'
