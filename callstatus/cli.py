@@ -1,4 +1,4 @@
-"""The `callstatus` command: serve, simulate, demo, seed, sql, export.
+"""The `callstatus` command: serve, simulate, demo, seed, sql, export, reconcile.
 
 Errors the user can act on end as one line on stderr, `callstatus: error: ...` with what to do
 next: exit status 2 for a wrong command line or setting, 1 for anything else. A closed stdout
@@ -93,6 +93,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(out=args.out, format=args.format, since=args.since, until=args.until)
     return run_export(options, _settings(args.db))
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from callstatus.app.reconcile_command import ReconcileOptions, run_reconcile
+
+    options = ReconcileOptions(since=args.since, days=args.days, until=args.until)
+    return run_reconcile(options, _settings(args.db))
 
 
 DEBUG_HELP = "show the traceback of an unexpected error"
@@ -209,6 +216,28 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", default=None, help="first day (YYYY-MM-DD, UTC)")
     export.add_argument("--until", default=None, help="last day (YYYY-MM-DD, UTC)")
     export.set_defaults(func=cmd_export)
+
+    reconcile = sub.add_parser(
+        "reconcile",
+        parents=[common],
+        help="fill gaps from Plivo's call records (--days 90 imports the history)",
+        description="Read Plivo's call records (Call API, last 90 days) of the calls that ended "
+        "in a window, and store those not stored yet: calls whose webhooks were lost are added, "
+        "calls whose hangup webhook was lost are completed. Through the running server when one "
+        "holds the database.",
+    )
+    reconcile.add_argument("--db", type=Path, default=None, help="DuckDB file (CALLSTATUS_DB)")
+    window = reconcile.add_mutually_exclusive_group()
+    window.add_argument(
+        "--since", default=None, help="from this end time (YYYY-MM-DD[THH:MM], UTC)"
+    )
+    window.add_argument("--days", type=float, default=None, help="this many days back (default 1)")
+    reconcile.add_argument(
+        "--until",
+        default=None,
+        help="up to this end time (default: now minus CALLSTATUS_RECONCILE_GRACE)",
+    )
+    reconcile.set_defaults(func=cmd_reconcile)
     return parser
 
 

@@ -207,7 +207,7 @@ def split(items: list[EventRecord], parts: int, rng: random.Random) -> list[list
 # view -> (rollup, ORDER BY giving one order to both, rollup columns the view lacks)
 ROLLUP_PAIRS = {
     "calls": ("calls_rollup", "call_uuid", ""),
-    "dials": ("dials_rollup", "event_id", " EXCLUDE (params_hash)"),
+    "dials": ("dials_rollup", "event_id, a_leg_uuid", " EXCLUDE (params_hash)"),
     "dial_legs": (
         "dial_legs_rollup",
         "b_leg_uuid",

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute
 
 from callstatus.app.openapi import ERROR_REF, add_webhooks
 from callstatus.app.password import BasicAuth, PasswordMiddleware, Verdict, too_many_failures
+from callstatus.app.reconcile_api import add_reconcile_route
 from callstatus.app.runtime import Runtime
 from callstatus.receiver import metrics
 from callstatus.receiver.errors import error_response
@@ -118,6 +119,8 @@ def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
             metrics.QUEUE_DEPTH.set(writer.queue_depth())
         metrics.SPOOL_DEPTH.set(rt.intake.spool.depth())
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    add_reconcile_route(api, rt)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:

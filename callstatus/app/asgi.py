@@ -27,9 +27,10 @@ WEBHOOK_PREFIX = "/plivo/"
 API_PREFIXES = ("/healthz", "/metrics", "/api")
 
 
-def build_app(settings: Settings) -> CallstatusApp:
-    """The app and its Runtime; the database opens when the app's lifespan starts."""
-    rt = Runtime(settings)
+def build_app(settings: Settings, address: tuple[str, int] | None = None) -> CallstatusApp:
+    """The app and its Runtime; the database opens when the app's lifespan starts. `address`
+    is where `serve` listens (commands on this machine find the server through it)."""
+    rt = Runtime(settings, address)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any] | None]:
@@ -50,7 +51,11 @@ def build_app(settings: Settings) -> CallstatusApp:
             log.info("callstatus stopped: queue drained, database checkpointed and closed")
 
     # One check (and one failed-login count) for the dashboard, the API and /healthz's details.
-    auth = BasicAuth(settings.dashboard_password) if settings.dashboard_password else None
+    auth = (
+        BasicAuth(settings.dashboard_password, local_token=rt.local_token)
+        if settings.dashboard_password
+        else None
+    )
     middleware = [Middleware(PasswordMiddleware, auth=auth)] if auth is not None else []
     dashboard = st.App(str(DASHBOARD_SCRIPT), middleware=middleware, lifespan=lifespan)
     return CallstatusApp(rt, dashboard, build_api(rt, auth), webhook_endpoints(rt.intake))

@@ -94,9 +94,18 @@ class LoginLimiter:
 class BasicAuth:
     """The one password check, shared by the middleware and /healthz's details."""
 
-    def __init__(self, password: str, limiter: LoginLimiter | None = None) -> None:
+    def __init__(
+        self,
+        password: str,
+        limiter: LoginLimiter | None = None,
+        *,
+        local_token: str | None = None,
+    ) -> None:
         self.password = password.encode()
         self.limiter = limiter or LoginLimiter()
+        # `Authorization: Bearer <token>` from the server's file (callstatus.app.runtime), for
+        # commands run on this machine by the user who started the server.
+        self.local_token = local_token.encode() if local_token else None
 
     def check(self, scope: Scope) -> tuple[Verdict, int]:
         """The verdict on a request's credentials, and the Retry-After seconds when LOCKED."""
@@ -118,6 +127,8 @@ class BasicAuth:
 
     def _matches(self, header: bytes) -> bool:
         scheme, _, encoded = header.partition(b" ")
+        if scheme.lower() == b"bearer" and self.local_token is not None:
+            return hmac.compare_digest(encoded.strip(), self.local_token)
         if scheme.lower() != b"basic":
             return False
         try:

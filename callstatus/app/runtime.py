@@ -9,8 +9,12 @@ acknowledged webhook), then the database closed.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 from callstatus.core import server
 from callstatus.core.db import Database
@@ -20,6 +24,7 @@ from callstatus.core.settings import Settings
 from callstatus.core.snapshot import SnapshotJob, age_s
 from callstatus.receiver.intake import Intake
 from callstatus.receiver.writer import Writer
+from callstatus.reconcile.run import ReconcileJob
 
 log = logging.getLogger("callstatus")
 
@@ -34,12 +39,18 @@ class NotStarted(RuntimeError):
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, address: tuple[str, int] | None = None) -> None:
         self.settings = settings
+        # Where `serve` listens: written to settings.server_file, so that commands that write
+        # (`callstatus reconcile`) ask this server instead of failing on the database's lock.
+        self.address = address
+        # Proves a command runs as the user who started the server (it can read server_file).
+        self.local_token = secrets.token_urlsafe(32)
         self.intake = Intake(settings)
         self._database: Database | None = None
         self.rollups: RollupJob | None = None
         self.snapshot: SnapshotJob | None = None
+        self.reconcile: ReconcileJob | None = None
 
     @property
     def database(self) -> Database:
@@ -64,10 +75,20 @@ class Runtime:
             database, self.settings.snapshot_path, self.settings.snapshot_interval_s
         )
         self.snapshot.loop.start()
+        if self.settings.reconcile_configured:
+            self.reconcile = ReconcileJob(database, self.settings)
+            self.reconcile.start()
         server.install(ServerHandle(self.settings, database, self.rollups, self.status))
+        if self.address is not None:
+            _write_server_file(self.settings.server_file, self.address, self.local_token)
 
     def stop(self) -> None:
         server.install(None)
+        if self.address is not None:
+            _remove_server_file(self.settings.server_file)
+        # Before the writer drains: a run stops at its next page or backoff wait.
+        if self.reconcile is not None:
+            _stop("reconcile", self.reconcile.stop)
         self.intake.stop()
         # After the writer drained, before the database closes: the final refresh and the final
         # snapshot then hold every webhook that was acknowledged.
@@ -77,7 +98,7 @@ class Runtime:
             _stop("snapshot", self.snapshot.loop.stop)
         if self._database is not None:
             self._database.close()
-        self.rollups = self.snapshot = self._database = None
+        self.rollups = self.snapshot = self._database = self.reconcile = None
 
     def status(self) -> ReceiverStatus:
         """What the receiver says about itself (Receiver health, /healthz)."""
@@ -95,3 +116,36 @@ def _stop(name: str, stop: Callable[[], None]) -> None:
         stop()
     except Exception as exc:
         log.warning("stopping the %s job failed: %s", name, exc)
+
+
+def server_url(host: str, port: int) -> str:
+    """The URL a command on this machine reaches a server listening on host:port at."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _write_server_file(path: Path, address: tuple[str, int], token: str) -> None:
+    """{"url", "pid", "token"}, readable by this user only, replaced atomically."""
+    body = json.dumps({"url": server_url(*address), "pid": os.getpid(), "token": token})
+    partial = path.with_name(path.name + ".partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(body)
+        os.replace(partial, path)
+    except OSError as exc:
+        log.warning("could not write %s (commands cannot reach this server): %s", path, exc)
+
+
+def _remove_server_file(path: Path) -> None:
+    """Remove the file if it is still this process's (another server may have replaced it)."""
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -53,7 +53,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     max_connections = raise_fd_limit(settings.max_connections)
     config = uvicorn.Config(
-        build_app(settings),
+        build_app(settings, (host, port)),
         host=host,
         port=port,
         workers=1,

@@ -130,8 +130,8 @@ def reconcile(
     stopping: threading.Event | None = None,
 ) -> Summary:
     """Read every record of the window and store the new ones; the run is recorded in
-    reconcile_runs as it starts and as it ends. Raises CallApiError (the run is then recorded
-    as failed, with what it stored so far kept) and Cancelled."""
+    reconcile_runs as it starts and as it ends. A failure (the Call API's, the database's, the
+    server stopping) ends the run with status 'error' and its reason: what it stored stays."""
     summary = Summary(
         str(uuid.uuid4()),
         trigger,
@@ -170,7 +170,6 @@ def reconcile(
         summary.records_new = len(new)
         summary.status = "error"
         summary.error = str(exc)
-        raise
     finally:
         summary.finished_at = _now()
         _record(cur, summary)
@@ -261,8 +260,11 @@ class ReconcileJob:
         if start >= end:
             return None
         summary = self.run(Window(start, end), trigger="job")
+        if summary.status == "error":
+            # PeriodicJob logs it and tries again at the next interval.
+            raise RuntimeError(summary.describe())
         if summary.records_new:
-            log.info("reconcile: %s", summary.describe().replace("\n", ";"))
+            log.info("reconcile: %s", " ".join(summary.describe().split()))
         return summary
 
     def run(self, window: Window, *, trigger: str, progress: Progress | None = None) -> Summary:

@@ -1,0 +1,177 @@
+"""`callstatus reconcile`: Plivo's call records of a window, stored where new. Through the running
+server when one holds the database (POST /api/reconcile), else in this process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import requests
+
+from callstatus.core import rollups
+from callstatus.core.db import Database, held_by_another_process
+from callstatus.core.errors import CommandError, UsageError
+from callstatus.core.progress import Progress
+from callstatus.core.settings import Settings
+from callstatus.reconcile.client import CallApi, CallApiError
+from callstatus.reconcile.run import Summary, Window, close_interrupted, reconcile, window_for
+
+LABEL = "reconcile"
+NOT_CONFIGURED = (
+    "reading Plivo's call records needs PLIVO_AUTH_ID and a token (PLIVO_API_TOKEN, or "
+    "PLIVO_AUTH_TOKEN): set them from the API keys in Plivo's console"
+)
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    since: str | None = None
+    days: float | None = None
+    until: str | None = None
+
+
+def run_reconcile(options: ReconcileOptions, settings: Settings) -> int:
+    if not settings.reconcile_configured:
+        raise UsageError(NOT_CONFIGURED)
+    if options.days is not None and not 0 < options.days <= 90:
+        raise UsageError(
+            f"--days must be more than 0 and at most 90 (Plivo keeps 90), got {options.days:g}"
+        )
+    since, until = _moment(options.since, "--since"), _moment(options.until, "--until")
+    try:
+        now, grace_s = datetime.now(UTC), settings.reconcile_grace_s
+        window = window_for(now, grace_s, since=since, days=options.days, until=until)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        database = Database(settings.db, memory_limit=settings.memory_limit)
+    except duckdb.Error as exc:
+        if not held_by_another_process(exc):
+            raise
+        summary = _through_server(settings, options)
+    else:
+        try:
+            summary = _here(database, settings, window)
+        finally:
+            database.close()
+    print(summary.describe())
+    return 0 if summary.status == "ok" else 1
+
+
+def _moment(text: str | None, flag: str) -> datetime | None:
+    """YYYY-MM-DD (midnight UTC) or an ISO 8601 time (UTC when it has no offset)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{flag} {text!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _here(database: Database, settings: Settings, window: Window) -> Summary:
+    """No server holds the file: run in this process, then bring the rollups up to date."""
+    cur = database.cursor()
+    close_interrupted(cur)
+    try:
+        api = CallApi.from_settings(settings)
+    except CallApiError as exc:
+        raise UsageError(str(exc)) from exc
+    progress = Progress(window.chunks(api.chunk), LABEL)
+    last = [0]
+
+    def advance(done: int, total: int, read: int) -> None:
+        progress.advance(done - last[0], f"{read:,} records")
+        last[0] = done
+
+    try:
+        summary = reconcile(cur, api, window, settings, trigger="command", progress=advance)
+    finally:
+        api.close()
+        progress.close()
+    rollups.refresh(cur)
+    return summary
+
+
+def _through_server(settings: Settings, options: ReconcileOptions) -> Summary:
+    """Ask the server that holds the database; show its progress as it streams."""
+    url, token = _server(settings)
+    params = {k: v for k, v in {"since": options.since, "until": options.until}.items() if v}
+    if options.days is not None:
+        params["days"] = str(options.days)
+    print(f"callstatus: the server at {url} holds {settings.db}: asking it", file=sys.stderr)
+    try:
+        response = requests.post(
+            f"{url}/api/reconcile",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+            stream=True,
+            timeout=(5, None),
+        )
+    except requests.RequestException as exc:
+        raise CommandError(
+            f"{settings.db} is held by another process, and no callstatus server answers at "
+            f"{url} ({type(exc).__name__}): stop that process or start `callstatus serve`"
+        ) from exc
+    with response:
+        if response.status_code != 200:
+            raise CommandError(f"the server refused: {_message(response)}")
+        return _follow(response)
+
+
+def _follow(response: requests.Response) -> Summary:
+    progress: Progress | None = None
+    shown = 0
+    try:
+        for line in response.iter_lines():
+            if not line:
+                continue
+            item: dict[str, Any] = json.loads(line)
+            if "progress" in item:
+                p = item["progress"]
+                if progress is None:
+                    progress = Progress(int(p["chunks_total"]), LABEL)
+                progress.advance(int(p["chunks_done"]) - shown, f"{p['records_read']:,} records")
+                shown = int(p["chunks_done"])
+            elif "summary" in item:
+                return _summary(item["summary"])
+            elif "error" in item:
+                raise CommandError(f"the server's reconcile run failed: {item['error']}")
+    finally:
+        if progress is not None:
+            progress.close()
+    raise CommandError("the server ended the answer before the run's summary: see its log")
+
+
+def _server(settings: Settings) -> tuple[str, str]:
+    path = settings.server_file
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return str(info["url"]), str(info["token"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(
+            f"{settings.db} is held by another process, but {path} does not say which server: "
+            "if a `callstatus serve` holds it, restart it with this version; otherwise stop the "
+            "process that holds the file"
+        ) from exc
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+def _summary(data: dict[str, Any]) -> Summary:
+    times = ("started_at", "window_start", "window_end", "finished_at")
+    values: dict[str, Any] = {
+        k: (datetime.fromisoformat(v) if k in times and v else v) for k, v in data.items()
+    }
+    return Summary(**values)
