@@ -2,13 +2,16 @@
 
 Each call sends its head (ring, answer or fallback), reads the XML the server answered with, and
 when that XML has a <Dial>, rebuilds the call around its targets and URLs before sending the rest;
-without one, the model's own B numbers and the standard paths are used.
+without one, the model's own B numbers and the standard paths are used. A run may lose webhooks
+on purpose (whole calls, or A-leg hangups), as an unreachable server would, and write every
+call's Plivo call records, so reconciliation has something to find.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import secrets
 import sys
@@ -16,9 +19,10 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -30,6 +34,9 @@ from callstatus.simulator.seed import load_config, open_database, seed_database
 from callstatus.simulator.traffic import Call, DialSpec, Endpoint, TrafficModel, Webhook
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+# What a call loses on purpose: every webhook, or its A leg's hangup webhook.
+LOSE_CALL = "call"
+LOSE_HANGUP = "hangup"
 DEMO_HISTORY_CALLS = 2_000
 DEMO_HISTORY_DAYS = 7.0
 MAX_ACTIVE_CALLS = 5_000
@@ -52,6 +59,8 @@ class Tally:
     refused: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
+    withheld: Counter[str] = field(default_factory=Counter)  # webhooks lost on purpose, by kind
+    lost: Counter[str] = field(default_factory=Counter)  # calls by what they lost
     first_error: str | None = None
     calls: int = 0
 
@@ -143,7 +152,9 @@ def _endpoint(url: str | None, method: str | None) -> Endpoint | None:
         return None
     parts = urlsplit(url)
     query = tuple(parse_qsl(parts.query, keep_blank_values=True))
-    # Plivo calls the URL exactly; we send it to --url and sign it with the public base.
+    # Plivo calls the URL exactly; we send it to --url and sign it with the public base. Its
+    # fragment (Plivo's retry settings, "#rc=3&rp=5xx,ct,rt") is dropped here, as Plivo drops
+    # it: never sent over HTTP, never part of what is signed.
     return Endpoint((method or "POST").upper(), parts.path or "/", query)
 
 
@@ -156,25 +167,69 @@ async def _pace(hook: Webhook, call: Call, speed: float, anchor: float) -> None:
         await asyncio.sleep(delay)
 
 
+@dataclass(slots=True)
+class Simulated:
+    """One call as a run played it: `call` (rebuilt around the server's Dial when its answer
+    XML had one; its `records` are Plivo's for it), what it lost on purpose (None, LOSE_CALL or
+    LOSE_HANGUP) and the webhooks it sent (or tried to: a failed request counts), in order."""
+
+    call: Call
+    loss: str | None
+    sent: list[Webhook]
+
+
+def loss_of(seed: int, index: int, lose_calls: float, lose_hangups: float) -> str | None:
+    """What call `index` of `seed` loses: LOSE_CALL for a share `lose_calls` of calls,
+    LOSE_HANGUP for another `lose_hangups`, None for the rest."""
+    if lose_calls <= 0 and lose_hangups <= 0:
+        return None
+    # A generator of its own, never the call's: losing webhooks never changes a call, and a
+    # larger share loses a superset of the calls a smaller one loses.
+    draw = random.Random(f"callstatus-lose:{seed}:{index}").random()
+    if draw < lose_calls:
+        return LOSE_CALL
+    if draw < lose_calls + lose_hangups:
+        return LOSE_HANGUP
+    return None
+
+
 async def run_call(
-    model: TrafficModel, index: int, started_at: float, sender: Sender, speed: float
-) -> None:
-    """Send one call's webhooks in delivery order, following the server's answer XML."""
+    model: TrafficModel,
+    index: int,
+    started_at: float,
+    sender: Sender,
+    speed: float,
+    loss: str | None = None,
+) -> Simulated:
+    """Send one call's webhooks in delivery order, following the server's answer XML, less
+    what `loss` says the call loses."""
     anchor = asyncio.get_running_loop().time()
     call = model.call(index, started_at)
-    xml: str | None = None
-    for hook in call.webhooks[: call.head]:
-        await _pace(hook, call, speed, anchor)
-        response = await sender.send(hook)
-        if hook.kind in ("answer", "fallback") and response is not None:
-            xml = response.text if response.status_code == 200 else xml
-    spec = dial_from_xml(xml) if xml else None
-    if spec is not None:
-        call = model.call(index, started_at, spec)
-    for hook in call.webhooks[call.head :]:
-        await _pace(hook, call, speed, anchor)
-        await sender.send(hook)
+    sent: list[Webhook] = []
+    if loss == LOSE_CALL:  # no answer XML comes back, so the model's own Dial is the call's
+        sender.tally.withheld.update(hook.kind for hook in call.webhooks)
+    else:
+        xml: str | None = None
+        for hook in call.webhooks[: call.head]:
+            await _pace(hook, call, speed, anchor)
+            response = await sender.send(hook)
+            sent.append(hook)
+            if hook.kind in ("answer", "fallback") and response is not None:
+                xml = response.text if response.status_code == 200 else xml
+        spec = dial_from_xml(xml) if xml else None
+        if spec is not None:
+            call = model.call(index, started_at, spec)
+        for hook in call.webhooks[call.head :]:
+            if loss == LOSE_HANGUP and hook.kind == "hangup":
+                sender.tally.withheld[hook.kind] += 1  # retries of it too: none reaches us
+                continue
+            await _pace(hook, call, speed, anchor)
+            await sender.send(hook)
+            sent.append(hook)
+    if loss is not None:
+        sender.tally.lost[loss] += 1
     sender.tally.calls += 1
+    return Simulated(call, loss, sent)
 
 
 @dataclass(slots=True)
@@ -188,6 +243,8 @@ class Plan:
     concurrency: int = 32
     starts: Sequence[float] | None = None  # call start times; default: when each is launched
     first_index: int = 0
+    lose_calls: float = 0.0  # share of calls none of whose webhooks is sent
+    lose_hangups: float = 0.0  # share of (other) calls whose A-leg hangup webhook is not sent
 
 
 async def simulate(
@@ -196,7 +253,9 @@ async def simulate(
     plan: Plan,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    played: Callable[[Simulated], None] | None = None,
 ) -> Tally:
+    """Play `plan` against `target`; `played` is handed each call once it is done."""
     tally = Tally()
     limits = httpx.Limits(
         max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
@@ -213,8 +272,10 @@ async def simulate(
             if plan.rate > 0:
                 await asyncio.sleep(max(0.0, began + n / plan.rate - loop.time()))
             started_at = plan.starts[n] if plan.starts is not None else time.time()
+            index = plan.first_index + n
+            loss = loss_of(model.seed, index, plan.lose_calls, plan.lose_hangups)
             task = asyncio.create_task(
-                run_call(model, plan.first_index + n, started_at, sender, plan.speed)
+                _play(run_call(model, index, started_at, sender, plan.speed, loss), played)
             )
             active.add(task)
             task.add_done_callback(lambda done: _finished(done, active, progress))
@@ -222,6 +283,14 @@ async def simulate(
                 await asyncio.wait(active, return_when=asyncio.FIRST_COMPLETED)
         await _drain(active, stop)
     return tally
+
+
+async def _play(
+    playing: Coroutine[Any, Any, Simulated], played: Callable[[Simulated], None] | None
+) -> None:
+    simulated = await playing
+    if played is not None:
+        played(simulated)
 
 
 def _finished(
@@ -274,6 +343,12 @@ def summary(tally: Tally, target: Target, elapsed: float) -> str:
         )
     for reason, count in tally.refusals.most_common():
         lines.append(f"  refused {count:,} x {reason}")
+    if tally.lost:
+        lines.append(
+            f"  lost on purpose: {tally.lost[LOSE_CALL]:,} calls whole, "
+            f"{tally.lost[LOSE_HANGUP]:,} hangups ({sum(tally.withheld.values()):,} webhooks "
+            "never sent)"
+        )
     if tally.first_error:
         lines.append(f"  first failure: {tally.first_error}")
     return "\n".join(lines)
@@ -291,9 +366,27 @@ class SimulateOptions:
     concurrency: int = 32  # requests in flight
     public_url: str | None = None  # the base URL signed (default: PUBLIC_BASE_URL, else url)
     traffic: Path | None = None  # JSON file overriding the traffic model's settings
+    lose_calls: float = 0.0  # share of calls whose webhooks are never sent
+    lose_hangups: float = 0.0  # share of calls whose A-leg hangup webhook is never sent
+    records_out: Path | None = None  # every call's Plivo call records, one JSON object a line
 
 
-def run_simulate(options: SimulateOptions, settings: Settings) -> int:
+def _losses_problem(options: SimulateOptions) -> str | None:
+    shares = (options.lose_calls, options.lose_hangups)
+    if not all(0.0 <= share <= 1.0 for share in shares) or sum(shares) > 1.0:
+        return "--lose-calls and --lose-hangups are shares from 0 to 1, together at most 1"
+    return None
+
+
+def run_simulate(
+    options: SimulateOptions, settings: Settings, played: list[Simulated] | None = None
+) -> int:
+    """`callstatus simulate`; `played`, when given, receives every call as the run played it,
+    in call order."""
+    problem = _losses_problem(options)
+    if problem is not None:
+        print(f"callstatus simulate: {problem}", file=sys.stderr)
+        return 2
     target = make_target(options.url, settings, options.public_url)
     problem = reachable(target.send_base)
     if problem is not None:
@@ -301,12 +394,34 @@ def run_simulate(options: SimulateOptions, settings: Settings) -> int:
         return 1
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
     model = TrafficModel(seed, load_config(options.traffic), settings.plivo_timezone)
-    plan = Plan(options.calls, options.rate, options.speed, options.concurrency)
+    plan = Plan(
+        options.calls,
+        options.rate,
+        options.speed,
+        options.concurrency,
+        lose_calls=options.lose_calls,
+        lose_hangups=options.lose_hangups,
+    )
+    keep = played is not None or options.records_out is not None
+    calls: list[Simulated] = []
     progress = Progress(options.calls, "simulating calls")
     began = time.monotonic()
-    tally = asyncio.run(simulate(target, model, plan, progress))
+    tally = asyncio.run(
+        simulate(target, model, plan, progress, played=calls.append if keep else None)
+    )
     progress.close()
+    calls.sort(key=lambda simulated: simulated.call.index)
     print(summary(tally, target, time.monotonic() - began))
+    if options.records_out is not None:
+        count = write_records(options.records_out, calls)
+        print(f"wrote {count:,} call records of {len(calls):,} calls to {options.records_out}")
+    if played is not None:
+        played.extend(calls)
+    _complain(tally, target)
+    return 0 if tally.ok else 1
+
+
+def _complain(tally: Tally, target: Target) -> None:
     if tally.refused and any(r.startswith("403") for r in tally.refusals):
         print(
             "callstatus simulate: the server refused signatures: run simulate with the server's "
@@ -318,7 +433,25 @@ def run_simulate(options: SimulateOptions, settings: Settings) -> int:
             f"callstatus simulate: {reachable(target.send_base) or 'requests failed'}",
             file=sys.stderr,
         )
-    return 0 if tally.ok else 1
+
+
+def write_records(path: Path, calls: Sequence[Simulated]) -> int:
+    """Every record of these calls (sent or lost), one JSON object a line; how many."""
+    count = 0
+    with path.open("w", encoding="utf-8") as out:
+        for simulated in calls:
+            for record in simulated.call.records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+    return count
+
+
+def simulated_calls(options: SimulateOptions, settings: Settings) -> tuple[int, list[Simulated]]:
+    """Run `callstatus simulate` with these options: its exit status and every call as played,
+    in call order (webhooks as sent, losses, records)."""
+    played: list[Simulated] = []
+    status = run_simulate(options, settings, played)
+    return status, played
 
 
 def backfill(settings: Settings, seed: int) -> int:

@@ -1,4 +1,4 @@
-"""The traffic model: the webhook sequences Plivo sends for realistic calls, deterministic per seed.
+"""The traffic model: the webhooks and call records Plivo gives for realistic calls, per seed.
 
 Each call is built from its own random generator, seeded from the model's seed and the call's
 index, so a seed always gives the same calls whichever order or thread builds them. The webhooks
@@ -6,10 +6,30 @@ up to the answer XML (ring, answer or fallback, their retries) are the call's *h
 depend on the Dial, so a simulator sends them, reads the server's XML, rebuilds the call with
 the Dial it got, and the head comes out the same. Times are epoch seconds in call time.
 
-Why one module of about 650 lines: it is one model (a call's legs, the Dial's race, the hangup
-causes and the webhooks each produces) whose parts share the call's random generator and
-clock; split, the order in which random numbers are drawn (which fixes what a seed gives) would
-be spread over several files. Its settings live apart, in `config.py`.
+Each call also carries `records`: the CDRs Plivo's Call API would list for it once it ended.
+What the model assumes about them:
+- one record per leg that ended: the A leg (written where its hangup is, so a call that never
+  hangs up has none; every call of this model hangs up) and every B leg its Dial rang, whether
+  or not the Dial had a callbackUrl (Plivo records every leg; only the callbacks are optional);
+- records repeat what the webhooks said: same uuids, numbers, hangup code, name and source,
+  `call_duration` = Duration and `bill_duration` = `billed_duration` = BillDuration (the billed
+  seconds, rounded up to `bill_increment_s` as the webhooks do), `total_amount` = TotalCost and
+  `total_rate` = the leg's BillRate;
+- an A leg runs from its StartTime (`initiation_time`) to its EndTime; a B leg is initiated when
+  its Dial starts, answered when it picked up (null otherwise) and ends at its hangup; a B leg
+  is `outbound`, from the Dial's caller id (the A leg's From by default), with
+  `parent_call_uuid` = the A leg;
+- times are "YYYY-MM-DD HH:MM:SS+HH:MM" in the model's zone (the webhooks' times without the
+  offset); `call_state` ("ANSWER" when answered, otherwise BUSY, CANCEL, FAILED or NO_ANSWER) is
+  a guess beyond "ANSWER", which Plivo's examples show;
+- building them draws no random number, so records never change which webhooks a seed gives;
+  a call keeps each leg's ending (`LegEnd`) and formats its records only when they are read,
+  so building calls (seeding millions) pays nothing for them.
+
+Why one module of about 750 lines: it is one model (a call's legs, the Dial's race, the hangup
+causes and the webhooks and records each produces) whose parts share the call's random
+generator and clock; split, the order in which random numbers are drawn (which fixes what a
+seed gives) would be spread over several files. Its settings live apart, in `config.py`.
 """
 
 from __future__ import annotations
@@ -19,8 +39,9 @@ import itertools
 import math
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -98,6 +119,8 @@ EXTRA_PARAMS: tuple[tuple[str, str | list[str]], ...] = (
     ("CallerIDLookup", "true"),
 )
 STIR = ("Verified", "Not Verified", "Not Applicable", "verified")
+# A call record's `call_state` for a leg that was never answered, by its CallStatus.
+UNANSWERED_STATES = {"busy": "BUSY", "cancel": "CANCEL", "failed": "FAILED"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +184,64 @@ def _pairs(body: dict[str, str | list[str]]) -> list[tuple[str, str]]:
     return [(k, x) for k, v in body.items() for x in (v if isinstance(v, list) else [v])]
 
 
+Record = dict[str, Any]
+
+
+@dataclass(slots=True)  # not frozen: a frozen init is 6x slower, and every leg makes one
+class LegEnd:
+    """How one leg ended, as its call record tells it: `answered` None when it never was;
+    `status` its CallStatus; `bill` its billed seconds at `rate` per minute."""
+
+    uuid: str
+    parent: str | None
+    initiated: float
+    answered: float | None
+    ended: float
+    direction: str
+    from_number: str
+    to_number: str
+    code: int
+    name: str
+    source: str
+    status: str
+    duration: int
+    bill: int
+    rate: str
+    stir: str
+    zone: ZoneInfo
+    account: str
+
+    def record(self) -> Record:
+        """The record Plivo's Call API lists for this leg."""
+        answered = self.answered
+        if answered is not None:
+            state = "ANSWER"
+        else:
+            state = UNANSWERED_STATES.get(self.status, "NO_ANSWER")
+        return {
+            "answer_time": self._time(answered) if answered is not None else None,
+            "bill_duration": self.bill, "billed_duration": self.bill,
+            "call_direction": self.direction, "call_duration": self.duration,
+            "call_state": state, "call_uuid": self.uuid, "conference_uuid": None,
+            "end_time": self._time(self.ended), "from_number": self.from_number,
+            "hangup_cause_code": self.code, "hangup_cause_name": self.name,
+            "hangup_source": self.source, "initiation_time": self._time(self.initiated),
+            "parent_call_uuid": self.parent,
+            "resource_uri": f"/v1/Account/{self.account}/Call/{self.uuid}/",
+            "stir_verification": self.stir, "to_number": self.to_number,
+            "total_amount": _cost(self.rate, self.bill), "total_rate": f"{float(self.rate):.5f}",
+        }  # fmt: skip
+
+    def _time(self, ts: float) -> str:
+        # As the webhooks' times (same zone, same truncated seconds), with the offset.
+        return datetime.fromtimestamp(ts, self.zone).isoformat(sep=" ", timespec="seconds")
+
+
 @dataclass(slots=True)
 class Call:
     """One call's webhooks in the order they reach the receiver; the first `head` come before
-    the answer XML is read."""
+    the answer XML is read. `legs`: how its legs ended, the A leg's first, then its B legs by
+    position."""
 
     index: int
     call_uuid: str
@@ -172,6 +249,12 @@ class Call:
     started_at: float
     webhooks: list[Webhook]
     head: int
+    legs: list[LegEnd] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[Record]:
+        """The call records Plivo's Call API lists for this call, one per leg that ended."""
+        return [leg.record() for leg in self.legs]
 
 
 @dataclass(slots=True)
@@ -278,6 +361,8 @@ class _Builder:
         self.head: list[Webhook] = []
         self.tail: list[Webhook] = []
         self.head_closed = False
+        self.a_leg: LegEnd | None = None
+        self.b_legs: list[LegEnd] = []
 
     def endpoint(self, kind: str) -> Endpoint:
         method = "GET" if kind in self.app.get_kinds else "POST"
@@ -307,7 +392,33 @@ class _Builder:
             for hook in tail:
                 hook.delivered_at = max(hook.delivered_at, floor)
         hooks = self.head + tail
-        return Call(index, self.call_uuid, self.direction, self.started_at, hooks, len(self.head))
+        legs = ([self.a_leg] if self.a_leg is not None else []) + self.b_legs
+        return Call(
+            index, self.call_uuid, self.direction, self.started_at, hooks, len(self.head), legs
+        )
+
+    def leg_end(
+        self,
+        uuid: str,
+        parent: str | None,
+        ends: tuple[float, float | None, float],
+        numbers: tuple[str, str, str],
+        hangup: tuple[int, str, str, str],
+        billing: tuple[int, int, str],
+    ) -> LegEnd:
+        """`ends`: initiated, answered (None when never), ended; `numbers`: direction, from,
+        to; `hangup`: code, name, source, CallStatus; `billing`: seconds, billed, rate."""
+        # A B leg is our own outbound call: there is no caller to verify.
+        stir = "Not Applicable"
+        if parent is None:
+            stir = str(self.common.get("STIRVerification", stir))
+        (initiated, answered, ended), (direction, caller, callee) = ends, numbers
+        (code, name, source, status), (duration, bill, rate) = hangup, billing
+        return LegEnd(
+            uuid, parent, initiated, answered, ended, direction, caller, callee, code, name,
+            source, status, duration, bill, rate, stir, self.model.zone,
+            self.config.parent_auth_id,
+        )  # fmt: skip
 
     def _deliver(self, hooks: list[Webhook], *, out_of_order: bool) -> list[Webhook]:
         rng, config = self.rng, self.config
@@ -502,6 +613,14 @@ def _hangup(
         "EndTime": b.model.fmt(end), "TotalCost": _cost(rate, bill),
     }  # fmt: skip
     b.emit("hangup", end, body)
+    b.a_leg = b.leg_end(
+        b.call_uuid,
+        None,
+        (b.started_at, answered_at, end),
+        (b.direction, str(b.common["From"]), str(b.common["To"])),
+        (code, name, source or usual_source, status),
+        (duration, bill, rate),
+    )
 
 
 def _dial_then_hangup(b: _Builder, answered_at: float, spec: DialSpec) -> None:
@@ -604,13 +723,25 @@ def _callback(b: _Builder, spec: DialSpec, leg: _Leg, action: str) -> dict[str, 
 def _leg_hangup(
     b: _Builder, spec: DialSpec, start: float, leg: _Leg, talk: float, source: str | None = None
 ) -> None:
-    """The DialAction=hangup callback of one B leg (answered legs talked for `talk` s)."""
+    """The DialAction=hangup callback of one B leg (answered legs talked for `talk` s), and
+    its call record, which exists with or without a callbackUrl."""
     outcome = "normal" if leg.outcome == "answer" else leg.outcome
-    code, name, cause, usual_source, _ = _ending(b.rng, outcome)
+    code, name, cause, usual_source, status = _ending(b.rng, outcome)
+    answered = leg.outcome == "answer"
+    duration = max(round(talk), 1) if answered else 0
+    bill = _billed(duration, b.config.bill_increment_s)
+    b.b_legs.append(
+        b.leg_end(
+            leg.uuid,
+            b.call_uuid,
+            (start, start + leg.at if answered else None, start + leg.at + talk),
+            ("outbound", spec.caller_id or str(b.common["From"]), leg.to),
+            (code, name, source or usual_source, status),
+            (duration, bill, b.model.agent(leg.to).bill_rate),
+        )
+    )
     if spec.callback is None:
         return
-    duration = max(round(talk), 1) if leg.outcome == "answer" else 0
-    bill = _billed(duration, b.config.bill_increment_s)
     body = _callback(b, spec, leg, "hangup")
     body.update(
         DialBLegDuration=str(duration),
