@@ -58,6 +58,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         public_url=args.public_url,
         traffic=args.traffic,
+        lose_calls=args.lose_calls,
+        lose_hangups=args.lose_hangups,
+        records_out=args.records_out,
     )
     return run_simulate(options, _settings())
 
@@ -151,6 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="JSON file overriding the traffic model's settings",
+    )
+    simulate.add_argument(
+        "--lose-calls",
+        type=float,
+        default=0.0,
+        help="share of calls none of whose webhooks is sent (0-1), to try reconciliation",
+    )
+    simulate.add_argument(
+        "--lose-hangups",
+        type=float,
+        default=0.0,
+        help="share of other calls whose A-leg hangup webhook is not sent (0-1)",
+    )
+    simulate.add_argument(
+        "--records-out",
+        type=Path,
+        default=None,
+        help="write every call's Plivo call records here, one JSON object a line",
     )
     simulate.set_defaults(func=cmd_simulate)
 

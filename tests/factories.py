@@ -25,7 +25,7 @@ from callstatus.core.records import EventRecord, Params, make_record
 from callstatus.core.settings import Settings
 from callstatus.core.storage import insert_events
 from callstatus.receiver.signatures import sign
-from callstatus.simulator.traffic import TrafficModel
+from callstatus.simulator.traffic import Call, TrafficModel, Webhook
 
 T0 = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
 
@@ -186,6 +186,24 @@ def model_records(model: TrafficModel, starts: Sequence[float]) -> list[EventRec
         )
         for i, at in enumerate(starts)
         for hook in model.call(i, at).webhooks
+    ]
+
+
+def call_webhooks(
+    call: Call, keep: Callable[[Webhook], bool] = lambda hook: True
+) -> list[EventRecord]:
+    """A simulated call's webhooks (those `keep` keeps) as the receiver builds them, received
+    when the model delivered them."""
+    return [
+        make_record(
+            hook.kind,
+            hook.method,
+            hook.params(),
+            "unchecked",
+            datetime.fromtimestamp(hook.delivered_at, UTC),
+        )
+        for hook in call.webhooks
+        if keep(hook)
     ]
 
 

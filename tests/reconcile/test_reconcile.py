@@ -19,7 +19,7 @@ from callstatus.reconcile.client import CallApi
 from callstatus.reconcile.run import ReconcileJob, Window, reconcile
 from callstatus.simulator.call_api import CallApiServer
 from callstatus.simulator.traffic import Call, TrafficModel
-from tests.factories import assert_rollups_equal_views, deliver, make_settings
+from tests.factories import assert_rollups_equal_views, call_webhooks, deliver, make_settings
 
 AUTH_ID = "MARECONCILE000000001"
 TOKEN = "reconcile-token"
@@ -48,20 +48,6 @@ def _calls(now: datetime) -> list[Call]:
     return [model.call(i, at) for i, at in enumerate(starts)]
 
 
-def _received(call: Call, keep: Any = lambda hook: True) -> list[EventRecord]:
-    return [
-        make_record(
-            hook.kind,
-            hook.method,
-            hook.params(),
-            "unchecked",
-            datetime.fromtimestamp(hook.delivered_at, UTC),
-        )
-        for hook in call.webhooks
-        if keep(hook)
-    ]
-
-
 def lost(call: Call) -> str:
     """What this test's call loses, by index: everything, the hangup, the Dial's webhooks."""
     return ("everything", "hangup", "dial", "nothing", "nothing")[call.index % 5]
@@ -72,10 +58,10 @@ def _partial(call: Call) -> list[EventRecord]:
     if loss == "everything":
         return []
     if loss == "hangup":
-        return _received(call, lambda hook: hook.kind != "hangup")
+        return call_webhooks(call, lambda hook: hook.kind != "hangup")
     if loss == "dial":
-        return _received(call, lambda hook: hook.kind not in ("dial_action", "dial_callback"))
-    return _received(call)
+        return call_webhooks(call, lambda hook: hook.kind not in ("dial_action", "dial_callback"))
+    return call_webhooks(call)
 
 
 def _open(path: Path, records: list[EventRecord]) -> Database:
@@ -99,7 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     now = datetime.now(UTC)
     calls = _calls(now)
     folder = tmp_path_factory.mktemp("reconcile")
-    truth = _open(folder / "truth.duckdb", [r for c in calls for r in _received(c)])
+    truth = _open(folder / "truth.duckdb", [r for c in calls for r in call_webhooks(c)])
     partial = _open(folder / "partial.duckdb", [r for c in calls for r in _partial(c)])
     records = [record for call in calls for record in call.records]
     with CallApiServer(records, auth_id=AUTH_ID, token=TOKEN) as api:
