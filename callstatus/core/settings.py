@@ -77,7 +77,8 @@ class Settings(BaseSettings):
                 f"PUBLIC_BASE_URL must be an absolute http(s) URL such as "
                 f"https://calls.example.com, got {value!r}"
             )
-        if parts.query or parts.fragment:
+        # A bare "?" or "#" too: the receiver appends paths to this URL to rebuild the signed one.
+        if "?" in value or "#" in value:
             raise ValueError("PUBLIC_BASE_URL must not carry a query string or a fragment")
         return value.strip().rstrip("/")
 

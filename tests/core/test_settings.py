@@ -26,6 +26,8 @@ from tests.servers import free_port
         "https://:8443",
         "https://calls.example.com?tenant=a",
         "https://calls.example.com/#top",
+        "https://calls.example.com/#",
+        "https://calls.example.com?",
         "http://calls.example.com:port",
         "http://calls.example.com:99999",
         "https://calls example.com",

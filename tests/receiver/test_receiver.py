@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import pytest
 from starlette.testclient import TestClient
 
+from callstatus.core.plivo import RETRY_FRAGMENT
 from tests.factories import app_client, metric, rows, signed_headers, signed_request, wait_until
 
 TOKEN = "main-account-token"
@@ -46,7 +47,7 @@ def _check_reply(response: Any, reply: str) -> None:
         assert list(root) == []
     else:
         assert [child.tag for child in root] == ["Speak", "Dial"]
-        assert root[1].get("action") == f"{BASE}/plivo/dial/action"
+        assert root[1].get("action") == f"{BASE}/plivo/dial/action{RETRY_FRAGMENT}"
 
 
 def test_every_path_and_method_stores_one_row(tmp_path: Path) -> None:
