@@ -18,7 +18,10 @@ import requests
 from callstatus.core.settings import Settings
 from callstatus.reconcile.client import CallApi, CallApiError
 from callstatus.simulator.call_api import CallApiServer
-from tests.simulator.test_call_api import AUTH_ID, NOW, TOKEN, cdr
+from tests.factories import CDR_AUTH_ID as AUTH_ID
+from tests.factories import CDR_NOW as NOW
+from tests.factories import CDR_TOKEN as TOKEN
+from tests.factories import cdr
 
 WINDOW_FILTERS = {"end_time__gte", "end_time__lt"}
 

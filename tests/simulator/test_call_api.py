@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,34 +12,10 @@ import pytest
 import requests
 
 from callstatus.simulator.call_api import CallApiServer
-
-AUTH_ID = "MAZTESTACCOUNT0000001"
-TOKEN = "token-that-must-stay-secret"
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-IST = timezone(timedelta(hours=5, minutes=30))
-
-
-def cdr(n: int, end: datetime, **fields: Any) -> dict[str, Any]:
-    """A call record as Plivo lists it; end_time in the console's zone (here +05:30)."""
-    local = end.astimezone(IST)
-    record: dict[str, Any] = {
-        "call_uuid": f"00000000-0000-4000-8000-{n:012d}",
-        "parent_call_uuid": None,
-        "call_direction": "inbound",
-        "from_number": "+14155550100",
-        "to_number": "+918035550100",
-        "initiation_time": (local - timedelta(seconds=40)).strftime("%Y-%m-%d %H:%M:%S%z"),
-        "answer_time": None,
-        "end_time": local.isoformat(sep=" "),
-        "call_duration": 40,
-        "bill_duration": 0,
-        "hangup_cause_code": 3000,
-        "hangup_cause_name": "No Answer",
-        "hangup_source": "Carrier",
-        "stir_verification": "Not Applicable",
-    }
-    record.update(fields)
-    return record
+from tests.factories import CDR_AUTH_ID as AUTH_ID
+from tests.factories import CDR_NOW as NOW
+from tests.factories import CDR_TOKEN as TOKEN
+from tests.factories import cdr
 
 
 @pytest.fixture
