@@ -97,6 +97,15 @@ class Summary:
                 out[key] = value.isoformat()
         return out
 
+    def one_line(self) -> str:
+        """The summary for a log line."""
+        return (
+            f"{self.records_read} records read, {self.records_new} new: {self.calls_had} calls "
+            f"had, {self.calls_completed} completed, {self.calls_added} added, "
+            f"{self.legs_added} B legs added ({self.window_start:%Y-%m-%d %H:%M} to "
+            f"{self.window_end:%Y-%m-%d %H:%M} UTC)"
+        )
+
     def describe(self) -> str:
         """The summary a person reads after `callstatus reconcile`."""
         window = (
@@ -264,7 +273,7 @@ class ReconcileJob:
             # PeriodicJob logs it and tries again at the next interval.
             raise RuntimeError(summary.describe())
         if summary.records_new:
-            log.info("reconcile: %s", " ".join(summary.describe().split()))
+            log.info("reconcile: %s", summary.one_line())
         return summary
 
     def run(self, window: Window, *, trigger: str, progress: Progress | None = None) -> Summary:

@@ -20,7 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -31,13 +31,17 @@ from callstatus.core.progress import Progress
 from callstatus.core.settings import Settings
 from callstatus.receiver.signatures import sign
 from callstatus.simulator.seed import load_config, open_database, seed_database
-from callstatus.simulator.traffic import Call, DialSpec, Endpoint, TrafficModel, Webhook
+from callstatus.simulator.traffic import Call, DialSpec, Endpoint, Record, TrafficModel, Webhook
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 # What a call loses on purpose: every webhook, or its A leg's hangup webhook.
 LOSE_CALL = "call"
 LOSE_HANGUP = "hangup"
 DEMO_HISTORY_CALLS = 2_000
+# Live demo traffic loses this share of whole calls and of hangups on purpose, so that
+# reconciliation against the demo's local Call API has something to find.
+DEMO_LOSE_CALLS = 0.02
+DEMO_LOSE_HANGUPS = 0.03
 DEMO_HISTORY_DAYS = 7.0
 MAX_ACTIVE_CALLS = 5_000
 
@@ -468,9 +472,16 @@ def backfill(settings: Settings, seed: int) -> int:
 
 
 def demo_traffic(
-    url: str, settings: Settings, rate: float, seed: int, stop: threading.Event
+    url: str,
+    settings: Settings,
+    rate: float,
+    seed: int,
+    stop: threading.Event,
+    records: Callable[[list[Record]], None] | None = None,
 ) -> None:
-    """Live traffic for `callstatus demo`, from when the server at `url` answers until `stop`."""
+    """Live traffic for `callstatus demo`, from when the server at `url` answers until `stop`.
+    With `records`, a few calls lose webhooks on purpose and every finished call's Plivo call
+    records are handed to it (the demo's local Call API serves them)."""
     deadline = time.monotonic() + 120.0
     while reachable(url) is not None:
         if stop.is_set() or time.monotonic() > deadline:
@@ -479,7 +490,15 @@ def demo_traffic(
     model = TrafficModel(seed, plivo_timezone=settings.plivo_timezone)
     # Indexes past the history's, so live calls never repeat a seeded call's UUIDs.
     plan = Plan(None, rate, speed=1.0, concurrency=16, first_index=DEMO_HISTORY_CALLS)
+    played: Callable[[Simulated], None] | None = None
+    if records is not None:
+        plan = replace(plan, lose_calls=DEMO_LOSE_CALLS, lose_hangups=DEMO_LOSE_HANGUPS)
+        deliver = records
+
+        def played(done: Simulated) -> None:
+            deliver(done.call.records)
+
     try:
-        asyncio.run(simulate(make_target(url, settings), model, plan, stop=stop))
+        asyncio.run(simulate(make_target(url, settings), model, plan, stop=stop, played=played))
     except Exception as exc:  # the demo's server keeps running without live traffic
         print(f"callstatus demo: simulated traffic stopped: {exc}", file=sys.stderr)
