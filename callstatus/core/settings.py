@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=2000, alias="CALLSTATUS_MAX_CONNECTIONS", ge=10, le=1_000_000
     )
+    # PHLO reports on /plivo/phlo: the shared secret their HTTP Request component sends.
+    phlo_secret: str | None = Field(default=None, alias="PHLO_SECRET")
+    # Bearer tokens accepted on /api/ besides DASHBOARD_PASSWORD (machine clients).
+    api_tokens_raw: str | None = Field(default=None, alias="CALLSTATUS_API_TOKENS")
     # Plivo's Call API, for reconciliation with its call records (callstatus/reconcile).
     plivo_auth_id: str | None = Field(default=None, alias="PLIVO_AUTH_ID")
     plivo_api_token: str | None = Field(default=None, alias="PLIVO_API_TOKEN")
@@ -125,6 +129,11 @@ class Settings(BaseSettings):
     @property
     def auth_tokens(self) -> list[str]:
         return _split_csv(self.plivo_auth_token)
+
+    @property
+    def api_tokens(self) -> list[str]:
+        """CALLSTATUS_API_TOKENS: Bearer tokens for /api/, comma-separated."""
+        return _split_csv(self.api_tokens_raw)
 
     @property
     def api_token(self) -> str | None:
