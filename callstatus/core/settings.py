@@ -136,7 +136,7 @@ class Settings(BaseSettings):
         return _split_csv(self.api_tokens_raw)
 
     @property
-    def api_token(self) -> str | None:
+    def call_api_token(self) -> str | None:
         """The Call API's token: PLIVO_API_TOKEN, else the first of PLIVO_AUTH_TOKEN."""
         if self.plivo_api_token:
             return self.plivo_api_token
@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     @property
     def reconcile_configured(self) -> bool:
         """Whether Plivo's Call API can be reached: PLIVO_AUTH_ID and a token are set."""
-        return bool(self.plivo_auth_id and self.api_token)
+        return bool(self.plivo_auth_id and self.call_api_token)
 
     @property
     def dial_numbers(self) -> list[str]:

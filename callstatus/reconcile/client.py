@@ -89,7 +89,7 @@ class CallApi:
     def from_settings(
         cls, settings: Settings, *, sleep: Callable[[float], None] = time.sleep
     ) -> CallApi:
-        auth_id, token = settings.plivo_auth_id, settings.api_token
+        auth_id, token = settings.plivo_auth_id, settings.call_api_token
         if not auth_id or not token:
             missing = [] if auth_id else ["PLIVO_AUTH_ID"]
             missing += [] if token else ["PLIVO_API_TOKEN (or PLIVO_AUTH_TOKEN)"]
