@@ -3,6 +3,7 @@ its record in `reconcile_runs`, and the background job that runs one every inter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -17,13 +18,15 @@ from callstatus.core.db import Database
 from callstatus.core.jobs import PeriodicJob
 from callstatus.core.settings import Settings
 from callstatus.reconcile.client import CallApi, CallApiError
-from callstatus.reconcile.store import Effect, effect, store, stored_uuids
+from callstatus.reconcile.store import Effect, effect, insert, select_new, stored_uuids
 
 log = logging.getLogger("callstatus.reconcile")
 
 # A window re-reads this much before the end of the last run's: Plivo may list a record a
 # little after its call ended, and re-reading stores nothing twice.
 OVERLAP = timedelta(hours=1)
+# Records stored in one commit at most (a chunk's records otherwise): commits cost milliseconds.
+FLUSH_RECORDS = 2000
 # The window of a run with no earlier one (the first background run, a bare command).
 DEFAULT_SPAN = timedelta(days=1)
 
@@ -153,6 +156,17 @@ def reconcile(
     total = window.chunks(api.chunk)
     known = stored_uuids(cur, window.start - timedelta(days=1))
     new: list[Mapping[str, Any]] = []
+    pending: list[Mapping[str, Any]] = []
+
+    def flush() -> None:
+        insert(cur, pending, settings.plivo_timezone, _now())
+        # Only what classifying them needs: a history import reads millions of fields.
+        new.extend(
+            {"call_uuid": r["call_uuid"], "parent_call_uuid": r.get("parent_call_uuid")}
+            for r in pending
+        )
+        pending.clear()
+
     done, chunk_end = 0, None
     try:
         for page in api.pages(window.start, window.end):
@@ -160,22 +174,24 @@ def reconcile(
                 raise Cancelled("the server is stopping")
             if chunk_end is not None and page.chunk_end != chunk_end:
                 done += 1
+                flush()  # a chunk's records in one commit
             chunk_end = page.chunk_end
             summary.records_read += len(page.records)
-            stored = store(cur, page.records, known, settings.plivo_timezone, _now())
-            # Only what classifying them needs: a history import reads millions of fields.
-            new.extend(
-                {"call_uuid": r["call_uuid"], "parent_call_uuid": r.get("parent_call_uuid")}
-                for r in stored
-            )
+            pending.extend(select_new(page.records, known))
+            if len(pending) >= FLUSH_RECORDS:
+                flush()
             if progress is not None:
                 progress(done, total, summary.records_read)
+        flush()
         if progress is not None:
             progress(total, total, summary.records_read)
         summary.records_new = len(new)
         _apply(summary, effect(cur, new))
         summary.status = "ok"
     except (CallApiError, Cancelled, duckdb.Error) as exc:
+        # What was read is stored: the next run need not read it again.
+        with contextlib.suppress(duckdb.Error):
+            flush()
         summary.records_new = len(new)
         summary.status = "error"
         summary.error = str(exc)

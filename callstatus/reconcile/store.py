@@ -33,15 +33,9 @@ def stored_uuids(cur: duckdb.DuckDBPyConnection, since: datetime) -> set[str]:
     return {row[0] for row in rows}
 
 
-def store(
-    cur: duckdb.DuckDBPyConnection,
-    records: Iterable[Mapping[str, Any]],
-    known: set[str],
-    plivo_timezone: str,
-    fetched_at: datetime,
-) -> list[Mapping[str, Any]]:
-    """Store the records whose call_uuid is not in `known` (which they then join); return them.
-    A record without a call_uuid is not stored: nothing could ever match it."""
+def select_new(records: Iterable[Mapping[str, Any]], known: set[str]) -> list[Mapping[str, Any]]:
+    """The records whose call_uuid is not in `known` (which they then join). A record without a
+    call_uuid is left out: nothing could ever match it."""
     new: list[Mapping[str, Any]] = []
     for record in records:
         uuid = record.get("call_uuid")
@@ -49,9 +43,18 @@ def store(
             continue
         known.add(uuid)
         new.append(record)
-    if new:
-        insert_events(cur, [as_event(r, fetched_at) for r in new], plivo_timezone)
     return new
+
+
+def insert(
+    cur: duckdb.DuckDBPyConnection,
+    records: Sequence[Mapping[str, Any]],
+    plivo_timezone: str,
+    fetched_at: datetime,
+) -> None:
+    """Store records (one commit: a commit costs milliseconds, so callers batch pages)."""
+    if records:
+        insert_events(cur, [as_event(r, fetched_at) for r in records], plivo_timezone)
 
 
 @dataclass
