@@ -294,3 +294,37 @@ def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
         .properties(height=rows_height(frame["kind"].nunique(), step=34, chrome=70))
     )
     return chart
+
+
+def missed_share_per_day(frame: pd.DataFrame, tz: str) -> alt.Chart:
+    """Per day (`day`: local midnight), the share of calls known only from Plivo's call
+    records, one bar a day; the counts behind it on hover."""
+    if frame.empty:
+        return empty()
+    # `day` is a local time without zone: Vega reads it as the browser's local time and
+    # yearmonthdate() keeps its date whatever zone the browser is in.
+    chart: alt.Chart = (
+        alt.Chart(frame)
+        .mark_bar(color="#e4572e")
+        .encode(
+            x=alt.X(
+                "yearmonthdate(day):O",
+                title=f"day ({tz})",
+                axis=alt.Axis(format="%a %d %b", labelOverlap=True, labelAngle=0),
+            ),
+            y=alt.Y(
+                "missed_share:Q",
+                title="missed share",
+                axis=alt.Axis(format="%", tickCount=4),
+                scale=alt.Scale(domainMin=0),
+            ),
+            tooltip=[
+                alt.Tooltip("yearmonthdate(day):T", title="day", format="%a %d %b %Y"),
+                alt.Tooltip("missed_share:Q", title="missed share", format=".1%"),
+                alt.Tooltip("added:Q", title="added from records"),
+                alt.Tooltip("calls:Q", title="calls"),
+            ],
+        )
+        .properties(height=170)
+    )
+    return chart

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 import pandas as pd
 import streamlit as st
 
-from callstatus.core.plivo import WEBHOOKS
+from callstatus.core.plivo import RETRY_FRAGMENT, WEBHOOKS
 from callstatus.core.snapshot import age_s
 from callstatus.dashboard import context
 from callstatus.dashboard.text import code
@@ -20,6 +20,25 @@ from callstatus.receiver import signatures
 
 # Plivo setting -> path, in the order a user sets them up.
 PLIVO_PATHS = {webhook.console_setting: webhook.path for webhook in WEBHOOKS}
+# The URLs whose retry settings Plivo reads from their fragment (plivo-webhooks.md section 8):
+# the application's and the Make-a-Call API's, and our XML's Dial action and callbackUrl (which
+# receiver/xml.py writes with it). Machine detection is not among those Plivo documents.
+RETRIED_KINDS = frozenset({"answer", "fallback", "hangup", "ring", "dial_action", "dial_callback"})
+RETRY_NOTE = (
+    f"The `{RETRY_FRAGMENT}` part asks Plivo to retry a webhook we answer with 503 (we could "
+    "not store it) up to 5 times instead of dropping it. Plivo never sends it, so signatures "
+    "are unaffected."
+)
+
+
+def plivo_urls(base: str) -> dict[str, str]:
+    """Plivo setting -> the URL to set there, with Plivo's retry fragment where it reads one."""
+    return {
+        webhook.console_setting: base
+        + webhook.path
+        + (RETRY_FRAGMENT if webhook.kind in RETRIED_KINDS else "")
+        for webhook in WEBHOOKS
+    }
 
 
 @dataclass(frozen=True)

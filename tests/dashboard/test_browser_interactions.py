@@ -514,3 +514,96 @@ def test_planted_markup_shows_as_text(tmp_path: Path, pixel: str, page: Any) -> 
 
     time.sleep(0.5)
     assert _Pixel.hits == [], "the browser fetched a planted image"
+
+
+# -- completeness against Plivo's call records --------------------------------------------------
+
+
+def _tiles(page: Any) -> dict[str, str]:
+    """Metric label -> value, as shown."""
+    return {
+        visible(metric.locator('[data-testid="stMetricLabel"]').inner_text()).strip(): visible(
+            metric.locator('[data-testid="stMetricValue"]').inner_text()
+        ).strip()
+        for metric in page.locator('[data-testid="stMetric"]').all()
+    }
+
+
+@pytest.mark.parametrize("width", [1440, 1280])
+def test_health_shows_completeness_from_call_records(
+    tmp_path: Path, browser: Any, width: int
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from callstatus.core.db import Database
+    from tests.dashboard.test_completeness import HAND_PER_DAY, hand_counts, store_sample
+    from tests.factories import read_file
+
+    db = tmp_path / "records.duckdb"
+    day0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+    database = Database(db)
+    store_sample(database, day0)
+    database.close()
+    [counts] = read_file(
+        db,
+        "SELECT count(*), count(*) FILTER (WHERE source IN ('cdr', 'both')), "
+        "count(*) FILTER (WHERE source IN ('webhooks', 'both')), "
+        "count(*) FILTER (WHERE source = 'both' AND end_source = 'cdr'), "
+        "count(*) FILTER (WHERE source = 'cdr') FROM calls",
+    )
+    [(webhooks,)] = read_file(db, "SELECT count(*) FROM webhook_events WHERE kind <> 'cdr'")
+    everything = {"start": day0 - timedelta(days=9), "end": day0 + timedelta(days=9)}
+    per_day = hand_counts(db, HAND_PER_DAY, {**everything, "tz": "America/New_York"})
+    labels = (
+        "Calls",
+        "In Plivo's records",
+        "Seen by webhook",
+        "Completed from records",
+        "Added from records",
+    )
+    # A tall window: the whole section fits, for the picture.
+    context = browser.new_context(viewport={"width": width, "height": 2200})
+    try:
+        page = context.new_page()
+        with running_server(db) as server:
+            page.goto(
+                f"{server.url}/health?range=Last+7+days&tz=America%2FNew_York", timeout=LOAD_MS
+            )
+            page.locator('[data-testid="stMetric"]').filter(has_text="Missed share").wait_for(
+                timeout=LOAD_MS
+            )
+            assert_clean(page, "Receiver health with call records")
+            shown = _tiles(page)
+            assert [shown[label] for label in labels] == [f"{n:,}" for n in counts]
+            assert shown["Missed share"] == f"{100 * counts[4] / counts[0]:.1f}%" == "28.6%"
+            assert shown["Webhooks"] == str(webhooks)
+            assert page.evaluate(CUT_METRIC_TEXT) == [], width
+            text = main_text(page)
+            assert "Last reconcile run ok at" in text, text
+            assert "12 records read, 12 new" in text
+            # The per-day table, row by row (the grid's cells hold the raw values).
+            cells = _grid_cells(page, f"{per_day[0][0]} 00:00:00")
+            rows = [cells[i : i + 7] for i in range(0, 7 * len(per_day), 7)]
+            assert [row[:6] for row in rows] == [
+                [f"{day} 00:00:00", *map(str, figures)] for day, *figures in per_day
+            ]
+            assert [float(row[6]) for row in rows] == pytest.approx(
+                [added / calls for _, calls, *_, added in per_day]
+            )
+            assert len(per_day) >= 2 and sum(row[1] for row in per_day) == counts[0]
+            section = page.locator("h3").filter(has_text="Completeness").bounding_box()
+            after = page.locator("h3").filter(has_text="Webhooks per kind").bounding_box()
+            assert section and after and after["y"] > section["y"]
+            shot = tmp_path / f"health-{width}.png"
+            page.screenshot(
+                path=str(shot),
+                clip={
+                    "x": section["x"] - 24,
+                    "y": section["y"] - 16,
+                    "width": width - section["x"] + 8,
+                    "height": after["y"] - section["y"],
+                },
+            )
+            assert shot.stat().st_size > 10_000
+    finally:
+        context.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -224,3 +225,181 @@ def test_advice_proposes_only_a_verified_address() -> None:
         "Requests arrived **without** Plivo signature headers: they are not from Plivo, "
         "or a proxy in front of callstatus strips the `X-Plivo-Signature-*` headers."
     ]
+
+
+# -- completeness against Plivo's call records, and the setup URLs -----------------------------
+
+
+@pytest.fixture(scope="module")
+def with_records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The completeness sample (tests/dashboard/test_completeness.py) three days back: calls
+    with webhooks only, completed from records, added from records, both; one reconcile run."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.dashboard.test_completeness import store_sample
+
+    path = tmp_path_factory.mktemp("records") / "records.duckdb"
+    day0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+    database = Database(path)
+    store_sample(database, day0)
+    database.close()
+    return path
+
+
+def _no_reconcile_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PLIVO_AUTH_ID", "PLIVO_API_TOKEN", "PLIVO_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_health_completeness_equals_the_database(
+    with_records: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.dashboard.test_completeness import EXPECTED, HAND_PER_DAY, hand_counts
+
+    _point_at(monkeypatch, with_records)
+    _no_reconcile_settings(monkeypatch)
+    at = _app(tz="America/New_York")
+    at.switch_page("screens/health.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    figures = {
+        "Calls": "count(*)",
+        "In Plivo's records": "count(*) FILTER (WHERE source IN ('cdr', 'both'))",
+        "Seen by webhook": "count(*) FILTER (WHERE source IN ('webhooks', 'both'))",
+        "Completed from records": "count(*) FILTER (WHERE source = 'both' AND end_source = 'cdr')",
+        "Added from records": "count(*) FILTER (WHERE source = 'cdr')",
+    }
+    for label, count in figures.items():
+        assert _metric(at, label) == tiles.fmt_count(
+            _one(with_records, f"SELECT {count} FROM calls")
+        )
+    assert [_metric(at, label) for label in figures] == [
+        tiles.fmt_count(EXPECTED[k])
+        for k in ("calls", "reported", "with_webhooks", "completed", "added")
+    ]
+    share = _one(with_records, "SELECT avg((source = 'cdr')::INT) FROM calls")
+    assert _metric(at, "Missed share") == tiles.fmt_rate(share) == "28.6%"
+    # Records are no webhooks.
+    webhooks = _one(with_records, "SELECT count(*) FROM webhook_events WHERE kind <> 'cdr'")
+    assert _metric(at, "Webhooks") == tiles.fmt_count(webhooks) == "16"
+
+    [days] = [d.value for d in at.dataframe if "missed_share" in d.value.columns]
+    start, end = datetime.now(UTC) - timedelta(days=30), datetime.now(UTC) + timedelta(days=1)
+    hand = hand_counts(
+        with_records, HAND_PER_DAY, {"start": start, "end": end, "tz": "America/New_York"}
+    )
+    shown = [
+        (row.day.date(), row.calls, row.reported, row.with_webhooks, row.completed, row.added)
+        for row in days.itertuples()
+    ]
+    assert shown == [tuple(row) for row in hand] and len(shown) >= 2
+    assert list(days["missed_share"]) == pytest.approx([r[5] / r[1] for r in hand])
+
+    [run] = [s.value for s in at.success if "reconcile run" in s.value]
+    assert "Last reconcile run **ok**" in run and "12 records read, 12 new" in run
+    assert "3 completed and 4 added from records, 2 B legs added" in run
+    assert "Background runs are off" in run  # PLIVO_AUTH_ID is not set here
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_health_explains_reconciliation_before_any_run(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch, configured: bool
+) -> None:
+    _no_reconcile_settings(monkeypatch)
+    if configured:
+        monkeypatch.setenv("PLIVO_AUTH_ID", "MA0000000000000000000")
+        monkeypatch.setenv("PLIVO_API_TOKEN", "api-token")
+    settings_module.get_settings.cache_clear()
+    at = _app()
+    at.switch_page("screens/health.py").run()
+    assert not at.exception
+    [note] = [i.value for i in at.info if "reconcil" in i.value]
+    assert "callstatus reconcile --days 90" in note
+    if configured:
+        assert note.startswith("**No reconcile run yet.**") and "every 10 min" in note
+    else:
+        assert note.startswith("**Reconciliation is off.**")
+        assert "`PLIVO_AUTH_ID`" in note and "`PLIVO_API_TOKEN`" in note
+    # No records, no run: no row of zeros claiming nothing was missed.
+    assert not [m for m in at.metric if m.label in ("Missed share", "Added from records")]
+
+
+def test_health_shows_a_failed_run_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from callstatus.dashboard.text import code
+    from tests.dashboard.test_completeness import add_run, store_sample
+
+    path = tmp_path / "failed.duckdb"
+    database = Database(path)
+    now = datetime.now(UTC).replace(microsecond=0)
+    store_sample(database, now - timedelta(days=2))
+    error = "Plivo answered 401 [log in](http://evil.example/x) ![p](http://evil.example/p.png)"
+    add_run(database.cursor(), now - timedelta(minutes=3), status="error", error=error)
+    database.close()
+    _point_at(monkeypatch, path)
+    _no_reconcile_settings(monkeypatch)
+    at = _app()
+    at.switch_page("screens/health.py").run()
+    assert not at.exception
+    [failed] = [e.value for e in at.error if "reconcile run" in e.value]
+    assert "**failed**" in failed and code(error) in failed
+    assert "(" + "http://evil" not in failed.replace(code(error), "")
+
+
+def test_overview_says_how_many_calls_only_records_know(
+    with_records: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _point_at(monkeypatch, with_records)
+    at = _app()
+    assert not at.exception
+    only = _one(with_records, "SELECT count(*) FILTER (WHERE source = 'cdr') FROM calls")
+    share = _one(with_records, "SELECT avg((source = 'cdr')::INT) FROM calls")
+    [notice] = [i.value for i in at.info if "call records" in i.value]
+    assert notice == (
+        f"{only} calls ({tiles.fmt_rate(share)}) in this range are known only from Plivo's "
+        "call records: their webhooks never arrived. See Receiver health."
+    )
+    assert notice.startswith("4 calls (28.6%)")
+    # Inbound only: the one outbound call added from records is left out.
+    at = _app(dir="inbound")
+    [notice] = [i.value for i in at.info if "call records" in i.value]
+    assert notice.startswith("3 calls (")
+
+
+def test_overview_says_nothing_without_records(seeded: Path) -> None:
+    at = _app()
+    assert not at.exception
+    assert not [i for i in at.info if "call records" in i.value]
+
+
+def test_setup_urls_carry_plivo_retry_fragment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_records: Path
+) -> None:
+    from callstatus.core.plivo import RETRY_FRAGMENT
+    from callstatus.dashboard.receiver_status import RETRY_NOTE
+
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://calls.example.com")
+    path = tmp_path / "empty.duckdb"
+    Database(path).close()
+    _point_at(monkeypatch, path)
+    at = _app()
+    assert not at.exception
+    base = "https://calls.example.com"
+    for page in ("first run", "health"):
+        if page == "health":
+            _point_at(monkeypatch, with_records)
+            at = _app()
+            at.switch_page("screens/health.py").run()
+            assert not at.exception
+        lines = "\n".join(str(c.value) for c in at.code).splitlines()
+        for setting, path_ in (
+            ("Answer URL", "/plivo/answer"),
+            ("Hangup URL", "/plivo/hangup"),
+            ("Fallback answer URL", "/plivo/fallback"),
+            ("Ring URL (Make-a-Call API)", "/plivo/ring"),
+        ):
+            assert f"{setting}: {base}{path_}{RETRY_FRAGMENT}" in lines, (page, lines)
+        # Plivo documents no retry settings for machine detection: its URL stays bare.
+        assert f"Machine detection URL (Make-a-Call API): {base}/plivo/machine-detection" in lines
+        assert any(RETRY_NOTE in str(c.value) for c in at.caption), page
+    assert "signatures are unaffected" in RETRY_NOTE and "503" in RETRY_NOTE

@@ -1,7 +1,9 @@
 """Receiver health: webhooks per kind, totals, repeats not stored, and refused requests.
 
 These read webhook_events, webhook_counts, webhook_repeats and rejected_webhooks, never the
-calls: only the counts per kind depend on the rollups (webhook_counts).
+calls: only the counts per kind depend on the rollups (webhook_counts). Plivo's call records
+(kind 'cdr', fetched from its Call API) are stored beside the webhooks but are none: every
+figure here leaves them out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from callstatus.dashboard.queries.relations import Relations
 RECEIVED = """
 received AS (
     SELECT received_at AS t, kind, duplicate, signature, 1 AS webhooks FROM webhook_events
-    WHERE received_at >= $start AND received_at < $end
+    WHERE received_at >= $start AND received_at < $end AND kind <> 'cdr'
 )"""
 # The same on the rollups: webhook_counts (migration 0005) for the 5-minute buckets wholly in
 # the range, the webhooks themselves for the buckets its ends cut. Bucketing a row by its
@@ -24,10 +26,10 @@ received AS (
 RECEIVED_COUNTS = """
 received AS (
     SELECT bucket_at AS t, kind, duplicate, signature, webhooks FROM webhook_counts
-    WHERE bucket_at >= $start AND bucket_at <= $end - INTERVAL 5 MINUTE
+    WHERE bucket_at >= $start AND bucket_at <= $end - INTERVAL 5 MINUTE AND kind <> 'cdr'
     UNION ALL
     SELECT received_at, kind, duplicate, signature, 1 FROM webhook_events
-    WHERE received_at >= $start AND received_at < $end
+    WHERE received_at >= $start AND received_at < $end AND kind <> 'cdr'
       AND (received_at < $start + INTERVAL 5 MINUTE OR received_at >= $end - INTERVAL 5 MINUTE)
       AND NOT (time_bucket(INTERVAL 5 MINUTE, received_at) >= $start
                AND time_bucket(INTERVAL 5 MINUTE, received_at) + INTERVAL 5 MINUTE <= $end)
@@ -54,7 +56,7 @@ def receiver_totals(rel: Relations, f: Filters) -> Result:
     sql = (
         with_(_received(rel))
         + """
-    SELECT (SELECT max(received_at) FROM webhook_events) AS last_event_at,
+    SELECT (SELECT max(received_at) FROM webhook_events WHERE kind <> 'cdr') AS last_event_at,
            CAST(coalesce(sum(webhooks), 0) AS BIGINT) AS webhooks,
            CAST(coalesce(sum(webhooks) FILTER (WHERE duplicate), 0) AS BIGINT) AS duplicates,
            CAST(coalesce(sum(webhooks) FILTER (WHERE signature = 'unchecked'), 0) AS BIGINT)

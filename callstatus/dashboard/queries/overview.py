@@ -17,7 +17,9 @@ KPI_BODY = """
            avg(duration_s) FILTER (WHERE answered) AS acd_s,
            count(*) FILTER (WHERE outcome = 'busy') AS busy_calls,
            count(*) FILTER (WHERE outcome = 'no-answer') AS no_answer_calls,
-           count(*) FILTER (WHERE outcome = 'failed') AS failed_calls
+           count(*) FILTER (WHERE outcome = 'failed') AS failed_calls,
+           -- Known only from Plivo's call records: none of their webhooks arrived.
+           count(*) FILTER (WHERE source = 'cdr') AS records_only_calls
     FROM scoped_calls
 ), d AS (
     SELECT count(*) AS dials, count(*) FILTER (WHERE dial_status = 'completed') AS dials_completed
@@ -34,7 +36,8 @@ SELECT c.*, d.*, l.*,
        b_lost_race / nullif(b_legs, 0) AS b_lost_race_share,
        busy_calls / nullif(ended_calls, 0) AS busy_share,
        no_answer_calls / nullif(ended_calls, 0) AS no_answer_share,
-       failed_calls / nullif(ended_calls, 0) AS failed_share
+       failed_calls / nullif(ended_calls, 0) AS failed_share,
+       records_only_calls / nullif(calls, 0) AS records_only_share
 FROM c, d, l
 """
 

@@ -1,4 +1,5 @@
-"""Receiver health: is Plivo reaching us, are we refusing anything, is anything stuck."""
+"""Receiver health: is Plivo reaching us, are we refusing anything, is anything stuck, and
+how complete are the calls against Plivo's own call records."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import streamlit as st
 
 from callstatus.dashboard import charts, connection, controls, receiver_status, tiles, widgets
 from callstatus.dashboard.queries import health as queries
+from callstatus.dashboard.screens import completeness
+from callstatus.dashboard.text import plain
 
 
 def render() -> None:
@@ -68,6 +71,8 @@ def render() -> None:
     )
     widgets.provenance(totals, "receiver-totals")
 
+    completeness.render(rel, f)
+
     st.subheader("Webhooks per kind")
     kinds = queries.webhooks_per_kind(rel, f)
     widgets.chart(kinds, charts.webhooks_per_kind(kinds.frame, f.tz), "webhooks-per-kind")
@@ -81,6 +86,12 @@ def render() -> None:
         for advice in receiver_status.base_url_advice(samples.frame, receiver_status.auth_tokens()):
             st.error(advice, icon=":material/link_off:")
     widgets.table(rejected, "rejected")
+
+    base, origin = receiver_status.public_base_url()
+    with st.expander("The URLs to set in Plivo"):
+        urls = receiver_status.plivo_urls(base)
+        st.code("\n".join(f"{name}: {url}" for name, url in urls.items()), language="text")
+        st.caption(f"Base URL from {plain(origin)}. " + receiver_status.RETRY_NOTE)
 
 
 def _ago(moment: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from callstatus.dashboard import charts, connection, controls, definitions, tiles, widgets
@@ -32,6 +33,9 @@ def render() -> None:
         + f" Lost races: {tiles.fmt_rate(row['b_lost_race_share'])} of B legs "
         "(another simultaneous leg answered first; not a failure)."
     )
+    notice = records_only_notice(row)
+    if notice:
+        st.info(notice, icon=":material/fact_check:")
     widgets.provenance(now, "kpis")
 
     st.subheader("Answer rates over time, with call volume")
@@ -58,6 +62,20 @@ def render() -> None:
         )
         heat = overview.answer_heatmap(rel, f, metric or lead)
         widgets.chart(heat, charts.heatmap(heat.frame, RATE_NAMES[metric or lead]), "heatmap")
+
+
+def records_only_notice(kpis: pd.Series) -> str | None:
+    """One line on the calls in the range known only from Plivo's call records (none: None)."""
+    count = int(kpis["records_only_calls"])
+    if count == 0:
+        return None
+    one = count == 1
+    return (
+        f"{tiles.fmt_count(count)} call{'' if one else 's'} "
+        f"({tiles.fmt_rate(kpis['records_only_share'])}) in this range "
+        f"{'is' if one else 'are'} known only from Plivo's call records: "
+        f"{'its' if one else 'their'} webhooks never arrived. See Receiver health."
+    )
 
 
 controls.live(render)
