@@ -536,7 +536,7 @@ def test_health_shows_completeness_from_call_records(
     from datetime import UTC, datetime, timedelta
 
     from callstatus.core.db import Database
-    from tests.dashboard.test_completeness import HAND_PER_DAY, hand_counts, store_sample
+    from tests.dashboard.completeness_sample import HAND_PER_DAY, hand_counts, store_sample
     from tests.factories import read_file
 
     db = tmp_path / "records.duckdb"

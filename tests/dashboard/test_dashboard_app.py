@@ -232,11 +232,11 @@ def test_advice_proposes_only_a_verified_address() -> None:
 
 @pytest.fixture(scope="module")
 def with_records(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The completeness sample (tests/dashboard/test_completeness.py) three days back: calls
+    """The completeness sample (tests/dashboard/completeness_sample.py) three days back: calls
     with webhooks only, completed from records, added from records, both; one reconcile run."""
     from datetime import UTC, datetime, timedelta
 
-    from tests.dashboard.test_completeness import store_sample
+    from tests.dashboard.completeness_sample import store_sample
 
     path = tmp_path_factory.mktemp("records") / "records.duckdb"
     day0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
@@ -254,7 +254,7 @@ def _no_reconcile_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_health_completeness_equals_the_database(
     with_records: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.dashboard.test_completeness import EXPECTED, HAND_PER_DAY, hand_counts
+    from tests.dashboard.completeness_sample import EXPECTED, HAND_PER_DAY, hand_counts
 
     _point_at(monkeypatch, with_records)
     _no_reconcile_settings(monkeypatch)
@@ -327,7 +327,7 @@ def test_health_shows_a_failed_run_as_text(tmp_path: Path, monkeypatch: pytest.M
     from datetime import UTC, datetime, timedelta
 
     from callstatus.dashboard.text import code
-    from tests.dashboard.test_completeness import add_run, store_sample
+    from tests.dashboard.completeness_sample import add_run, store_sample
 
     path = tmp_path / "failed.duckdb"
     database = Database(path)
