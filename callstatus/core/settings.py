@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     phlo_secret: str | None = Field(default=None, alias="PHLO_SECRET")
     # Bearer tokens accepted on /api/ besides DASHBOARD_PASSWORD (machine clients).
     api_tokens_raw: str | None = Field(default=None, alias="CALLSTATUS_API_TOKENS")
+    # Alerts and scheduled reports (callstatus/alerts): the rules file, how often it is evaluated,
+    # where messages' links point, and the SMTP server of email channels.
+    alerts_file: Path | None = Field(default=None, alias="CALLSTATUS_ALERTS")
+    alert_interval_s: float = Field(default=60.0, alias="CALLSTATUS_ALERT_INTERVAL", ge=1, le=86400)
+    dashboard_url: str | None = Field(default=None, alias="CALLSTATUS_DASHBOARD_URL")
+    smtp_host: str | None = Field(default=None, alias="SMTP_HOST")
+    smtp_port: int = Field(default=587, alias="SMTP_PORT", ge=1, le=65535)
+    smtp_user: str | None = Field(default=None, alias="SMTP_USER")
+    smtp_password: str | None = Field(default=None, alias="SMTP_PASSWORD")
+    smtp_from: str | None = Field(default=None, alias="SMTP_FROM")
+    smtp_starttls: bool = Field(default=True, alias="SMTP_STARTTLS")
     # Plivo's Call API, for reconciliation with its call records (callstatus/reconcile).
     plivo_auth_id: str | None = Field(default=None, alias="PLIVO_AUTH_ID")
     plivo_api_token: str | None = Field(default=None, alias="PLIVO_API_TOKEN")
@@ -84,6 +95,18 @@ class Settings(BaseSettings):
         # A bare "?" or "#" too: the receiver appends paths to this URL to rebuild the signed one.
         if "?" in value or "#" in value:
             raise ValueError("PUBLIC_BASE_URL must not carry a query string or a fragment")
+        return value.strip().rstrip("/")
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _check_dashboard_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not _valid_host(parts):
+            raise ValueError(
+                f"CALLSTATUS_DASHBOARD_URL must be an absolute http(s) URL, got {value!r}"
+            )
         return value.strip().rstrip("/")
 
     @field_validator("plivo_api_url")
@@ -163,6 +186,20 @@ class Settings(BaseSettings):
     @property
     def snapshot_path(self) -> Path:
         return self.db.with_name(f"{self.db.stem}-snapshot{self.db.suffix or '.duckdb'}")
+
+    @property
+    def alerts_path(self) -> Path | None:
+        """CALLSTATUS_ALERTS, else alerts.toml in the working directory when it exists."""
+        if self.alerts_file is not None:
+            return self.alerts_file
+        default = Path("alerts.toml")
+        return default if default.is_file() else None
+
+    @property
+    def links_base_url(self) -> str | None:
+        """Where links in alert messages and reports point: CALLSTATUS_DASHBOARD_URL, else
+        PUBLIC_BASE_URL."""
+        return (self.dashboard_url or "").rstrip("/") or self.public_base_url
 
     @property
     def server_file(self) -> Path:
