@@ -19,8 +19,9 @@ LAYERS = {
     "reconcile": 1,
     "simulator": 2,
     "dashboard": 2,
-    "app": 3,
-    "cli": 4,
+    "alerts": 3,
+    "app": 4,
+    "cli": 5,
 }
 
 

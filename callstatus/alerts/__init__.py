@@ -1,0 +1,1 @@
+"""Alerts and scheduled reports: rules over the dashboard's metrics, channels, the job in serve."""
