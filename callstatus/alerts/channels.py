@@ -197,7 +197,7 @@ def _one_line(text: str) -> str:
 
 def _send_email(channel: Channel, message: Message, settings: Settings) -> None:
     host, port = settings.smtp_host, settings.smtp_port
-    sender = settings.smtp_from or settings.smtp_user
+    sender = settings.smtp_from
     if not host:
         raise DeliveryError("SMTP_HOST is not set: email channels need an SMTP server")
     if not sender:
