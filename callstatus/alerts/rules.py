@@ -110,19 +110,19 @@ METRICS = _metrics(
     Metric(
         "busy_share",
         "fraction",
-        "busy calls / calls that ended (started in the window)",
+        "calls with outcome busy / calls that ended (started in the window)",
         "calls that ended",
     ),
     Metric(
         "no_answer_share",
         "fraction",
-        "calls not answered / calls that ended (started in the window)",
+        "calls with outcome no-answer / calls that ended (started in the window)",
         "calls that ended",
     ),
     Metric(
         "failed_share",
         "fraction",
-        "failed calls / calls that ended (started in the window)",
+        "calls with outcome failed / calls that ended (started in the window)",
         "calls that ended",
     ),
     Metric(
@@ -345,6 +345,58 @@ def window_label(rule: Rule) -> str | None:
     return show_duration(rule.window) if METRICS[rule.metric].windowed else None
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """One channel, rule or report as written, and where its mistakes are reported."""
+
+    path: Path
+    lines: _Lines
+    table: tuple[object, ...]
+    where: str
+    body: dict[str, Any]
+
+    @property
+    def line(self) -> int | None:
+        return self.lines.of(self.table)
+
+    def fail(self, key: str | None, problem: str) -> RulesError:
+        return RulesError(self.path, problem, self.lines.of(self.table, key), self.where, key)
+
+    def only(self, allowed: tuple[str, ...], kind: str) -> None:
+        for key in self.body:
+            if key not in allowed:
+                raise self.fail(key, f"unknown (a {kind} takes {', '.join(allowed)})")
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.body.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, 'must be a list of strings, such as ["a", "b"]')
+        return tuple(value)
+
+    def duration(self, key: str, default: str) -> timedelta:
+        value = self.body.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a quoted duration ({DURATION_HINT})")
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+    def number(self, key: str) -> float:
+        value = self.body[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"{value!r} is not a number")
+        return float(value)
+
+    def channels(self, defined: dict[str, Channel]) -> tuple[str, ...]:
+        names = self.strings("channels")
+        for name in names:
+            if name not in defined:
+                known = ", ".join(sorted(defined)) or "none defined"
+                raise self.fail("channels", f"no channel named {name!r} (channels: {known})")
+        return names
+
+
 class _Reader:
     """Checks one file's parsed TOML, raising RulesError at the first mistake."""
 
@@ -352,285 +404,215 @@ class _Reader:
         self.path = path
         self.lines = _scan(text)
 
-    def fail(
-        self,
-        problem: str,
-        table: tuple[object, ...] = (),
-        where: str | None = None,
-        key: str | None = None,
-    ) -> RulesError:
-        return RulesError(self.path, problem, self.lines.of(table, key), where, key)
-
     def top(self, data: dict[str, Any]) -> AlertsConfig:
+        file = _Entry(self.path, self.lines, (), "", data)
         for key in data:
             if key not in SECTIONS:
-                raise self.fail(
-                    "unknown section (expected [channels.NAME], [[rules]] or [[reports]])", key=key
-                )
+                raise file.fail(key, "unknown section ([channels.NAME], [[rules]] or [[reports]])")
         raw_channels = data.get("channels", {})
         if not isinstance(raw_channels, dict):
-            raise self.fail("must be tables such as [channels.ops-slack]", key="channels")
+            raise file.fail("channels", "must be tables such as [channels.ops-slack]")
         channels = {name: self.channel(name, body) for name, body in raw_channels.items()}
         rules = tuple(
-            self.rule(index, body, channels) for index, body in enumerate(self.array(data, "rules"))
+            _rule(self.entry("rules", index, body, "rule"), channels)
+            for index, body in enumerate(self.array(file, "rules"))
         )
         reports = tuple(
-            self.report(index, body, channels)
-            for index, body in enumerate(self.array(data, "reports"))
+            _report(self.entry("reports", index, body, "report"), channels)
+            for index, body in enumerate(self.array(file, "reports"))
         )
         self.unique([rule.name for rule in rules], "rules", "rule")
         self.unique([report.name for report in reports], "reports", "report")
         return AlertsConfig(path=self.path, channels=channels, rules=rules, reports=reports)
 
-    def array(self, data: dict[str, Any], section: str) -> list[dict[str, Any]]:
-        items = data.get(section, [])
+    def array(self, file: _Entry, section: str) -> list[dict[str, Any]]:
+        items = file.body.get(section, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise self.fail(f"must be tables written [[{section}]]", key=section)
+            raise file.fail(section, f"must be tables written [[{section}]]")
         return items
+
+    def entry(self, section: str, index: int, body: dict[str, Any], kind: str) -> _Entry:
+        """A rule or report, named in messages by its name (by its place until it has one)."""
+        table = (section, index)
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            nameless = _Entry(self.path, self.lines, table, f"{kind} #{index + 1}", body)
+            raise nameless.fail("name", "missing: every entry needs a name")
+        return _Entry(self.path, self.lines, table, f"{kind} {name.strip()!r}", body)
 
     def unique(self, names: list[str], section: str, kind: str) -> None:
         seen: set[str] = set()
         for index, name in enumerate(names):
             if name in seen:
-                raise self.fail(
-                    f"a second {kind} with this name (names must be unique: they key its state)",
-                    (section, index),
-                    f"{kind} {name!r}",
+                entry = _Entry(self.path, self.lines, (section, index), f"{kind} {name!r}", {})
+                raise entry.fail(
                     "name",
+                    f"a second {kind} with this name (names must be unique: they key its state)",
                 )
             seen.add(name)
 
     def channel(self, name: str, body: Any) -> Channel:
-        table = ("channels", name)
-        where = f"channel {name!r}"
+        entry = _Entry(self.path, self.lines, ("channels", name), f"channel {name!r}", {})
         if not isinstance(body, dict):
-            raise self.fail("must be a table with a type", table, where)
+            raise entry.fail(None, "must be a table with a type")
+        entry = _Entry(self.path, self.lines, entry.table, entry.where, body)
         kind = body.get("type")
         if kind not in CHANNEL_KEYS:
-            raise self.fail(
+            raise entry.fail(
+                "type",
                 f"{kind!r} is not a channel type (slack, email or webhook)"
                 if kind is not None
                 else "missing (slack, email or webhook)",
-                table,
-                where,
-                "type",
             )
-        allowed = ("type", *CHANNEL_KEYS[kind])
-        for key in body:
-            if key not in allowed:
-                raise self.fail(
-                    f"unknown for a {kind} channel (it takes {', '.join(allowed)})",
-                    table,
-                    where,
-                    key,
-                )
+        entry.only(("type", *CHANNEL_KEYS[kind]), f"{kind} channel")
         for key in CHANNEL_KEYS[kind]:
             if key not in body:
-                raise self.fail(f"missing: a {kind} channel needs it", table, where, key)
+                raise entry.fail(key, f"missing: a {kind} channel needs it")
         channel_type: ChannelType = kind
         if kind == "email":
-            to = self.strings(body["to"], table, where, "to")
+            to = entry.strings("to")
             if not to:
-                raise self.fail("needs at least one address", table, where, "to")
+                raise entry.fail("to", "needs at least one address")
             for address in to:
                 if "@" not in address or any(c.isspace() for c in address):
-                    raise self.fail(f"{address!r} is not an email address", table, where, "to")
+                    raise entry.fail("to", f"{address!r} is not an email address")
             return Channel(name=name, type=channel_type, to=to)
         url = body["url"]
         if not isinstance(url, str) or not re.match(r"https?://[^\s/]+", url):
-            raise self.fail(f"{url!r} is not an http(s) URL", table, where, "url")
+            raise entry.fail("url", f"{url!r} is not an http(s) URL")
         secret = body.get("secret")
         if kind == "webhook" and (not isinstance(secret, str) or not secret):
-            raise self.fail(
-                "must be a non-empty string (it signs the body)", table, where, "secret"
-            )
+            raise entry.fail("secret", "must be a non-empty string (it signs the body)")
         return Channel(name=name, type=channel_type, url=url, secret=secret)
 
-    def strings(
-        self, value: Any, table: tuple[object, ...], where: str, key: str
-    ) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail('must be a list of strings, such as ["a", "b"]', table, where, key)
-        return tuple(value)
 
-    def duration(self, value: Any, table: tuple[object, ...], where: str, key: str) -> timedelta:
-        if not isinstance(value, str):
-            raise self.fail(f"must be a quoted duration ({DURATION_HINT})", table, where, key)
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            raise self.fail(str(exc), table, where, key) from None
-
-    def number(self, value: Any, table: tuple[object, ...], where: str, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(f"{value!r} is not a number", table, where, key)
-        return float(value)
-
-    def refs(
-        self,
-        body: dict[str, Any],
-        channels: dict[str, Channel],
-        table: tuple[object, ...],
-        where: str,
-    ) -> tuple[str, ...]:
-        names = self.strings(body.get("channels", []), table, where, "channels")
-        for name in names:
-            if name not in channels:
-                known = ", ".join(sorted(channels)) or "none defined"
-                raise self.fail(
-                    f"no channel named {name!r} (channels: {known})", table, where, "channels"
-                )
-        return names
-
-    def name(self, body: dict[str, Any], table: tuple[object, ...], kind: str) -> str:
-        name = body.get("name")
-        index = int(str(table[1])) + 1
-        if not isinstance(name, str) or not name.strip():
-            raise self.fail("missing: every entry needs a name", table, f"{kind} #{index}", "name")
-        return name.strip()
-
-    def rule(self, index: int, body: dict[str, Any], channels: dict[str, Channel]) -> Rule:
-        table = ("rules", index)
-        name = self.name(body, table, "rule")
-        where = f"rule {name!r}"
-        for key in body:
-            if key not in RULE_KEYS:
-                raise self.fail(f"unknown (a rule takes {', '.join(RULE_KEYS)})", table, where, key)
-        metric_name = body.get("metric")
-        if metric_name not in METRICS:
-            raise self.fail(
-                f"{metric_name!r} is not a metric ({', '.join(METRICS)})"
-                if metric_name is not None
-                else f"missing ({', '.join(METRICS)})",
-                table,
-                where,
-                "metric",
-            )
-        metric = METRICS[metric_name]
-
-        def refuse(key: str, problem: str) -> RulesError:
-            return self.fail(problem, table, where, key)
-
-        def not_for(key: str, why: str) -> None:
-            if key in body:
-                raise refuse(key, f"does not apply to {metric.name} ({why})")
-
-        if not metric.windowed:
-            not_for("window", "it is measured now, not over a window")
-        if metric.volume is None:
-            not_for("min_volume", "it counts no events to set a minimum on")
-        if not metric.sliced:
-            for key in ("direction", "numbers", "destinations"):
-                not_for(key, "it is not split by direction or number")
-        if not metric.baseline:
-            for key in ("drop", "baseline"):
-                not_for(key, "it has no usual level to fall below")
-        if not metric.cause:
-            not_for("cause", "only hangup_cause_share and b_leg_hangup_cause_share take a cause")
-
-        window = self.duration(body.get("window", "15m"), table, where, "window")
-        if metric.windowed and not MIN_WINDOW <= window <= MAX_WINDOW:
-            raise refuse(
-                "window", f"must be from {show_duration(MIN_WINDOW)} to {show_duration(MAX_WINDOW)}"
-            )
-        bounds = [key for key in body if key in ("below", "above", "drop")]
-        if len(bounds) != 1:
-            raise self.fail(
-                "a rule needs exactly one of below, above or drop (with baseline)"
-                + (f"; it has {', '.join(bounds)}" if bounds else ""),
-                table,
-                where,
-                bounds[1] if len(bounds) > 1 else "below",
-            )
-        below = above = drop = None
-        baseline: timedelta | None = None
-        if "drop" in body:
-            drop = self.number(body["drop"], table, where, "drop")
-            if not 0 < drop < 1:
-                raise refuse("drop", f"{drop:g} is not a fraction between 0 and 1 (0.2 = 20%)")
-            if "baseline" not in body:
-                raise refuse("baseline", 'missing: drop compares with a baseline such as "7d"')
-            baseline = self.duration(body["baseline"], table, where, "baseline")
-            days, rest = divmod(baseline, timedelta(days=1))
-            if rest or not 1 <= days <= MAX_BASELINE_DAYS:
-                raise refuse("baseline", f"must be whole days, 1d to {MAX_BASELINE_DAYS}d")
-        elif "baseline" in body:
-            raise refuse("baseline", "only a drop rule takes a baseline")
-        else:
-            key = bounds[0]
-            bound = self.number(body[key], table, where, key)
-            if bound < 0 or (metric.unit == "fraction" and bound > 1):
-                expected = "from 0 to 1 (0.5 = 50%)" if metric.unit == "fraction" else ">= 0"
-                raise refuse(key, f"{bound:g} is out of range for {metric.name}: {expected}")
-            below, above = (bound, None) if key == "below" else (None, bound)
-        min_volume = body.get("min_volume", 0)
-        if isinstance(min_volume, bool) or not isinstance(min_volume, int) or min_volume < 0:
-            raise refuse("min_volume", f"{min_volume!r} is not a whole number >= 0")
-        for_ = self.duration(body.get("for", "0s"), table, where, "for")
-        if for_ > MAX_FOR:
-            raise refuse("for", f"must be at most {show_duration(MAX_FOR)}")
-        cause = body.get("cause")
-        if metric.cause and (isinstance(cause, bool) or not isinstance(cause, int)):
-            raise refuse(
-                "cause",
-                "missing: a Plivo hangup code such as 3000"
-                if cause is None
-                else f"{cause!r} is not a Plivo hangup code (a number such as 3000)",
-            )
-        direction = body.get("direction")
-        if direction is not None and direction not in ("inbound", "outbound"):
-            raise refuse("direction", f"{direction!r} is not inbound or outbound")
-        return Rule(
-            name=name,
-            metric=metric.name,
-            channels=self.refs(body, channels, table, where),
-            window=window,
-            below=below,
-            above=above,
-            drop=drop,
-            baseline=baseline,
-            min_volume=min_volume,
-            for_=for_,
-            cause=cause,
-            direction=direction,
-            numbers=self.strings(body.get("numbers", []), table, where, "numbers"),
-            destinations=self.strings(body.get("destinations", []), table, where, "destinations"),
-            line=self.lines.of(table),
+def _rule(entry: _Entry, channels: dict[str, Channel]) -> Rule:
+    entry.only(RULE_KEYS, "rule")
+    body = entry.body
+    metric_name = body.get("metric")
+    if metric_name not in METRICS:
+        names = ", ".join(METRICS)
+        raise entry.fail(
+            "metric",
+            f"{metric_name!r} is not a metric ({names})"
+            if metric_name is not None
+            else f"missing ({names})",
         )
-
-    def report(self, index: int, body: dict[str, Any], channels: dict[str, Channel]) -> Report:
-        table = ("reports", index)
-        name = self.name(body, table, "report")
-        where = f"report {name!r}"
-        for key in body:
-            if key not in REPORT_KEYS:
-                raise self.fail(
-                    f"unknown (a report takes {', '.join(REPORT_KEYS)})", table, where, key
-                )
-        every = body.get("every")
-        if not isinstance(every, str):
-            raise self.fail(f"missing or not a string ({SCHEDULE_HINT})", table, where, "every")
-        try:
-            schedule = parse_schedule(every)
-        except ValueError as exc:
-            raise self.fail(str(exc), table, where, "every") from None
-        if "range" in body:
-            span = self.duration(body["range"], table, where, "range")
-        else:
-            span = schedule.interval or _UNIT_RANGE[schedule.unit or "day"]
-        if not MIN_INTERVAL <= span <= MAX_RANGE:
-            raise self.fail(
-                f"must be from {show_duration(MIN_INTERVAL)} to {show_duration(MAX_RANGE)}",
-                table,
-                where,
-                "range",
-            )
-        names = self.refs(body, channels, table, where)
-        if not names:
-            raise self.fail("a report needs at least one channel", table, where, "channels")
-        return Report(
-            name=name, every=schedule, range=span, channels=names, line=self.lines.of(table)
+    metric = METRICS[metric_name]
+    _inapplicable(entry, metric)
+    window = entry.duration("window", "15m")
+    if metric.windowed and not MIN_WINDOW <= window <= MAX_WINDOW:
+        span = f"{show_duration(MIN_WINDOW)} to {show_duration(MAX_WINDOW)}"
+        raise entry.fail("window", f"must be from {span}")
+    min_volume = body.get("min_volume", 0)
+    if isinstance(min_volume, bool) or not isinstance(min_volume, int) or min_volume < 0:
+        raise entry.fail("min_volume", f"{min_volume!r} is not a whole number >= 0")
+    for_ = entry.duration("for", "0s")
+    if for_ > MAX_FOR:
+        raise entry.fail("for", f"must be at most {show_duration(MAX_FOR)}")
+    cause = body.get("cause")
+    if metric.cause and (isinstance(cause, bool) or not isinstance(cause, int)):
+        raise entry.fail(
+            "cause",
+            "missing: a Plivo hangup code such as 3000"
+            if cause is None
+            else f"{cause!r} is not a Plivo hangup code (a number such as 3000)",
         )
+    direction = body.get("direction")
+    if direction is not None and direction not in ("inbound", "outbound"):
+        raise entry.fail("direction", f"{direction!r} is not inbound or outbound")
+    below, above, drop, baseline = _bound(entry, metric)
+    return Rule(
+        name=str(body["name"]).strip(),
+        metric=metric.name,
+        channels=entry.channels(channels),
+        window=window,
+        below=below,
+        above=above,
+        drop=drop,
+        baseline=baseline,
+        min_volume=min_volume,
+        for_=for_,
+        cause=cause,
+        direction=direction,
+        numbers=entry.strings("numbers"),
+        destinations=entry.strings("destinations"),
+        line=entry.line,
+    )
+
+
+def _inapplicable(entry: _Entry, metric: Metric) -> None:
+    """Refuse the keys the metric ignores: a key that silently does nothing misleads."""
+    ignored: list[tuple[tuple[str, ...], str]] = []
+    if not metric.windowed:
+        ignored.append((("window",), "it is measured now, not over a window"))
+    if metric.volume is None:
+        ignored.append((("min_volume",), "it counts no events to set a minimum on"))
+    if not metric.sliced:
+        ignored.append((("direction", "numbers", "destinations"), "it is not split by them"))
+    if not metric.baseline:
+        ignored.append((("drop", "baseline"), "it has no usual level to fall below"))
+    if not metric.cause:
+        causes = " and ".join(name for name, m in METRICS.items() if m.cause)
+        ignored.append((("cause",), f"only {causes} take a cause"))
+    for keys, why in ignored:
+        for key in keys:
+            if key in entry.body:
+                raise entry.fail(key, f"does not apply to {metric.name} ({why})")
+
+
+def _bound(
+    entry: _Entry, metric: Metric
+) -> tuple[float | None, float | None, float | None, timedelta | None]:
+    """(below, above, drop, baseline): exactly one of below, above, or drop with a baseline."""
+    body = entry.body
+    bounds = [key for key in body if key in ("below", "above", "drop")]
+    if len(bounds) != 1:
+        raise entry.fail(
+            bounds[1] if len(bounds) > 1 else "below",
+            "a rule needs exactly one of below, above or drop (with baseline)"
+            + (f"; it has {', '.join(bounds)}" if bounds else ""),
+        )
+    if "drop" not in body:
+        if "baseline" in body:
+            raise entry.fail("baseline", "only a drop rule takes a baseline")
+        key = bounds[0]
+        bound = entry.number(key)
+        if bound < 0 or (metric.unit == "fraction" and bound > 1):
+            expected = "from 0 to 1 (0.5 = 50%)" if metric.unit == "fraction" else ">= 0"
+            raise entry.fail(key, f"{bound:g} is out of range for {metric.name}: {expected}")
+        return (bound, None, None, None) if key == "below" else (None, bound, None, None)
+    drop = entry.number("drop")
+    if not 0 < drop < 1:
+        raise entry.fail("drop", f"{drop:g} is not a fraction between 0 and 1 (0.2 = 20%)")
+    if "baseline" not in body:
+        raise entry.fail("baseline", 'missing: drop compares with a baseline such as "7d"')
+    baseline = entry.duration("baseline", "")
+    days, rest = divmod(baseline, timedelta(days=1))
+    if rest or not 1 <= days <= MAX_BASELINE_DAYS:
+        raise entry.fail("baseline", f"must be whole days, 1d to {MAX_BASELINE_DAYS}d")
+    return None, None, drop, baseline
+
+
+def _report(entry: _Entry, channels: dict[str, Channel]) -> Report:
+    entry.only(REPORT_KEYS, "report")
+    every = entry.body.get("every")
+    if not isinstance(every, str):
+        raise entry.fail("every", f"missing or not a string ({SCHEDULE_HINT})")
+    try:
+        schedule = parse_schedule(every)
+    except ValueError as exc:
+        raise entry.fail("every", str(exc)) from None
+    default = schedule.interval or _UNIT_RANGE[schedule.unit or "day"]
+    span = entry.duration("range", show_duration(default))
+    if not MIN_INTERVAL <= span <= MAX_RANGE:
+        limits = f"{show_duration(MIN_INTERVAL)} to {show_duration(MAX_RANGE)}"
+        raise entry.fail("range", f"must be from {limits}")
+    names = entry.channels(channels)
+    if not names:
+        raise entry.fail("channels", "a report needs at least one channel")
+    name = str(entry.body["name"]).strip()
+    return Report(name=name, every=schedule, range=span, channels=names, line=entry.line)
 
 
 _UNIT_RANGE: dict[Literal["hour", "day", "week"], timedelta] = {
