@@ -24,13 +24,13 @@ from callstatus.dashboard.filters import Filters
 from callstatus.dashboard.queries import causes, completeness, health, overview
 from callstatus.dashboard.queries.relations import Relations
 
-__all__ = ["METRICS", "Metric", "Reading", "baseline", "measure", "read"]
+# METRICS, the catalogue of names, units and applicable keys, lives with the rules file's reader
+# (it must load without the dashboard); it is re-exported here.
+__all__ = ["KPI_COLUMNS", "METRICS", "Metric", "Reading", "baseline", "filters", "measure", "read"]
 
 DAY = timedelta(days=1)
-
-
 # metric -> (column of overview.kpis, the column counting its volume)
-_KPI_COLUMNS = {
+KPI_COLUMNS = {
     "calls": ("calls", "calls"),
     "call_answer_rate": ("call_answer_rate", "ended_calls"),
     "dial_answer_rate": ("dial_answer_rate", "dials"),
@@ -69,7 +69,7 @@ def read(
     reader = _READERS.get(rule.metric)
     if reader is not None:
         return reader(rule, rel, f, status)
-    value_column, volume_column = _KPI_COLUMNS[rule.metric]
+    value_column, volume_column = KPI_COLUMNS[rule.metric]
     row = overview.kpis(rel, f).frame.iloc[0]
     return Reading(_number(row[value_column]), _count(row[volume_column]))
 

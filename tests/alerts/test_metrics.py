@@ -171,8 +171,8 @@ def test_a_metric_is_the_dashboards_figure_and_its_definition(
     # The dashboard's own query for the same range gives the same figure.
     f = Filters(start=END - window, end=END)
     rel = connection.relations()
-    if metric in metrics._KPI_COLUMNS:
-        column, _ = metrics._KPI_COLUMNS[metric]
+    if metric in metrics.KPI_COLUMNS:
+        column, _ = metrics.KPI_COLUMNS[metric]
         assert evaluation.value == pytest.approx(overview.kpis(rel, f).frame.iloc[0][column])
     elif metric == "missed_call_share":
         assert evaluation.value == completeness.totals(rel, f).frame.iloc[0]["missed_share"]
@@ -192,7 +192,7 @@ def test_slices_are_the_dashboards(served: Database, metric: str) -> None:
     evaluation = metrics.measure(rule(metric, window=window, **sliced), rel, END, IDLE)
     whole = metrics.measure(rule(metric, window=window), rel, END, IDLE)
     f = Filters(start=END - window, end=END, **sliced)  # type: ignore[arg-type]
-    column, volume = metrics._KPI_COLUMNS[metric]
+    column, volume = metrics.KPI_COLUMNS[metric]
     row = overview.kpis(rel, f).frame.iloc[0]
     assert evaluation.value == pytest.approx(row[column])
     assert evaluation.volume == row[volume]
