@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 import duckdb
 from streamlit import logger as streamlit_logger
@@ -43,21 +44,25 @@ def run_check(
     config = rules.load(path)
     rules.require_settings(config, settings)
     print(f"{path}: {_summary(config)}: valid", file=stream)
-    for report in config.reports:
-        print(
-            f"report {report.name!r}: every {report.every.text}, covering the last "
-            f"{rules.show_duration(report.range)}, to {', '.join(report.channels)}",
-            file=stream,
-        )
-    if not config.rules:
-        return 0
     moment = now or datetime.now(UTC)
     # Imported here: Streamlit's caches log a warning at import that no Streamlit server runs,
     # which is true and only noise in a command's output.
     streamlit_logger.set_log_level(logging.ERROR)
     from callstatus.alerts.metrics import measure
+    from callstatus.alerts.reports import next_due
     from callstatus.dashboard import connection
 
+    for report in config.reports:
+        zone = ZoneInfo(report.every.zone)
+        due = next_due(report.every, moment).astimezone(zone)
+        print(
+            f"report {report.name!r}: every {report.every.text}, covering the last "
+            f"{rules.show_duration(report.range)}, to {', '.join(report.channels)}; "
+            f"next at {due:%Y-%m-%d %H:%M} {report.every.zone}",
+            file=stream,
+        )
+    if not config.rules:
+        return 0
     with _reading(settings, stream) as status:
         if status is None:
             return 0

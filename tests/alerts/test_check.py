@@ -97,7 +97,7 @@ def test_each_rules_value_now(tmp_path: Path) -> None:
     assert lines == [
         f"{path}: 1 channel, 3 rules, 1 report: valid",
         "report 'Daily call outcomes': every day 08:00 Europe/Berlin, covering the last 1d, "
-        "to ops-slack",
+        "to ops-slack; next at 2026-11-03 08:00 Europe/Berlin",
         f"values from {tmp_path / 'callstatus.duckdb'}",
         "rule 'Agents not picking up' (line 6): dial_answer_rate over 15m = 0.2 (20.0%) "
         "(5 Dials); below 0.5: crossed (fires once it holds for 5m)",
