@@ -1,4 +1,4 @@
-"""The `callstatus` command: serve, simulate, demo, seed, sql, export, reconcile.
+"""The `callstatus` command: serve, simulate, demo, seed, sql, export, reconcile, alerts.
 
 Errors the user can act on end as one line on stderr, `callstatus: error: ...` with what to do
 next: exit status 2 for a wrong command line or setting, 1 for anything else. A closed stdout
@@ -103,6 +103,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     options = ReconcileOptions(since=args.since, days=args.days, until=args.until)
     return run_reconcile(options, _settings(args.db))
+
+
+def cmd_alerts_check(args: argparse.Namespace) -> int:
+    from callstatus.alerts.check import run_check
+
+    return run_check(args.file, _settings(args.db))
 
 
 DEBUG_HELP = "show the traceback of an unexpected error"
@@ -259,6 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="up to this end time (default: now minus CALLSTATUS_RECONCILE_GRACE)",
     )
     reconcile.set_defaults(func=cmd_reconcile)
+
+    alerts = sub.add_parser("alerts", parents=[common], help="alert rules and reports")
+    alerts_sub = alerts.add_subparsers(
+        dest="alerts_command", required=True, metavar="COMMAND", parser_class=Parser
+    )
+    check = alerts_sub.add_parser(
+        "check",
+        parents=[common],
+        help="validate the rules file and print each rule's value now",
+        description="Read the rules file (FILE, else CALLSTATUS_ALERTS, else ./alerts.toml), "
+        "refuse it with the line, rule and key at fault, or print each rule's current value "
+        "and each report's next time (from the snapshot while a server runs).",
+    )
+    check.add_argument("file", type=Path, nargs="?", default=None, metavar="FILE")
+    check.add_argument("--db", type=Path, default=None, help="DuckDB file (CALLSTATUS_DB)")
+    check.set_defaults(func=cmd_alerts_check)
     return parser
 
 

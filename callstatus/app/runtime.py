@@ -16,6 +16,10 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+from callstatus.alerts import outbox
+from callstatus.alerts.job import AlertJob
+from callstatus.alerts.model import AlertsConfig
+from callstatus.alerts.rules import load, require_settings
 from callstatus.core import server
 from callstatus.core.db import Database
 from callstatus.core.rollups import RollupJob
@@ -51,6 +55,9 @@ class Runtime:
         self.rollups: RollupJob | None = None
         self.snapshot: SnapshotJob | None = None
         self.reconcile: ReconcileJob | None = None
+        # Read now, so that a mistake in the rules file stops `serve` before it listens.
+        self.alerts_config = load_alerts(settings)
+        self.alerts: AlertJob | None = None
 
     @property
     def database(self) -> Database:
@@ -78,7 +85,20 @@ class Runtime:
         if self.settings.reconcile_configured:
             self.reconcile = ReconcileJob(database, self.settings)
             self.reconcile.start()
-        server.install(ServerHandle(self.settings, database, self.rollups, self.status))
+        server.install(
+            ServerHandle(
+                self.settings,
+                database,
+                self.rollups,
+                self.status,
+                send_test=self._send_test if self.alerts_config is not None else None,
+            )
+        )
+        # After the handle: rules are measured by the dashboard's queries, which read the
+        # installed server's database.
+        if self.alerts_config is not None:
+            self.alerts = AlertJob(database, self.settings, self.alerts_config)
+            self.alerts.start()
         if self.address is not None:
             _write_server_file(self.settings.server_file, self.address, self.local_token)
 
@@ -86,6 +106,8 @@ class Runtime:
         server.install(None)
         if self.address is not None:
             _remove_server_file(self.settings.server_file)
+        if self.alerts is not None:
+            _stop("alerts", self.alerts.stop)
         # Before the writer drains: a run stops at its next page or backoff wait.
         if self.reconcile is not None:
             _stop("reconcile", self.reconcile.stop)
@@ -98,7 +120,12 @@ class Runtime:
             _stop("snapshot", self.snapshot.loop.stop)
         if self._database is not None:
             self._database.close()
-        self.rollups = self.snapshot = self._database = self.reconcile = None
+        self.rollups = self.snapshot = self._database = self.reconcile = self.alerts = None
+
+    def _send_test(self, channel: str) -> str:
+        """The Alerts page's test button: queue a test message to `channel` and try it now."""
+        assert self.alerts_config is not None
+        return outbox.send_test(self.database.cursor(), self.alerts_config, self.settings, channel)
 
     def status(self) -> ReceiverStatus:
         """What the receiver says about itself (Receiver health, /healthz)."""
@@ -116,6 +143,18 @@ def _stop(name: str, stop: Callable[[], None]) -> None:
         stop()
     except Exception as exc:
         log.warning("stopping the %s job failed: %s", name, exc)
+
+
+def load_alerts(settings: Settings) -> AlertsConfig | None:
+    """The rules file (CALLSTATUS_ALERTS, or ./alerts.toml), checked against the settings it
+    needs; None without one. A mistake raises RulesError naming the file, line, rule and key."""
+    path = settings.alerts_path
+    if path is None:
+        return None
+    config = load(path)
+    require_settings(config, settings)
+    log.info("alerts: %d rules, %d reports from %s", len(config.rules), len(config.reports), path)
+    return config
 
 
 def server_url(host: str, port: int) -> str:

@@ -33,6 +33,9 @@ class ServerHandle:
     database: Database
     rollups: RollupJob | None
     status: Callable[[], ReceiverStatus]
+    # Queues a test message to the named alert channel, tries it, and returns one line to show;
+    # None while the server runs without alerts.
+    send_test: Callable[[str], str] | None = None
 
 
 _installed: ServerHandle | None = None
