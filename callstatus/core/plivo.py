@@ -1,8 +1,8 @@
-"""The seven Plivo webhook paths: the kind each stores, where it is set in Plivo, what it replies.
+"""The Plivo webhook paths: the kind each stores, where it is set in Plivo, what it replies.
 
 One table read by the receiver (its endpoints), the simulator (where it sends each kind), the
 dashboard's setup and health pages (what to paste where) and the OpenAPI document (the
-parameters each carries). The facts come from plivo-webhooks.md, sections 1 and 2.
+parameters each carries). The facts come from plivo-webhooks.md, sections 1, 2 and 8.
 """
 
 from __future__ import annotations
@@ -104,9 +104,15 @@ _MACHINE_DETECTION = (
     "IfMachine",
 )
 
+# What a PHLO's HTTP Request component posts after a dial, as the guide names the keys (the
+# user types them, in any spelling; callstatus.core.typed reads them case- and separator-blind).
+_PHLO = _DIAL_ACTION
+
 ANSWER_PATH = "/plivo/answer"
 DIAL_ACTION_PATH = "/plivo/dial/action"
 DIAL_CALLBACK_PATH = "/plivo/dial/callback"
+PHLO_PATH = "/plivo/phlo"
+PHLO_KIND = "phlo"
 
 # Plivo's per-URL callback settings, in the fragment of every URL it calls: our XML's Dial action
 # and callbackUrl carry it, and the README asks for it on the Answer, Fallback, Hangup and Ring
@@ -123,7 +129,8 @@ DIAL_CALLBACK_PATH = "/plivo/dial/callback"
 # - ct: Plivo's default, 2000 ms.
 RETRY_FRAGMENT = "#rt=8000&rc=5&rp=5xx,ct,rt"
 
-# In the order a user sets them up: the application's URLs, the call API's, then our XML's.
+# In the order a user sets them up: the application's URLs, the call API's, our XML's, then a
+# PHLO's (no XML of ours: the user types the URL into the PHLO's HTTP Request component).
 WEBHOOKS: tuple[Webhook, ...] = (
     Webhook(
         ANSWER_PATH,
@@ -182,6 +189,18 @@ WEBHOOKS: tuple[Webhook, ...] = (
         "A B leg of our Dial was answered, connected or hung up (several per Dial).",
         _DIAL_CALLBACK,
     ),
+    Webhook(
+        PHLO_PATH,
+        PHLO_KIND,
+        "PHLO HTTP Request component (after a dial)",
+        # PHLO only reads the status (2xx: the component's Success branch); an empty body has no
+        # JSON keys that a later reply could lack (PHLO fails a reply missing fetched keys).
+        Reply.EMPTY,
+        "A PHLO reported how its dial ended: the key:value pairs its HTTP Request component "
+        "sends, as JSON, a form or a query string, authenticated by PHLO_SECRET (a Bearer "
+        "token, an X-Callstatus-Secret header or a `secret` query parameter) or a V3 signature.",
+        _PHLO,
+    ),
 )
 
 KINDS: tuple[str, ...] = tuple(webhook.kind for webhook in WEBHOOKS)
@@ -191,3 +210,8 @@ PATH_OF_KIND: dict[str, str] = {webhook.kind: webhook.path for webhook in WEBHOO
 SIGNATURE_HEADER = "X-Plivo-Signature-V3"
 MA_SIGNATURE_HEADER = "X-Plivo-Signature-Ma-V3"
 NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
+
+# Where a PHLO report carries PHLO_SECRET (besides `Authorization: Bearer …`): a header or a query
+# parameter the user adds in the HTTP Request component. The parameter is never stored.
+PHLO_SECRET_HEADER = "X-Callstatus-Secret"
+PHLO_SECRET_PARAM = "secret"

@@ -92,16 +92,21 @@ ROLLUPS = (
         " AND kind IN ('dial_callback', 'cdr') AND dial_b_leg_uuid IS NOT NULL",
         "leg_at",
     ),
-    # A Dial action's row, and the Dial inferred from its A leg's B-leg records (migration 0008),
-    # which a Dial action or a B leg's record of the same A leg changes.
+    # A Dial action's or PHLO report's row; the Dial inferred from its A leg's B-leg records
+    # (migration 0008), which a Dial action, a PHLO report or a B leg's record of the same A leg
+    # changes; and the PHLO reports of an A leg whose Dial action just came, which that action
+    # outranks (migration 0009). Those are found in the rollup itself: whenever they arrived,
+    # their rows are there to delete, and none comes back.
     Rollup(
         "dials_rollup",
         "dials_since",
         "params_hash",
-        f"SELECT params_hash FROM {NEW_ROWS} AND kind = 'dial_action'"
+        f"SELECT params_hash FROM {NEW_ROWS} AND kind IN ('dial_action', 'phlo')"
         " UNION ALL SELECT record_dial_key(coalesce(dial_a_leg_uuid, call_uuid))"
-        f" FROM {NEW_ROWS} AND (kind = 'dial_action' OR (kind = 'cdr'"
-        " AND dial_a_leg_uuid IS NOT NULL)) AND coalesce(dial_a_leg_uuid, call_uuid) IS NOT NULL",
+        f" FROM {NEW_ROWS} AND (kind IN ('dial_action', 'phlo') OR (kind = 'cdr'"
+        " AND dial_a_leg_uuid IS NOT NULL)) AND coalesce(dial_a_leg_uuid, call_uuid) IS NOT NULL"
+        " UNION ALL SELECT params_hash FROM dials_rollup WHERE source = 'phlo' AND a_leg_uuid IN"
+        f" (SELECT coalesce(dial_a_leg_uuid, call_uuid) FROM {NEW_ROWS} AND kind = 'dial_action')",
         "received_at",
     ),
 )

@@ -4,10 +4,12 @@ webhook's text parameters into those columns' values (stored as JSON in webhook_
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from callstatus.core.plivo import PHLO_KIND
 from callstatus.core.records import Params
 
 # The kind of a webhook_events row that is a Plivo call record (reconciliation), not a webhook.
@@ -171,9 +173,64 @@ def cdr_typed_values(record: Mapping[str, object], zone: ZoneInfo) -> dict[str, 
     return values
 
 
+_NOT_ALNUM = re.compile(r"[^0-9a-z]")
+
+
+def spelling(key: str) -> str:
+    """A key as users spell it, reduced: lower case, letters and digits only (DialStatus,
+    dial_status, Dial_Status, dialstatus and dial-status all give `dialstatus`)."""
+    return _NOT_ALNUM.sub("", key.lower())
+
+
+# A PHLO report's keys are typed by hand in its HTTP Request component: a reduced spelling of a
+# Plivo parameter (DialALegUUID) or of its column (dial_a_leg_uuid) -> the typed column.
+PHLO_SLOTS: dict[str, str] = {
+    **{spelling(param): column for column, param, _ in TYPED_COLUMNS},
+    **{spelling(column): column for column, _, _ in TYPED_COLUMNS},
+}
+_PARAM_OF = {column: param for column, param, _ in TYPED_COLUMNS}
+
+
+def _json_text(value: object) -> str | None:
+    """A JSON value as the text a form would have carried; a list gives its last value, as a
+    repeated form key does; an object gives none."""
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return _text(str(value))
+    return None
+
+
+def phlo_typed_values(params: Mapping[str, object], zone: ZoneInfo) -> dict[str, object]:
+    """The typed copies of a PHLO report, as `typed_values` gives a webhook's, its keys read in
+    any spelling. When two spellings of one key carry a value, Plivo's own spelling wins, else
+    the first in sorted order: never the order of arrival, which a spool replay does not keep."""
+    best: dict[str, tuple[int, str]] = {}
+    for key in sorted(params):
+        column = PHLO_SLOTS.get(spelling(key))
+        if column is None:
+            continue
+        text = _json_text(params[key])
+        if text is None:
+            continue
+        rank = 0 if key == _PARAM_OF[column] else 1
+        if column not in best or rank < best[column][0]:
+            best[column] = (rank, text)
+    values: dict[str, object] = {}
+    for column, (_, text) in best.items():
+        typed = _typed(text, _SQL_TYPES[column], zone)
+        if typed is not None:
+            values[column] = typed.isoformat() if isinstance(typed, datetime) else typed
+    return values
+
+
 def typed_json(params: Params, zone: ZoneInfo, kind: str = "") -> str:
     """The typed copies as the JSON object stored in webhook_inbox.typed: `cdr_typed_values`
-    for a call record, `typed_values` for a webhook."""
+    for a call record, `phlo_typed_values` for a PHLO report, `typed_values` for a webhook."""
     if kind == CDR_KIND:
         return _COMPACT.encode(cdr_typed_values(params, zone))
+    if kind == PHLO_KIND:
+        return _COMPACT.encode(phlo_typed_values(params, zone))
     return _COMPACT.encode(typed_values(params, zone))

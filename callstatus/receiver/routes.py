@@ -1,7 +1,9 @@
-"""The seven Plivo webhook endpoints (raw ASGI), and the JSON 404 for other /plivo/ paths.
+"""The Plivo webhook endpoints (raw ASGI), and the JSON 404 for other /plivo/ paths.
 
 Each endpoint is built with the `Intake` of the server (its settings, writer and rejection
 budget) when the app is built; the paths, kinds and replies come from callstatus.core.plivo.
+PHLO reports (/plivo/phlo) are read and trusted by their own rules (callstatus.receiver.phlo)
+and stored by the same writer.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
 from starlette.types import Receive, Scope, Send
 
 from callstatus.core import plivo
-from callstatus.core.records import Params, make_record
+from callstatus.core.records import EventRecord, Params, make_record
 from callstatus.core.settings import Settings
-from callstatus.receiver import metrics, signatures
+from callstatus.receiver import metrics, phlo, signatures
 from callstatus.receiver.errors import JSON, RequestRefused, error_body
 from callstatus.receiver.intake import Intake
 from callstatus.receiver.parsing import check_content_type, merge_params, parse_fields, read_body
@@ -134,13 +137,17 @@ class WebhookEndpoint:
                 raise RequestRefused(403, exc.reason, str(exc)) from None
             signature = "valid"
         record = make_record(self.kind, request.method, params, signature, received_at)
+        await self._store(writer, record)
+        return self.reply(settings, request.base_url(settings))
+
+    async def _store(self, writer: Writer, record: EventRecord) -> None:
+        """Return once the record is committed (or spooled); 503 when neither could take it."""
         try:
             await writer.store(record)
         except WriteFailed as exc:
             raise RequestRefused(
                 503, "storage_unavailable", f"could not store the webhook: {exc}"
             ) from exc
-        return self.reply(settings, request.base_url(settings))
 
     def _reject(
         self,
@@ -162,6 +169,47 @@ class WebhookEndpoint:
         )
 
 
+class PhloEndpoint(WebhookEndpoint):
+    """/plivo/phlo: a PHLO's report as JSON, a form or a query string, trusted when it carries
+    PHLO_SECRET or a valid V3 signature (whether or not PLIVO_AUTH_TOKEN is set, nothing else
+    passes), stored without the secret."""
+
+    async def _receive(
+        self, writer: Writer, request: WebhookRequest, receive: Receive
+    ) -> tuple[bytes, bytes | None]:
+        settings = self.intake.settings
+        received_at = datetime.now(UTC)
+        query, offered = phlo.split_secret(parse_fields(request.query_string, "query string"))
+        offered += phlo.header_secrets(request.headers)
+        body: phlo.Values = {}
+        form: dict[str, list[str]] = {}
+        if request.method == "POST":  # a GET's body is neither read nor signed (see above)
+            raw = await read_body(receive, request.headers)
+            body, form = phlo.read_body(request.headers, raw)
+        params = cast(Params, phlo.merge(query, body))
+        url = request.signed_url(settings)
+        tokens = settings.auth_tokens
+
+        def verify() -> None:
+            signatures.verify(request.method, url, form, request.headers, tokens)
+
+        try:
+            signature = phlo.authenticate(
+                settings.phlo_secret,
+                offered,
+                phlo.is_signed(request.headers),
+                verify if tokens else None,
+            )
+        except phlo.Unauthenticated as exc:
+            # The URL kept and logged is the one checked, less the secret it may carry.
+            kept = phlo.without_secret(url)
+            self._reject(writer, request, exc.reason, kept, params, received_at)
+            raise RequestRefused(403, exc.reason, exc.message) from None
+        record = make_record(self.kind, request.method, params, signature, received_at)
+        await self._store(writer, record)
+        return self.reply(settings, request.base_url(settings))
+
+
 async def send_error(send: Send, status: int, code: str, message: str) -> None:
     body = error_body(code, message)
     headers = [(b"content-length", b"%d" % len(body)), (b"content-type", JSON.encode())]
@@ -171,7 +219,12 @@ async def send_error(send: Send, status: int, code: str, message: str) -> None:
 
 def webhook_endpoints(intake: Intake) -> dict[str, WebhookEndpoint]:
     """Every webhook path's endpoint, for dispatch by exact path."""
-    return {webhook.path: WebhookEndpoint(webhook, intake) for webhook in plivo.WEBHOOKS}
+    return {
+        webhook.path: (PhloEndpoint if webhook.kind == plivo.PHLO_KIND else WebhookEndpoint)(
+            webhook, intake
+        )
+        for webhook in plivo.WEBHOOKS
+    }
 
 
 async def unknown_webhook(scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,7 +4,9 @@ Each call sends its head (ring, answer or fallback), reads the XML the server an
 when that XML has a <Dial>, rebuilds the call around its targets and URLs before sending the rest;
 without one, the model's own B numbers and the standard paths are used. A run may lose webhooks
 on purpose (whole calls, or A-leg hangups), as an unreachable server would, and write every
-call's Plivo call records, so reconciliation has something to find.
+call's Plivo call records, so reconciliation has something to find. A share of calls may report
+their Dial's outcome through a PHLO (`Plan.phlo`): those reports carry PHLO_SECRET when the
+settings have one, and are signed like every webhook otherwise.
 """
 
 from __future__ import annotations
@@ -27,13 +29,24 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 
+from callstatus.core.plivo import PHLO_SECRET_HEADER, PHLO_SECRET_PARAM
 from callstatus.core.progress import Progress
 from callstatus.core.settings import Settings
+from callstatus.receiver.phlo import signature_fields
 from callstatus.receiver.signatures import sign
 from callstatus.simulator.seed import load_config, open_database, seed_database
-from callstatus.simulator.traffic import Call, DialSpec, Endpoint, Record, TrafficModel, Webhook
+from callstatus.simulator.traffic import (
+    Call,
+    DialSpec,
+    Endpoint,
+    Record,
+    TrafficModel,
+    Webhook,
+    with_phlo,
+)
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+JSON_TYPE = "application/json"
 # What a call loses on purpose: every webhook, or its A leg's hangup webhook.
 LOSE_CALL = "call"
 LOSE_HANGUP = "hangup"
@@ -49,11 +62,12 @@ MAX_ACTIVE_CALLS = 5_000
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where requests go (`send_base`) and the base URL Plivo would have signed (`sign_base`,
-    PUBLIC_BASE_URL when the server is behind a proxy)."""
+    PUBLIC_BASE_URL when the server is behind a proxy); `phlo_secret` goes with PHLO reports."""
 
     send_base: str
     sign_base: str
     token: str | None
+    phlo_secret: str | None = None
 
 
 @dataclass(slots=True)
@@ -88,14 +102,22 @@ class Sender:
         tail = hook.url()
         headers = {"User-Agent": "PlivoHTTP/callstatus-simulate"}
         content = None
-        if hook.method == "POST":
+        fields = hook.form()
+        if hook.method == "POST" and hook.encoding == "json":
+            content = json.dumps(hook.body, ensure_ascii=False).encode("utf-8")
+            headers["Content-Type"] = JSON_TYPE
+            fields = signature_fields(hook.body)
+        elif hook.method == "POST":
             content = urlencode(_pairs(hook.body)).encode("utf-8")
             headers["Content-Type"] = FORM_TYPE
-        if self.target.token:
+        secret = self.target.phlo_secret
+        if hook.secret_in is not None and secret:
+            tail = _with_secret(hook.secret_in, secret, tail, headers)
+        elif self.target.token:
             nonce = secrets.token_hex(10)  # fresh per request, as Plivo does (retries included)
             url = self.target.sign_base + tail
             headers["X-Plivo-Signature-V3"] = sign(
-                hook.method, url, hook.form(), nonce, self.target.token
+                hook.method, url, fields, nonce, self.target.token
             )
             headers["X-Plivo-Signature-V3-Nonce"] = nonce
         self.tally.sent[hook.kind] += 1
@@ -118,6 +140,18 @@ class Sender:
 
 def _pairs(body: dict[str, str | list[str]]) -> list[tuple[str, str]]:
     return [(k, x) for k, v in body.items() for x in (v if isinstance(v, list) else [v])]
+
+
+def _with_secret(place: str, secret: str, tail: str, headers: dict[str, str]) -> str:
+    """Put PHLO_SECRET where a PHLO's HTTP Request component was told to (a header, a Bearer
+    token or a query parameter); return the URL's path and query."""
+    if place == "bearer":
+        headers["Authorization"] = f"Bearer {secret}"
+    elif place == "header":
+        headers[PHLO_SECRET_HEADER] = secret
+    else:
+        tail += ("&" if "?" in tail else "?") + urlencode({PHLO_SECRET_PARAM: secret})
+    return tail
 
 
 def _error_code(response: httpx.Response) -> str:
@@ -204,11 +238,12 @@ async def run_call(
     sender: Sender,
     speed: float,
     loss: str | None = None,
+    phlo: float = 0.0,
 ) -> Simulated:
     """Send one call's webhooks in delivery order, following the server's answer XML, less
-    what `loss` says the call loses."""
+    what `loss` says the call loses; a share `phlo` of calls reports its Dial through a PHLO."""
     anchor = asyncio.get_running_loop().time()
-    call = model.call(index, started_at)
+    call = with_phlo(model.call(index, started_at), model.seed, phlo)
     sent: list[Webhook] = []
     if loss == LOSE_CALL:  # no answer XML comes back, so the model's own Dial is the call's
         sender.tally.withheld.update(hook.kind for hook in call.webhooks)
@@ -222,7 +257,7 @@ async def run_call(
                 xml = response.text if response.status_code == 200 else xml
         spec = dial_from_xml(xml) if xml else None
         if spec is not None:
-            call = model.call(index, started_at, spec)
+            call = with_phlo(model.call(index, started_at, spec), model.seed, phlo)
         for hook in call.webhooks[call.head :]:
             if loss == LOSE_HANGUP and hook.kind == "hangup":
                 sender.tally.withheld[hook.kind] += 1  # retries of it too: none reaches us
@@ -249,6 +284,7 @@ class Plan:
     first_index: int = 0
     lose_calls: float = 0.0  # share of calls none of whose webhooks is sent
     lose_hangups: float = 0.0  # share of (other) calls whose A-leg hangup webhook is not sent
+    phlo: float = 0.0  # share of calls whose Dial's outcome a PHLO reports (no Dial action)
 
 
 async def simulate(
@@ -278,9 +314,8 @@ async def simulate(
             started_at = plan.starts[n] if plan.starts is not None else time.time()
             index = plan.first_index + n
             loss = loss_of(model.seed, index, plan.lose_calls, plan.lose_hangups)
-            task = asyncio.create_task(
-                _play(run_call(model, index, started_at, sender, plan.speed, loss), played)
-            )
+            playing = run_call(model, index, started_at, sender, plan.speed, loss, plan.phlo)
+            task = asyncio.create_task(_play(playing, played))
             active.add(task)
             task.add_done_callback(lambda done: _finished(done, active, progress))
             while len(active) >= max(MAX_ACTIVE_CALLS, plan.concurrency):
@@ -328,7 +363,7 @@ def make_target(url: str, settings: Settings, public_url: str | None = None) -> 
     send_base = url.rstrip("/")
     sign_base = (public_url or settings.public_base_url or send_base).rstrip("/")
     token = settings.auth_tokens[0] if settings.auth_tokens else None
-    return Target(send_base, sign_base, token)
+    return Target(send_base, sign_base, token, settings.phlo_secret)
 
 
 def summary(tally: Tally, target: Target, elapsed: float) -> str:
@@ -373,12 +408,15 @@ class SimulateOptions:
     lose_calls: float = 0.0  # share of calls whose webhooks are never sent
     lose_hangups: float = 0.0  # share of calls whose A-leg hangup webhook is never sent
     records_out: Path | None = None  # every call's Plivo call records, one JSON object a line
+    phlo: float = 0.0  # share of calls whose Dial's outcome a PHLO reports to /plivo/phlo
 
 
 def _losses_problem(options: SimulateOptions) -> str | None:
     shares = (options.lose_calls, options.lose_hangups)
     if not all(0.0 <= share <= 1.0 for share in shares) or sum(shares) > 1.0:
         return "--lose-calls and --lose-hangups are shares from 0 to 1, together at most 1"
+    if not 0.0 <= options.phlo <= 1.0:
+        return "--phlo is a share from 0 to 1"
     return None
 
 
@@ -405,6 +443,7 @@ def run_simulate(
         options.concurrency,
         lose_calls=options.lose_calls,
         lose_hangups=options.lose_hangups,
+        phlo=options.phlo,
     )
     keep = played is not None or options.records_out is not None
     calls: list[Simulated] = []
@@ -426,7 +465,14 @@ def run_simulate(
 
 
 def _complain(tally: Tally, target: Target) -> None:
-    if tally.refused and any(r.startswith("403") for r in tally.refusals):
+    forbidden = any(r.startswith("403") for r in tally.refusals)
+    if forbidden and tally.refused["phlo"]:
+        print(
+            "callstatus simulate: the server refused PHLO reports: run simulate with the "
+            "server's PHLO_SECRET (or its PLIVO_AUTH_TOKEN, to sign them)",
+            file=sys.stderr,
+        )
+    if forbidden and any(n > 0 for kind, n in tally.refused.items() if kind != "phlo"):
         print(
             "callstatus simulate: the server refused signatures: run simulate with the server's "
             "PLIVO_AUTH_TOKEN (and PUBLIC_BASE_URL, or --public-url, if it has one)",

@@ -26,7 +26,13 @@ What the model assumes about them:
   a call keeps each leg's ending (`LegEnd`) and formats its records only when they are read,
   so building calls (seeding millions) pays nothing for them.
 
-Why one module of about 750 lines: it is one model (a call's legs, the Dial's race, the hangup
+A share of calls may report their Dial's outcome through a PHLO instead (`with_phlo`): their
+Dial action webhooks become the PHLO reports a PHLO's HTTP Request component would send to
+/plivo/phlo, keys spelled as a user might type them. Which calls, and how each report is spelled,
+encoded and authenticated, is drawn from a generator of its own, never the call's: a seed gives
+the same calls and webhooks with the option off as before it existed.
+
+Why one module of about 800 lines: it is one model (a call's legs, the Dial's race, the hangup
 causes and the webhooks and records each produces) whose parts share the call's random
 generator and clock; split, the order in which random numbers are drawn (which fixes what a
 seed gives) would be spread over several files. Its settings live apart, in `config.py`.
@@ -121,6 +127,17 @@ EXTRA_PARAMS: tuple[tuple[str, str | list[str]], ...] = (
 STIR = ("Verified", "Not Verified", "Not Applicable", "verified")
 # A call record's `call_state` for a leg that was never answered, by its CallStatus.
 UNANSWERED_STATES = {"busy": "BUSY", "cancel": "CANCEL", "failed": "FAILED"}
+# A PHLO report's keys (the Dial action's), as the guide spells them and as users type them.
+PHLO_KEYS = ("DialStatus", "DialRingStatus", "DialHangupCause", "DialALegUUID", "DialBLegUUID")
+PHLO_SPELLINGS: tuple[tuple[str, ...], ...] = (
+    PHLO_KEYS,
+    ("dial_status", "dial_ring_status", "dial_hangup_cause", "dial_a_leg_uuid", "dial_b_leg_uuid"),
+    ("dialstatus", "dialringstatus", "dialhangupcause", "dialaleguuid", "dialbleguuid"),
+    ("Dial_Status", "Dial_Ring_Status", "Dial_Hangup_Cause", "Dial_A_Leg_UUID", "Dial_B_Leg_UUID"),
+)
+# How a PHLO report travels: (method, encoding), and where it carries PHLO_SECRET.
+PHLO_ENCODINGS = (("POST", "json"), ("POST", "json"), ("POST", "form"), ("GET", "form"))
+PHLO_SECRET_PLACES = ("bearer", "header", "query")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +162,9 @@ class DialSpec:
 
 @dataclass(slots=True)
 class Webhook:
-    """One request Plivo makes; `body` holds Plivo's parameters (in the query string on GET)."""
+    """One request Plivo makes; `body` holds Plivo's parameters (in the query string on GET).
+    A PHLO report (kind `phlo`) may post them as JSON (`encoding`) and carries PHLO_SECRET
+    where `secret_in` says (one of PHLO_SECRET_PLACES), when the sender has one."""
 
     kind: str
     endpoint: Endpoint
@@ -153,6 +172,8 @@ class Webhook:
     at: float
     delivered_at: float = 0.0
     retry: bool = False
+    encoding: str = "form"  # or "json"
+    secret_in: str | None = None
 
     @property
     def method(self) -> str:
@@ -255,6 +276,43 @@ class Call:
     def records(self) -> list[Record]:
         """The call records Plivo's Call API lists for this call, one per leg that ended."""
         return [leg.record() for leg in self.legs]
+
+
+def with_phlo(call: Call, seed: int, share: float) -> Call:
+    """`call` as it is when a PHLO, not a Dial action URL, reports its Dial's outcome: for a
+    `share` of calls (chosen per seed and index), each Dial action webhook becomes the PHLO report
+    of the same values, sent when the action was, and its retries go (PHLO does not retry). The
+    other calls, and every call when `share` is 0, come back as they are."""
+    if share <= 0:
+        return call
+    # A generator of its own: reporting through PHLO never changes a call, and a larger share
+    # reports a superset of the calls a smaller one does.
+    rng = random.Random(f"callstatus-phlo:{seed}:{call.index}")
+    if rng.random() >= share:
+        return call
+    keys = PHLO_SPELLINGS[rng.randrange(len(PHLO_SPELLINGS))]
+    method, encoding = PHLO_ENCODINGS[rng.randrange(len(PHLO_ENCODINGS))]
+    secret_in = PHLO_SECRET_PLACES[rng.randrange(len(PHLO_SECRET_PLACES))]
+    # Some users add the caller's numbers too; anything they add is kept.
+    extra = ("From", "To") if rng.random() < 0.3 else ()
+    hooks: list[Webhook] = []
+    for hook in call.webhooks:
+        if hook.kind != "dial_action":
+            hooks.append(hook)
+        elif not hook.retry:
+            body: dict[str, str | list[str]] = {
+                key: hook.body.get(name, "") for key, name in zip(keys, PHLO_KEYS, strict=True)
+            }
+            body.update({name: hook.body[name] for name in extra if name in hook.body})
+            endpoint = Endpoint(method, PATHS["phlo"])
+            hooks.append(
+                Webhook(
+                    "phlo", endpoint, body, hook.at, hook.delivered_at, False, encoding, secret_in
+                )
+            )
+    return Call(
+        call.index, call.call_uuid, call.direction, call.started_at, hooks, call.head, call.legs
+    )
 
 
 @dataclass(slots=True)

@@ -7,17 +7,31 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from callstatus.core import rollups
 from callstatus.core.db import Database
 from callstatus.core.duplicates import DuplicateTracker
-from callstatus.core.records import Params
+from callstatus.core.records import Params, make_record
 from callstatus.core.storage import move_inbox
-from tests.factories import T0, store
+from callstatus.core.typed import phlo_typed_values, typed_values
+from callstatus.simulator.traffic import PHLO_KEYS as PLIVO_DIAL_KEYS
+from callstatus.simulator.traffic import TrafficModel, with_phlo
+from tests.factories import (
+    T0,
+    assert_rollups_equal_views,
+    call_webhooks,
+    cdr,
+    deliver,
+    split,
+    store,
+)
 
 SAMPLES = Path(__file__).parents[1] / "samples"
 SECOND = timedelta(seconds=1)
+UTC_ZONE = ZoneInfo("UTC")
 
 Event = tuple[str, Params]
 
@@ -587,3 +601,105 @@ def test_hangup_cause_groups_cover_section_3(db: Database) -> None:
         "failed",
         "rejected",
     ]
+
+
+# --- PHLO reports (migration 0009) ---------------------------------------------------------------
+
+PHLO_REPORT = {
+    "dial_status": "completed",
+    "Dial_Ring_Status": "true",
+    "dialhangupcause": "NORMAL_CLEARING",
+    "DialALegUUID": "a-phlo",
+    "DIAL_B_LEG_UUID": "b-phlo",
+}
+PHLO_ACTION = {
+    "CallUUID": "a-phlo",
+    "DialALegUUID": "a-phlo",
+    "DialStatus": "no-answer",
+    "DialRingStatus": "true",
+    "DialHangupCause": "NO_ANSWER",
+    "DialBLegUUID": "",
+}
+PHLO_DIAL_COLUMNS = f"{DIAL_COLUMNS}, call_uuid, source"
+
+
+def test_a_phlo_report_is_a_dial_read_in_any_spelling(db: Database) -> None:
+    store(db, [("phlo", PHLO_REPORT), ("phlo", {"DialALegUUID": "a-test", "note": "no status"})])
+    assert rows(db, "dials", PHLO_DIAL_COLUMNS) == [
+        ("a-phlo", "b-phlo", "completed", True, "NORMAL_CLEARING", None, "phlo")
+    ]
+    assert rows(db, "dials", "received_at") == [(T0,)]
+
+
+@pytest.mark.parametrize("phlo_first", [True, False])
+def test_a_dial_action_wins_over_a_phlo_report_of_its_a_leg(db: Database, phlo_first: bool) -> None:
+    events: list[Event] = [("phlo", PHLO_REPORT), ("dial_action", PHLO_ACTION)]
+    other = ("phlo", {**PHLO_REPORT, "DialALegUUID": "a-other"})
+    for event in [*(events if phlo_first else events[::-1]), other]:
+        store(db, [event], start=T0 + len(rows(db, "webhook_events", "event_id")) * SECOND)
+        rollups.refresh(db.cursor())
+        assert_rollups_equal_views(db)
+    assert rows(db, "dials", PHLO_DIAL_COLUMNS) == [
+        ("a-other", "b-phlo", "completed", True, "NORMAL_CLEARING", None, "phlo"),
+        ("a-phlo", None, "no-answer", True, "NO_ANSWER", "a-phlo", "webhooks"),
+    ]
+
+
+@pytest.mark.parametrize("records_first", [True, False])
+def test_a_phlo_report_outranks_a_dial_inferred_from_records(
+    db: Database, records_first: bool
+) -> None:
+    b_leg = cdr(7, T0 + 40 * SECOND, parent_call_uuid="a-phlo", answer_time=None)
+    events: list[Event] = [("cdr", b_leg), ("phlo", PHLO_REPORT)]
+    for i, event in enumerate(events if records_first else events[::-1]):
+        store(db, [event], start=T0 + i * SECOND)
+        rollups.refresh(db.cursor())
+        assert_rollups_equal_views(db)
+    assert rows(db, "dials", "a_leg_uuid, dial_status, source") == [("a-phlo", "completed", "phlo")]
+
+
+def test_views_read_webhook_events_once_with_phlo_reports(db: Database) -> None:
+    events = [*load_sample("inbound_nobody_answers"), ("phlo", PHLO_REPORT)]
+    b_leg = cdr(8, T0, parent_call_uuid="a-records")
+    store(db, [*events[:3], ("cdr", b_leg)])
+    move_inbox(db.cursor())
+    store(db, events[3:], start=T0 + 10 * SECOND)
+    plan = db.cursor().execute("EXPLAIN SELECT * FROM dials").fetchall()
+    text = "\n".join(str(part) for row in plan for part in row)
+    inbox = text.count("webhook_inbox") - text.count("webhook_inbox_typed")
+    assert max(text.count("webhook_rows"), inbox) == 1
+    assert {row[0] for row in rows(db, "dials", "source")} == {"webhooks", "phlo", "cdr"}
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_rollups_equal_views_with_phlo_reports_in_any_order(db: Database, seed: int) -> None:
+    """Half the calls report through PHLO; some others send a PHLO report beside their Dial
+    action (that A leg counts once), delivered in any order, refreshed in any split."""
+    rng = random.Random(seed)
+    model = TrafficModel(seed)
+    calls = [with_phlo(model.call(i, T0.timestamp() + 9.0 * i), seed, 0.5) for i in range(120)]
+    records = [r for call in calls for r in call_webhooks(call)]
+    actions = [r for r in records if r.kind == "dial_action"]
+    for action in rng.sample(actions, 15):
+        params = {
+            key: action.params[name] for key, name in zip(PHLO_REPORT, PLIVO_DIAL_KEYS, strict=True)
+        }
+        at = action.received_at + timedelta(seconds=rng.uniform(-5, 5))
+        records.append(make_record("phlo", "POST", params, "secret", at))
+    rng.shuffle(records)
+    tracker = DuplicateTracker()
+    for batch in split(records, 6, rng):
+        deliver(db, batch, tracker)
+        rollups.refresh(db.cursor())
+    assert_rollups_equal_views(db)
+
+    def a_legs(kind: str) -> set[object]:
+        typed = phlo_typed_values if kind == "phlo" else typed_values
+        return {typed(r.params, UTC_ZONE).get("dial_a_leg_uuid") for r in records if r.kind == kind}
+
+    sources = rows(db, "dials", "a_leg_uuid, source")
+    assert len(sources) == len(set(sources))
+    assert {a_leg for a_leg, _ in sources} == a_legs("dial_action") | a_legs("phlo")
+    phlo_only = a_legs("phlo") - a_legs("dial_action")
+    assert {a_leg for a_leg, source in sources if source == "phlo"} == phlo_only
+    assert len(phlo_only) > 20
