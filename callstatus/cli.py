@@ -61,6 +61,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         lose_calls=args.lose_calls,
         lose_hangups=args.lose_hangups,
         records_out=args.records_out,
+        phlo=args.phlo,
     )
     return run_simulate(options, _settings())
 
@@ -178,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="write every call's Plivo call records here, one JSON object a line",
+    )
+    simulate.add_argument(
+        "--phlo",
+        type=float,
+        default=0.0,
+        help="share of Dials reported through PHLO to /plivo/phlo instead of a Dial action (0-1)",
     )
     simulate.set_defaults(func=cmd_simulate)
 

@@ -14,19 +14,28 @@ from callstatus.receiver.protocol import error_bytes
 from callstatus.simulator.traffic import PATHS
 from tests.factories import app_client, rows
 
+PHLO_SECRET = "phlo-shared-secret-for-paths"
+
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_each_path_stores_its_kind_and_replies_as_the_table_says(
     tmp_path: Path, method: str
 ) -> None:
-    with app_client(tmp_path, DIAL_NUMBERS="+14155550100") as client:
+    with app_client(tmp_path, DIAL_NUMBERS="+14155550100", PHLO_SECRET=PHLO_SECRET) as client:
         replies = {}
         for webhook in plivo.WEBHOOKS:
             params = {"CallUUID": webhook.kind}
+            # PHLO reports need the shared secret (here as a query parameter, never stored).
+            path = webhook.path
+            if webhook.kind == plivo.PHLO_KIND:
+                path += f"?{plivo.PHLO_SECRET_PARAM}={PHLO_SECRET}"
             if method == "GET":
-                replies[webhook.kind] = client.get(webhook.path, params=params)
+                query = dict(params)
+                if webhook.kind == plivo.PHLO_KIND:
+                    query[plivo.PHLO_SECRET_PARAM] = PHLO_SECRET
+                replies[webhook.kind] = client.get(webhook.path, params=query)
             else:
-                replies[webhook.kind] = client.post(webhook.path, data=params)
+                replies[webhook.kind] = client.post(path, data=params)
         stored = rows("SELECT kind, call_uuid FROM webhook_events")
     assert sorted((r["kind"], r["call_uuid"]) for r in stored) == sorted(
         (kind, kind) for kind in plivo.KINDS
@@ -44,7 +53,7 @@ def test_each_path_stores_its_kind_and_replies_as_the_table_says(
 
 def test_the_simulator_sends_each_kind_to_its_path() -> None:
     assert {webhook.kind: webhook.path for webhook in plivo.WEBHOOKS} == PATHS
-    assert len(set(plivo.KINDS)) == len(plivo.WEBHOOKS) == 7
+    assert len(set(plivo.KINDS)) == len(plivo.WEBHOOKS) == 8
 
 
 def test_one_error_body_for_endpoints_and_the_protocol() -> None:
