@@ -71,6 +71,12 @@ def dashboard() -> None:
                     url_path="health",
                     icon=":material/health_and_safety:",
                 ),
+                st.Page(
+                    "screens/alerts.py",
+                    title="Alerts",
+                    url_path="alerts",
+                    icon=":material/notifications:",
+                ),
                 st.Page(sql_page, title="SQL", url_path="sql", icon=":material/database:"),
             ],
         }

@@ -23,7 +23,13 @@ import pytest
 
 from callstatus.analyst import sandbox as safe_sql
 from callstatus.cli import main as callstatus
-from callstatus.dashboard.text import WORD_JOINER
+from tests.dashboard.chromium import (
+    LOAD_MS,
+    assert_clean,
+    main_text,
+    settle,
+    visible,
+)
 from tests.factories import signed_request
 from tests.servers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, free_port, running_server
 
@@ -32,42 +38,9 @@ sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.browser
 
 ARGS = CHROMIUM_ARGS
-LOAD_MS = 60_000
-EXCEPTION = '[data-testid="stException"]'
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def settle(page: Any, timeout: float = 60) -> None:
-    """Wait until Streamlit has finished the current run (app or fragment) and nothing on the
-    page is stale."""
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    while quiet < 3:
-        assert time.monotonic() < deadline, "the dashboard never finished running"
-        state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
-        stale = page.locator('[data-stale="true"]').count()
-        quiet = quiet + 1 if state == "notRunning" and not stale else 0
-        time.sleep(0.15)
-
-
-def assert_clean(page: Any, what: str) -> None:
-    """No Streamlit exception box, no traceback text, after `what`."""
-    settle(page)
-    assert page.locator(EXCEPTION).count() == 0, (what, page.locator(EXCEPTION).all_inner_texts())
-    body = page.locator("body").inner_text()
-    for text in ("StreamlitAPIException", "Traceback (most recent call last)"):
-        assert text not in body, (what, text)
-
-
-def visible(text: str) -> str:
-    """Text as a reader sees it: without the invisible word joiners that keep URLs unlinked."""
-    return text.replace(WORD_JOINER, "")
-
-
-def main_text(page: Any) -> str:
-    return visible(str(page.locator('[data-testid="stMain"]').inner_text()))
 
 
 def sidebar_select(page: Any, label: str, option: str) -> None:
