@@ -33,6 +33,12 @@ def replace_rules(cur: duckdb.DuckDBPyConnection, config: AlertsConfig, at: date
     """Store the rules as loaded now; forget the state and due times of rules and reports the
     file no longer has (their history in alert_transitions stays)."""
     names = [rule.name for rule in config.rules]
+    cur.execute("DELETE FROM alert_channels")
+    for channel in config.channels.values():
+        cur.execute(
+            "INSERT INTO alert_channels (channel, type, loaded_at) VALUES ($name, $type, $at)",
+            {"name": channel.name, "type": channel.type, "at": at},
+        )
     cur.execute("DELETE FROM alert_rules")
     for rule in config.rules:
         window = rule.window.total_seconds() if METRICS[rule.metric].windowed else None

@@ -14,7 +14,14 @@ from callstatus.dashboard import connection
 from callstatus.dashboard.filters import Filters
 from callstatus.dashboard.queries.base import ROW_LIMIT, Result
 
-TABLES = ("alert_rules", "alert_state", "alert_transitions", "report_schedule", "alert_deliveries")
+TABLES = (
+    "alert_rules",
+    "alert_state",
+    "alert_transitions",
+    "report_schedule",
+    "alert_deliveries",
+    "alert_channels",
+)
 # Worst first: what needs attention leads the table.
 STATE_ORDER = (
     "CASE s.state WHEN 'firing' THEN 0 WHEN 'pending' THEN 1 WHEN 'no data' THEN 2 "
@@ -122,13 +129,14 @@ def undelivered(f: Filters, limit: int = ROW_LIMIT) -> Result:
 
 
 def channels() -> list[str]:
-    """The channel names known from the tables: those the loaded rules name and those messages
-    were queued for (reports' channels, once one was sent), sorted."""
+    """The channels of the loaded rules file (alert_channels), else, in a file from before that
+    table, those the rules name and those messages were queued for; sorted."""
     sql = """
     SELECT DISTINCT channel FROM (
-        SELECT unnest(channels) AS channel FROM alert_rules
+        SELECT channel FROM alert_channels
         UNION ALL
-        SELECT channel FROM alert_deliveries
+        SELECT unnest(channels) AS channel FROM alert_rules
+            WHERE NOT EXISTS (SELECT 1 FROM alert_channels)
     ) ORDER BY channel
     """
     return [str(name) for name in fresh(sql).frame["channel"]]
