@@ -15,9 +15,8 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from callstatus.alerts import outbox
-from callstatus.alerts.job import AlertJob
 from callstatus.alerts.model import AlertsConfig
 from callstatus.alerts.rules import load, require_settings
 from callstatus.core import server
@@ -29,6 +28,9 @@ from callstatus.core.snapshot import SnapshotJob, age_s
 from callstatus.receiver.intake import Intake
 from callstatus.receiver.writer import Writer
 from callstatus.reconcile.run import ReconcileJob
+
+if TYPE_CHECKING:
+    from callstatus.alerts.job import AlertJob as AlertJobType
 
 log = logging.getLogger("callstatus")
 
@@ -57,7 +59,7 @@ class Runtime:
         self.reconcile: ReconcileJob | None = None
         # Read now, so that a mistake in the rules file stops `serve` before it listens.
         self.alerts_config = load_alerts(settings)
-        self.alerts: AlertJob | None = None
+        self.alerts: AlertJobType | None = None
 
     @property
     def database(self) -> Database:
@@ -97,6 +99,10 @@ class Runtime:
         # After the handle: rules are measured by the dashboard's queries, which read the
         # installed server's database.
         if self.alerts_config is not None:
+            # Imported only with a rules file: the job reads the dashboard's queries, whose
+            # Streamlit caches warn on stderr when imported before Streamlit's runtime exists.
+            from callstatus.alerts.job import AlertJob
+
             self.alerts = AlertJob(database, self.settings, self.alerts_config)
             self.alerts.start()
         if self.address is not None:
@@ -124,6 +130,8 @@ class Runtime:
 
     def _send_test(self, channel: str) -> str:
         """The Alerts page's test button: queue a test message to `channel` and try it now."""
+        from callstatus.alerts import outbox
+
         assert self.alerts_config is not None
         return outbox.send_test(self.database.cursor(), self.alerts_config, self.settings, channel)
 
