@@ -4,8 +4,9 @@ The OpenAPI document is at /api/openapi.json and the interactive docs at /api/do
 scripts load from a CDN in the reader's browser); the document describes the webhook paths too
 (callstatus.app.openapi), though raw ASGI endpoints serve them. Everything here answers in the
 one JSON error shape, never with a redirect (one would be built from the Host header). /metrics
-and /api/ sit behind the dashboard's password; /healthz tells anyone its status and the
-operator (with the password, or when there is none) its details.
+and /api/ sit behind the dashboard's password and take the API tokens too (callstatus.app.
+password); /healthz tells anyone its status and the operator (with either, or when there is
+none) its details. The read API, /api/v1/, is callstatus.app.api_v1.
 """
 
 from __future__ import annotations
@@ -22,20 +23,23 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from callstatus.app.openapi import ERROR_REF, add_webhooks
+from callstatus.app import api_v1
+from callstatus.app.openapi import ERROR_REF, add_security, add_webhooks, use_error_shape
 from callstatus.app.password import BasicAuth, PasswordMiddleware, Verdict, too_many_failures
 from callstatus.app.reconcile_api import add_reconcile_route
 from callstatus.app.runtime import Runtime
 from callstatus.receiver import metrics
-from callstatus.receiver.errors import error_response
+from callstatus.receiver.errors import RequestRefused, error_response
 from callstatus.receiver.writer import Writer
 
 TITLE = "callstatus"
 VERSION = "0.1.0"
 DESCRIPTION = (
-    "Stores every Plivo voice webhook in DuckDB and shows a dashboard. /metrics and /api/ need "
-    "DASHBOARD_PASSWORD (HTTP Basic, any user name) when it is set."
+    "Stores every Plivo voice webhook in DuckDB and shows a dashboard. When DASHBOARD_PASSWORD "
+    "or CALLSTATUS_API_TOKENS is set, /metrics and /api/ need DASHBOARD_PASSWORD (HTTP Basic, "
+    "any user name) or, to read, `Authorization: Bearer <one of CALLSTATUS_API_TOKENS>`."
 )
+API_REFUSAL = "the API needs DASHBOARD_PASSWORD (HTTP Basic) or a token from CALLSTATUS_API_TOKENS"
 _CODES = {404: "not_found", 405: "method_not_allowed"}
 _METHOD_ORDER = ("GET", "HEAD", "POST")
 
@@ -77,7 +81,21 @@ _HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def api_auth(rt: Runtime, auth: BasicAuth | None) -> BasicAuth | None:
+    """The API's check: the dashboard's (`auth`, None without a password) plus the API tokens,
+    failures counted in the same limiter. The tokens never open the dashboard: they sit in
+    Grafana's and bots' configurations, and the dashboard's SQL page reads everything stored."""
+    tokens = rt.settings.api_tokens
+    if not tokens:
+        return auth
+    if auth is None:
+        # The local token too: `callstatus reconcile` reaches the server through /api/.
+        return BasicAuth(None, local_token=rt.local_token, api_tokens=tokens)
+    return auth.with_api_tokens(tokens)
+
+
 def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
+    auth = api_auth(rt, auth)
     api = FastAPI(
         title=TITLE,
         version=VERSION,
@@ -121,6 +139,7 @@ def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     add_reconcile_route(api, rt)
+    api.include_router(api_v1.router)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
@@ -130,15 +149,16 @@ def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
                 description=DESCRIPTION,
                 routes=[_without_head(route) for route in api.routes],
             )
-            api.openapi_schema = add_webhooks(schema)
+            api.openapi_schema = add_security(use_error_shape(add_webhooks(schema)))
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
     api.add_exception_handler(HTTPException, _http_error)
     api.add_exception_handler(RequestValidationError, _invalid_request)
+    api.add_exception_handler(RequestRefused, _refused)
     api.add_exception_handler(Exception, _internal_error)
     if auth is not None:
-        api.add_middleware(PasswordMiddleware, auth=auth)
+        api.add_middleware(PasswordMiddleware, auth=auth, refusal=API_REFUSAL)
     return api
 
 
@@ -170,7 +190,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:
-    return error_response(400, "invalid_request", str(exc))
+    assert isinstance(exc, RequestValidationError)
+    # Each failure as "where: why"; the exception's own text names our source files.
+    problems = [
+        f"{'.'.join(str(part) for part in error.get('loc', ())[1:]) or 'request'}: "
+        f"{error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    ]
+    return error_response(400, "invalid_request", "; ".join(problems) or "invalid request")
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestRefused)
+    return error_response(exc.status, exc.code, exc.message)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

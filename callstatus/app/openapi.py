@@ -121,3 +121,55 @@ def add_webhooks(schema: dict[str, Any]) -> dict[str, Any]:
         {"name": TAG, "description": "The URLs Plivo calls. GET and POST alike."}
     )
     return schema
+
+
+# The API's credentials, as the document's security schemes (callstatus.app.password).
+SECURITY_SCHEMES: dict[str, Any] = {
+    "password": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "DASHBOARD_PASSWORD, any user name.",
+    },
+    "token": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from CALLSTATUS_API_TOKENS (GET only).",
+    },
+}
+_PROTECTED = ("/api/", "/metrics")
+_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def add_security(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with the password and the API tokens on the protected paths: reads take either,
+    anything else the password."""
+    schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for path, item in schema.get("paths", {}).items():
+        if not path.startswith(_PROTECTED):
+            continue
+        for method, operation in item.items():
+            reads = method in ("get", "head")
+            operation["security"] = (
+                [{"password": []}, {"token": []}] if reads else [{"password": []}]
+            )
+    return schema
+
+
+def use_error_shape(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with FastAPI's 422 validation answers replaced by what the API sends: 400 in
+    the one error shape (callstatus.app.api, `_invalid_request`)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "A parameter is missing or malformed.",
+                        "content": {"application/json": {"schema": ERROR_REF}},
+                    },
+                )
+    schemas = schema.get("components", {}).get("schemas", {})
+    for name in _VALIDATION_SCHEMAS:
+        schemas.pop(name, None)
+    return schema

@@ -1,5 +1,6 @@
 """The dashboard's password: HTTP Basic (any user name) for the dashboard, /metrics, /api/ and
-/healthz's details, with a limit on failed logins per client address."""
+/healthz's details, with a limit on failed logins per client address; the API also takes
+Bearer tokens (CALLSTATUS_API_TOKENS), counted in the same limit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import hmac
 import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 
 from starlette.responses import Response
@@ -25,6 +26,9 @@ MAX_FAILURES = 10
 WINDOW_S = 60.0
 # Addresses tracked at once (about 200 bytes each); past it the oldest entry is dropped.
 MAX_TRACKED = 10_000
+# What an API token may do: read. POST /api/reconcile makes the server call Plivo's API.
+TOKEN_METHODS = frozenset({"GET", "HEAD"})
+DASHBOARD_REFUSAL = "the dashboard needs DASHBOARD_PASSWORD"
 
 
 class Verdict(Enum):
@@ -32,6 +36,7 @@ class Verdict(Enum):
     MISSING = "missing"  # no credentials offered
     WRONG = "wrong"
     LOCKED = "locked"  # too many failures: not even checked
+    READ_ONLY = "read_only"  # an API token, on a method that changes something
 
 
 def client_key(scope: Scope) -> str:
@@ -92,20 +97,40 @@ class LoginLimiter:
 
 
 class BasicAuth:
-    """The one password check, shared by the middleware and /healthz's details."""
+    """The one credentials check, shared by the middleware and /healthz's details: the
+    password (HTTP Basic), the local token and, on the API only, the API tokens (Bearer)."""
 
     def __init__(
         self,
-        password: str,
+        password: str | None,
         limiter: LoginLimiter | None = None,
         *,
         local_token: str | None = None,
+        api_tokens: Iterable[str] = (),
     ) -> None:
-        self.password = password.encode()
+        self.password = password.encode() if password else None
         self.limiter = limiter or LoginLimiter()
         # `Authorization: Bearer <token>` from the server's file (callstatus.app.runtime), for
         # commands run on this machine by the user who started the server.
         self.local_token = local_token.encode() if local_token else None
+        self.api_tokens = tuple(token.encode() for token in api_tokens if token)
+
+    def with_api_tokens(self, tokens: Iterable[str]) -> BasicAuth:
+        """The same check, failures counted in the same limiter, that also accepts these
+        Bearer tokens: for the API only, never the dashboard."""
+        password = self.password.decode() if self.password else None
+        local = self.local_token.decode() if self.local_token else None
+        return BasicAuth(password, self.limiter, local_token=local, api_tokens=tokens)
+
+    def challenges(self) -> list[str]:
+        """The WWW-Authenticate values a refusal offers: Basic when there is a password (a
+        browser then asks for it), Bearer when API tokens are accepted."""
+        offered = []
+        if self.password is not None:
+            offered.append('Basic realm="callstatus", charset="UTF-8"')
+        if self.api_tokens:
+            offered.append('Bearer realm="callstatus"')
+        return offered
 
     def check(self, scope: Scope) -> tuple[Verdict, int]:
         """The verdict on a request's credentials, and the Retry-After seconds when LOCKED."""
@@ -122,6 +147,10 @@ class BasicAuth:
             return Verdict.LOCKED, retry_after
         if self._matches(header):
             return Verdict.OK, 0
+        if self._is_api_token(header):
+            if scope.get("method", "GET") in TOKEN_METHODS:
+                return Verdict.OK, 0
+            return Verdict.READ_ONLY, 0  # the right token: not a failed login
         self.limiter.fail(key)
         return Verdict.WRONG, 0
 
@@ -129,13 +158,25 @@ class BasicAuth:
         scheme, _, encoded = header.partition(b" ")
         if scheme.lower() == b"bearer" and self.local_token is not None:
             return hmac.compare_digest(encoded.strip(), self.local_token)
-        if scheme.lower() != b"basic":
+        if scheme.lower() != b"basic" or self.password is None:
             return False
         try:
             _, _, given = base64.b64decode(encoded.strip(), validate=True).partition(b":")
         except ValueError:
             return False
         return hmac.compare_digest(given, self.password)
+
+    def _is_api_token(self, header: bytes) -> bool:
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        given = given.strip()
+        # Every token compared, in constant time each: the time taken says nothing of which
+        # token came close.
+        found = False
+        for token in self.api_tokens:
+            found |= hmac.compare_digest(given, token)
+        return found
 
 
 def too_many_failures(retry_after: int) -> Response:
@@ -150,12 +191,13 @@ def too_many_failures(retry_after: int) -> Response:
 
 
 class PasswordMiddleware:
-    """The password in front of everything but the open paths; failed logins limited per
-    client address."""
+    """The password (and for the API its tokens) in front of everything but the open paths;
+    failed logins limited per client address."""
 
-    def __init__(self, app: ASGIApp, auth: BasicAuth) -> None:
+    def __init__(self, app: ASGIApp, auth: BasicAuth, refusal: str = DASHBOARD_REFUSAL) -> None:
         self.app = app
         self.auth = auth
+        self.refusal = refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"].startswith(OPEN_PREFIXES):
@@ -171,6 +213,11 @@ class PasswordMiddleware:
         if verdict is Verdict.LOCKED:
             await too_many_failures(retry_after)(scope, receive, send)
             return
-        response = error_response(401, "unauthorized", "the dashboard needs DASHBOARD_PASSWORD")
-        response.headers["www-authenticate"] = 'Basic realm="callstatus", charset="UTF-8"'
+        if verdict is Verdict.READ_ONLY:
+            message = f"API tokens only read ({', '.join(sorted(TOKEN_METHODS))}); use the password"
+            await error_response(403, "read_only_token", message)(scope, receive, send)
+            return
+        response = error_response(401, "unauthorized", self.refusal)
+        for challenge in self.auth.challenges():
+            response.headers.append("www-authenticate", challenge)
         await response(scope, receive, send)

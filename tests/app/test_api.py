@@ -7,6 +7,7 @@ import base64
 from pathlib import Path
 
 import pytest
+from openapi_spec_validator import validate
 from starlette.testclient import TestClient
 from streamlit.runtime import Runtime
 
@@ -54,6 +55,30 @@ def test_the_openapi_document_describes_the_seven_webhooks_and_healthz(tmp_path:
     assert set(health) == {"get"}
     assert {"200", "503"} <= set(health["get"]["responses"])
     assert document["components"]["schemas"]["Error"]["required"] == ["error"]
+
+
+def test_the_openapi_document_is_valid_openapi_with_its_security_and_error_shape(
+    tmp_path: Path,
+) -> None:
+    settings = {"DASHBOARD_PASSWORD": PASSWORD, "CALLSTATUS_API_TOKENS": "a-token-0123456789"}
+    with app_client(tmp_path, **settings) as client:
+        document = client.get("/api/openapi.json", headers=_basic(PASSWORD)).json()
+    validate(document)  # raises on any departure from the OpenAPI 3.1 schema
+    assert set(document["components"]["securitySchemes"]) == {"password", "token"}
+    operations = [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+    for path, method, operation in operations:
+        # Bad parameters are answered 400 in the one error shape, never FastAPI's 422.
+        assert "422" not in operation["responses"], (path, method)
+        protected = path.startswith(("/api/", "/metrics"))
+        assert ("security" in operation) is protected, (path, method)
+    assert document["paths"]["/api/reconcile"]["post"]["security"] == [{"password": []}]
+    assert document["paths"]["/api/reconcile"]["post"]["responses"]["400"]["content"] == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+    }
 
 
 def test_the_docs_page_is_html_pointing_at_the_document(tmp_path: Path) -> None:

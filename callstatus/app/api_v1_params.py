@@ -1,0 +1,213 @@
+"""/api/v1/'s parameters: the range and slices as the dashboard's Filters, the calls' cursor,
+and query results turned into plain values."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+from fastapi import Query
+
+from callstatus.dashboard.filters import Filters, ceil_minute
+from callstatus.receiver.errors import RequestRefused
+
+DEFAULT_SPAN = timedelta(days=7)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Start = Annotated[
+    datetime | None,
+    Query(
+        description="First instant of the range, ISO 8601 (UTC when it has no offset). "
+        "Default: 7 days before `end`."
+    ),
+]
+End = Annotated[
+    datetime | None,
+    Query(description="End of the range, excluded, ISO 8601. Default: now, to the minute."),
+]
+Direction = Annotated[
+    Literal["inbound", "outbound"] | None,
+    Query(description="Only calls of this direction (default: both)."),
+]
+Numbers = Annotated[
+    list[str] | None,
+    Query(
+        description="Only calls to (inbound) or from (outbound) these numbers of ours: repeat "
+        "the parameter or separate numbers with commas."
+    ),
+]
+Destinations = Annotated[
+    list[str] | None,
+    Query(description="Only calls that dialled these B numbers: repeated or comma-separated."),
+]
+Zone = Annotated[
+    str,
+    Query(max_length=64, description="IANA time zone of the buckets (series)."),
+]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def listed(values: list[str] | None) -> tuple[str, ...]:
+    """Repeated values, each of them possibly comma-separated (as Grafana joins a variable)."""
+    parts = (part.strip() for value in values or () for part in value.split(","))
+    return tuple(part for part in parts if part)
+
+
+def check_zone(tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise RequestRefused(400, "invalid_tz", f"not an IANA time zone: {tz!r}") from exc
+    return tz
+
+
+def resolve(
+    start: datetime | None, end: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The UTC [start, end) asked for; the last 7 days when neither is given."""
+    last = _utc(end) if end is not None else ceil_minute(now)
+    first = _utc(start) if start is not None else last - DEFAULT_SPAN
+    if first >= last:
+        raise RequestRefused(400, "invalid_range", "start must be before end")
+    return first, last
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The range and slices asked for, as the dashboard's Filters, and the times as given."""
+
+    filters: Filters
+    start: datetime | None
+    end: datetime | None
+
+
+def asked(
+    start: Start = None,
+    end: End = None,
+    direction: Direction = None,
+    number: Numbers = None,
+    destination: Destinations = None,
+    tz: Zone = "UTC",
+) -> Asked:
+    """The query's range and slices, as the dashboard's sidebar would set them."""
+    first, last = resolve(start, end, datetime.now(UTC))
+    f = Filters(
+        start=first,
+        end=last,
+        direction=direction,
+        numbers=listed(number),
+        destinations=listed(destination),
+        tz=check_zone(tz),
+    )
+    return Asked(f, start, end)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of calls ends: the last call's (started_at, call_uuid), and the query it
+    belongs to (its range, and a digest of its other parameters)."""
+
+    started_us: int
+    call_uuid: str
+    start_us: int
+    end_us: int
+    query: str
+
+    @property
+    def started_at(self) -> datetime:
+        return _from_us(self.started_us)
+
+    def encode(self) -> str:
+        body = json.dumps(
+            [self.started_us, self.call_uuid, self.start_us, self.end_us, self.query],
+            separators=(",", ":"),
+        )
+        return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            started, uuid, first, last, query = json.loads(raw)
+            if not all(isinstance(n, int) for n in (started, first, last)):
+                raise ValueError("not a position")
+            for us in (started, first, last):
+                _from_us(us)  # a time at all (OverflowError past year 9999)
+            return cls(started, str(uuid), first, last, str(query))
+        except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
+            raise RequestRefused(
+                400, "invalid_cursor", "not a cursor this API gave out: start again without one"
+            ) from exc
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (DuckDB keeps microseconds)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def query_digest(f: Filters, outcomes: tuple[str, ...]) -> str:
+    """A short digest of the slices, so a cursor is not used with other ones."""
+    parts = [f.direction or "", *f.numbers, "|", *f.destinations, "|", *outcomes]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def paged_range(a: Asked, cursor: Cursor, query: str) -> Filters:
+    """The first page's range, which a cursor carries: the next pages read the same calls
+    even when the range was relative ("the last 7 days") and time went on."""
+    given = [(a.start, cursor.start_us), (a.end, cursor.end_us)]
+    if cursor.query != query or any(v is not None and to_us(_utc(v)) != us for v, us in given):
+        raise RequestRefused(
+            400,
+            "cursor_mismatch",
+            "the cursor belongs to a query with other parameters: pass the same ones, or none",
+        )
+    return replace(a.filters, start=_from_us(cursor.start_us), end=_from_us(cursor.end_us))
+
+
+def plain(value: Any) -> Any:
+    """A query result's value as JSON-ready Python: NaN and NaT are null, numpy numbers and
+    pandas timestamps their Python kind."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A result's rows as dicts of plain values."""
+    columns = list(frame.columns)
+    return [
+        {name: plain(value) for name, value in zip(columns, row, strict=True)}
+        for row in frame.itertuples(index=False, name=None)
+    ]
+
+
+def local(value: datetime, tz: str) -> datetime:
+    """A wall-clock time the dashboard's SQL gave in zone `tz` (no offset), with its offset."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=ZoneInfo(tz))
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """A time the dashboard's SQL gave in UTC wall-clock time (tz 'UTC'), marked as UTC."""
+    return local(value, "UTC") if value is not None else None
