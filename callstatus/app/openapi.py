@@ -67,6 +67,37 @@ def _signature_headers() -> list[dict[str, Any]]:
     ]
 
 
+# PHLO reports: a shared secret (any one of three places) or a V3 signature, JSON or a form.
+_PHLO_SECRET_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "Authorization",
+        "in": "header",
+        "required": False,
+        "description": "`Bearer <PHLO_SECRET>`",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": plivo.PHLO_SECRET_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "PHLO_SECRET",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": plivo.PHLO_SECRET_PARAM,
+        "in": "query",
+        "required": False,
+        "description": "PHLO_SECRET (dropped before anything is stored)",
+        "schema": {"type": "string"},
+    },
+]
+_PHLO_REFUSALS = {
+    "403": "Neither PHLO_SECRET (as a Bearer token, X-Callstatus-Secret or the secret query "
+    "parameter) nor a valid V3 signature (the request is kept in rejected_webhooks).",
+    "415": "A body that is neither application/json nor application/x-www-form-urlencoded.",
+}
+
+
 def _operation(webhook: plivo.Webhook, method: str) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": _REPLIES[webhook.reply]}
     for status, text in _REFUSALS.items():
@@ -102,11 +133,33 @@ def _operation(webhook: plivo.Webhook, method: str) -> dict[str, Any]:
                 }
             },
         }
+    if webhook.kind == plivo.PHLO_KIND:
+        _as_phlo(operation, webhook)
     return operation
 
 
+def _as_phlo(operation: dict[str, Any], webhook: plivo.Webhook) -> None:
+    """A PHLO report: the shared secret's three places, a JSON body too, its refusals."""
+    operation["parameters"] = _PHLO_SECRET_PARAMETERS + operation["parameters"]
+    operation["description"] += (
+        " Keys in any spelling (DialStatus, dial_status, dialstatus); values kept as sent."
+    )
+    for status, text in _PHLO_REFUSALS.items():
+        operation["responses"][status]["description"] = text
+    body = operation.get("requestBody")
+    if body is not None:
+        body["content"]["application/json"] = {
+            "schema": {
+                "type": "object",
+                "properties": {name: {"type": "string"} for name in webhook.parameters},
+                "additionalProperties": True,
+            }
+        }
+
+
 def webhook_paths() -> dict[str, Any]:
-    """Path items of the seven webhooks: GET (parameters in the query) and POST (a form)."""
+    """Path items of the webhook paths: GET (parameters in the query) and POST (a form; PHLO
+    reports JSON too)."""
     return {
         webhook.path: {method: _operation(webhook, method) for method in ("post", "get")}
         for webhook in plivo.WEBHOOKS
