@@ -1,5 +1,5 @@
-"""/api/v1/'s parameters: the range and slices as the dashboard's Filters, the calls' cursor,
-and query results turned into plain values."""
+"""/api/v1/'s parameters: the range and slices as the dashboard's Filters, and the calls'
+cursor."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import base64
 import binascii
 import hashlib
 import json
-import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import pandas as pd
 from fastapi import Query
 
 from callstatus.dashboard.filters import Filters, ceil_minute
@@ -178,36 +176,3 @@ def paged_range(a: Asked, cursor: Cursor, query: str) -> Filters:
             "the cursor belongs to a query with other parameters: pass the same ones, or none",
         )
     return replace(a.filters, start=_from_us(cursor.start_us), end=_from_us(cursor.end_us))
-
-
-def plain(value: Any) -> Any:
-    """A query result's value as JSON-ready Python: NaN and NaT are null, numpy numbers and
-    pandas timestamps their Python kind."""
-    if value is None or value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    if hasattr(value, "item"):  # numpy scalars
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A result's rows as dicts of plain values."""
-    columns = list(frame.columns)
-    return [
-        {name: plain(value) for name, value in zip(columns, row, strict=True)}
-        for row in frame.itertuples(index=False, name=None)
-    ]
-
-
-def local(value: datetime, tz: str) -> datetime:
-    """A wall-clock time the dashboard's SQL gave in zone `tz` (no offset), with its offset."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=ZoneInfo(tz))
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """A time the dashboard's SQL gave in UTC wall-clock time (tz 'UTC'), marked as UTC."""
-    return local(value, "UTC") if value is not None else None
