@@ -145,6 +145,9 @@ def last_rowid(cur: duckdb.DuckDBPyConnection) -> int:
 
 def is_current(cur: duckdb.DuckDBPyConnection) -> bool:
     """True when the rollups hold every stored webhook (they then equal the views)."""
+    # One read transaction: read one by one, an inbox move landing between the reads of the
+    # watermark, the newest row and the inbox would make stale rollups look current.
+    cur.execute("BEGIN")
     try:
         mark = watermark(cur)
         if mark is None or mark != last_rowid(cur):
@@ -153,6 +156,8 @@ def is_current(cur: duckdb.DuckDBPyConnection) -> bool:
     except duckdb.CatalogException:
         # A file from before a migration, opened read-only (no rollup_state, no webhook_rows).
         return False
+    finally:
+        cur.execute("ROLLBACK")  # nothing was written; also ends a transaction a failure aborted
     return bool(row[0] == 0)
 
 
