@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,8 +47,7 @@ class Window:
     end: datetime
 
     def chunks(self, chunk: timedelta) -> int:
-        span = (self.end - self.start) / chunk
-        return max(1, int(span) + (span % 1 > 0))
+        return max(1, math.ceil((self.end - self.start) / chunk))
 
 
 def window_for(
@@ -91,7 +91,6 @@ class Summary:
     legs_added: int = 0
     status: str = "running"
     error: str | None = None
-    clamped: bool = field(default=False, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -150,7 +149,6 @@ def reconcile(
         _now(),
         window.start,
         window.end,
-        clamped=window.start < api.earliest(),
     )
     _record(cur, summary)
     total = window.chunks(api.chunk)
