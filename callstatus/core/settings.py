@@ -6,15 +6,19 @@ import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import SplitResult, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Beyond loopback the dashboard's password is all that guards callers' numbers; failed logins
 # are limited to 10 a minute per address, so 12 random characters outlast any guessing.
 MIN_PASSWORD_LENGTH = 12
+# CALLSTATUS_NUMBER_KEY keys the HMAC of masked numbers: a short key could be found by trying
+# every key against one known number, and then every pseudonym could be reversed by enumeration.
+MIN_NUMBER_KEY_LENGTH = 16
 
 
 class SettingsError(ValueError):
@@ -81,6 +85,21 @@ class Settings(BaseSettings):
         default=300.0, alias="CALLSTATUS_RECONCILE_GRACE", ge=0, le=86400
     )
 
+    # Clustered mode (docs/deploy.md): webhooks stored in PostgreSQL by any number of
+    # `serve --role receiver` processes; `--role dashboard` keeps CALLSTATUS_DB as a replica.
+    postgres_url: str | None = Field(default=None, alias="CALLSTATUS_POSTGRES_URL")
+    # Personal data (docs/privacy.md): numbers in clear or as keyed pseudonyms, and retention.
+    numbers: Literal["clear", "masked"] = Field(default="clear", alias="CALLSTATUS_NUMBERS")
+    number_key: str | None = Field(default=None, alias="CALLSTATUS_NUMBER_KEY", repr=False)
+    own_numbers_raw: str | None = Field(default=None, alias="CALLSTATUS_OWN_NUMBERS")
+    retention_days: int | None = Field(
+        default=None, alias="CALLSTATUS_RETENTION_DAYS", ge=1, le=36500
+    )
+    aggregate_retention_days: int | None = Field(
+        default=None, alias="CALLSTATUS_AGGREGATE_RETENTION_DAYS", ge=1, le=36500
+    )
+    archive_dir: Path | None = Field(default=None, alias="CALLSTATUS_ARCHIVE_DIR")
+
     @field_validator("public_base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
@@ -138,6 +157,60 @@ class Settings(BaseSettings):
             ) from exc
         return value
 
+    @field_validator("postgres_url")
+    @classmethod
+    def _check_postgres_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("postgresql", "postgres") or not (
+            parts.hostname or "host=" in parts.query
+        ):
+            # The URL may hold a password: name the shape, never echo the value.
+            raise ValueError(
+                "CALLSTATUS_POSTGRES_URL must be a postgresql:// URL such as "
+                "postgresql://callstatus:PASSWORD@db.example.com:5432/callstatus"
+            )
+        return value.strip()
+
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _lower_numbers(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("archive_dir", mode="before")
+    @classmethod
+    def _empty_dir_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("retention_days", "aggregate_retention_days", mode="before")
+    @classmethod
+    def _empty_days_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_personal_data(self) -> Settings:
+        if self.numbers == "masked":
+            key = (self.number_key or "").strip()
+            if len(key) < MIN_NUMBER_KEY_LENGTH:
+                raise ValueError(
+                    "CALLSTATUS_NUMBERS=masked needs CALLSTATUS_NUMBER_KEY of at least "
+                    f"{MIN_NUMBER_KEY_LENGTH} characters (keep it secret and never change it: "
+                    "pseudonyms of the same number must stay equal), for example the output of "
+                    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
+        if (
+            self.retention_days is not None
+            and self.aggregate_retention_days is not None
+            and self.aggregate_retention_days < self.retention_days
+        ):
+            raise ValueError(
+                "CALLSTATUS_AGGREGATE_RETENTION_DAYS must be at least CALLSTATUS_RETENTION_DAYS "
+                f"({self.aggregate_retention_days} < {self.retention_days}): the aggregates are "
+                "what long ranges are drawn from once raw rows are gone"
+            )
+        return self
+
     @field_validator(
         "plivo_auth_token",
         "dashboard_password",
@@ -174,6 +247,23 @@ class Settings(BaseSettings):
     @property
     def dial_numbers(self) -> list[str]:
         return _split_csv(self.dial_numbers_raw)
+
+    @property
+    def own_numbers(self) -> list[str]:
+        """Numbers that stay in clear when numbers are masked: ours, not callers'."""
+        ours = [*self.dial_numbers, *_split_csv(self.own_numbers_raw)]
+        if self.dial_caller_id:
+            ours.append(self.dial_caller_id)
+        return ours
+
+    @property
+    def masked(self) -> bool:
+        return self.numbers == "masked"
+
+    @property
+    def clustered(self) -> bool:
+        """Whether webhooks are stored in PostgreSQL (CALLSTATUS_POSTGRES_URL is set)."""
+        return self.postgres_url is not None
 
     @property
     def development_mode(self) -> bool:
