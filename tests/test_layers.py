@@ -17,7 +17,7 @@ LAYERS = {
     "receiver": 1,
     "analyst": 1,
     "reconcile": 1,
-    "cluster": 1,
+    "cluster": 2,
     "simulator": 2,
     "dashboard": 2,
     "alerts": 3,
