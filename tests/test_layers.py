@@ -17,6 +17,7 @@ LAYERS = {
     "receiver": 1,
     "analyst": 1,
     "reconcile": 1,
+    "privacy": 1,
     "cluster": 2,
     "simulator": 2,
     "dashboard": 2,

@@ -1,0 +1,1 @@
+"""Personal data: retention of raw rows, their Parquet archive, and erasure of one number."""
