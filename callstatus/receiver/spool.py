@@ -120,6 +120,26 @@ class Spool:
         in one transaction, skipping any already stored; return how many lines were read (0 when
         the spool is empty). `committed` runs after the commit and before any file is removed
         or marked done: if it raises, the spool stays as it was."""
+
+        def store(records: Sequence[EventRecord]) -> None:
+            cur.execute("BEGIN")
+            try:
+                insert_events(cur, records, plivo_timezone, skip_existing=True)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+        return self.replay_with(store, limit, committed)
+
+    def replay_with(
+        self,
+        store: Callable[[Sequence[EventRecord]], None],
+        limit: int,
+        committed: Callable[[], None] | None = None,
+    ) -> int:
+        """`replay_some` into any store: `store` must make the records durable (skipping those
+        already stored) before it returns, or raise, in which case the spool stays as it was."""
         records: list[EventRecord] = []
         finished: list[Path] = []
         progress: dict[str, tuple[int, int]] = {}
@@ -148,13 +168,7 @@ class Spool:
                 progress[path.name] = (offset, lines)
         if not records and not finished:
             return 0
-        cur.execute("BEGIN")
-        try:
-            insert_events(cur, records, plivo_timezone, skip_existing=True)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        store(records)
         if committed is not None:
             committed()
         with self._lock:
