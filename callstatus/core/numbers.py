@@ -7,6 +7,7 @@ import hmac
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus, unquote_plus
 
 import phonenumbers
 
@@ -264,3 +265,22 @@ def _holds_number(name: str) -> bool:
 def mask_text(masker: NumberMasker | None, text: str) -> str:
     """Text bound for a log line with every number in it masked (unchanged in clear mode)."""
     return text if masker is None else _IN_TEXT.sub(masker._in_text, text)
+
+
+def mask_url(masker: NumberMasker | None, url: str) -> str:
+    """A URL with the numbers of its query string masked, each parameter as `mask_params` masks
+    it (GET webhooks carry everything there); the rest of the URL is kept as it was sent."""
+    if masker is None or "?" not in url:
+        return url
+    base, _, query = url.partition("?")
+    parts = []
+    for part in query.split("&"):
+        key, sep, value = part.partition("=")
+        try:
+            name, text = unquote_plus(key, errors="strict"), unquote_plus(value, errors="strict")
+        except UnicodeDecodeError:
+            parts.append(mask_text(masker, part))
+            continue
+        masked = str(masker._value(name, text))
+        parts.append(part if masked == text else f"{key}{sep}{quote_plus(masked)}")
+    return f"{base}?{'&'.join(parts)}"

@@ -8,6 +8,8 @@ moment it stops, `writer` is None and the endpoints answer 503 `starting`.
 from __future__ import annotations
 
 from callstatus.core.db import Database
+from callstatus.core.numbers import NumberMasker
+from callstatus.core.records import Params
 from callstatus.core.settings import Settings
 from callstatus.receiver import rejected
 from callstatus.receiver.rejected import RejectionBudget
@@ -21,6 +23,12 @@ class Intake:
         self.spool = Spool(settings.spool_dir)
         self.rejections = RejectionBudget(limit=rejected.ROWS_PER_HOUR)
         self.writer: Writer | None = None
+        # Masked mode (CALLSTATUS_NUMBERS=masked): numbers are masked before anything is written.
+        self.masker = NumberMasker.from_settings(settings)
+
+    def mask(self, kind: str, params: Params) -> Params:
+        """A webhook's parameters as stored: numbers masked in masked mode, else unchanged."""
+        return params if self.masker is None else self.masker.mask_params(kind, params)
 
     def start(self, database: Database) -> Writer:
         """Start the writer (it replays the spool first) and take webhooks."""

@@ -16,6 +16,7 @@ from typing import cast
 from starlette.types import Receive, Scope, Send
 
 from callstatus.core import plivo
+from callstatus.core.numbers import mask_url
 from callstatus.core.records import EventRecord, Params, make_record
 from callstatus.core.settings import Settings
 from callstatus.receiver import metrics, phlo, signatures
@@ -136,6 +137,8 @@ class WebhookEndpoint:
                 self._reject(writer, request, exc.reason, url, params, received_at)
                 raise RequestRefused(403, exc.reason, str(exc)) from None
             signature = "valid"
+        # After the signature check (it needs the numbers as sent), before anything is written.
+        params = self.intake.mask(self.kind, params)
         record = make_record(self.kind, request.method, params, signature, received_at)
         await self._store(writer, record)
         return self.reply(settings, request.base_url(settings))
@@ -161,6 +164,9 @@ class WebhookEndpoint:
         if not self.intake.rejections.take():
             metrics.REJECTIONS_NOT_STORED.inc()
             return
+        # A refused request's numbers are masked like a stored webhook's, its URL's query too.
+        params = self.intake.mask(self.kind, params)
+        url = mask_url(self.intake.masker, url)
         writer.store_rejected(
             refusal(reason, request.method, request.path, url, request.headers, params, received_at)
         )
@@ -205,6 +211,7 @@ class PhloEndpoint(WebhookEndpoint):
             kept = phlo.without_secret(url)
             self._reject(writer, request, exc.reason, kept, params, received_at)
             raise RequestRefused(403, exc.reason, exc.message) from None
+        params = self.intake.mask(self.kind, params)
         record = make_record(self.kind, request.method, params, signature, received_at)
         await self._store(writer, record)
         return self.reply(settings, request.base_url(settings))

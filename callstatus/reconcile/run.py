@@ -17,6 +17,7 @@ import duckdb
 
 from callstatus.core.db import Database
 from callstatus.core.jobs import PeriodicJob
+from callstatus.core.numbers import NumberMasker
 from callstatus.core.settings import Settings
 from callstatus.reconcile.client import CallApi, CallApiError
 from callstatus.reconcile.store import Effect, effect, insert, select_new, stored_uuids
@@ -155,9 +156,10 @@ def reconcile(
     known = stored_uuids(cur, window.start - timedelta(days=1))
     new: list[Mapping[str, Any]] = []
     pending: list[Mapping[str, Any]] = []
+    masker = NumberMasker.from_settings(settings)
 
     def flush() -> None:
-        insert(cur, pending, settings.plivo_timezone, _now())
+        insert(cur, pending, settings.plivo_timezone, _now(), masker)
         # Only what classifying them needs: a history import reads millions of fields.
         new.extend(
             {"call_uuid": r["call_uuid"], "parent_call_uuid": r.get("parent_call_uuid")}

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import duckdb
 
+from callstatus.core.numbers import NumberMasker
 from callstatus.core.records import EventRecord, Params, make_record
 from callstatus.core.storage import insert_events
 from callstatus.core.typed import CDR_KIND
@@ -17,10 +18,16 @@ SIGNATURE = "api"
 METHOD = "GET"
 
 
-def as_event(record: Mapping[str, Any], fetched_at: datetime) -> EventRecord:
+def as_event(
+    record: Mapping[str, Any], fetched_at: datetime, masker: NumberMasker | None = None
+) -> EventRecord:
     """One record as a row: its fields verbatim (numbers and nulls stay JSON numbers and nulls),
-    typed by `callstatus.core.typed.cdr_typed_values` when stored."""
-    return make_record(CDR_KIND, METHOD, cast(Params, dict(record)), SIGNATURE, fetched_at)
+    typed by `callstatus.core.typed.cdr_typed_values` when stored; in masked mode its numbers
+    (from_number, to_number, …) masked as the webhooks' are."""
+    params = cast(Params, dict(record))
+    if masker is not None:
+        params = masker.mask_params(CDR_KIND, params)
+    return make_record(CDR_KIND, METHOD, params, SIGNATURE, fetched_at)
 
 
 def stored_uuids(cur: duckdb.DuckDBPyConnection, since: datetime) -> set[str]:
@@ -51,10 +58,12 @@ def insert(
     records: Sequence[Mapping[str, Any]],
     plivo_timezone: str,
     fetched_at: datetime,
+    masker: NumberMasker | None = None,
 ) -> None:
     """Store records (one commit: a commit costs milliseconds, so callers batch pages)."""
     if records:
-        insert_events(cur, [as_event(r, fetched_at) for r in records], plivo_timezone)
+        events = [as_event(r, fetched_at, masker) for r in records]
+        insert_events(cur, events, plivo_timezone)
 
 
 @dataclass
