@@ -1,0 +1,380 @@
+"""A receiver's writer into the shared PostgreSQL store: group commit, the 200 only after the
+commit, an fsynced local spool while PostgreSQL cannot take writes, replayed when it can.
+
+The same interface as callstatus.receiver.writer.Writer (the endpoints await `store`): a thread
+takes whatever is waiting and writes it in one transaction (callstatus.cluster.inbox), then
+settles every waiting request at once. When PostgreSQL is unreachable or a commit fails, the
+batch goes to the spool and is acknowledged; the connection is opened again with backoff (a
+batch meanwhile goes straight to the spool instead of waiting for a connect timeout), and the
+spool is replayed REPLAY_ROWS webhooks at a time between batches of new ones. A replayed
+webhook already in PostgreSQL (its commit succeeded though its reply was lost) is skipped by
+event_id, before its fingerprint is counted again. Between batches the writer also upserts the
+receiver's heartbeat (callstatus.cluster.heartbeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import psycopg
+from prometheus_client import Gauge
+
+from callstatus.cluster import inbox
+from callstatus.cluster.heartbeat import HEARTBEAT_S, Heartbeat, beat
+from callstatus.cluster.pg import connect, migrate
+from callstatus.core.duplicates import MAX_STORED_DELIVERIES, REPEAT_WINDOW_S
+from callstatus.core.records import EventRecord
+from callstatus.receiver import metrics
+from callstatus.receiver.rejected import RejectedRecord
+from callstatus.receiver.spool import Spool
+from callstatus.receiver.writer import MAX_BATCH, REPLAY_ROWS, WriteFailed
+
+log = logging.getLogger("callstatus.cluster.writer")
+
+# Between turns of an idle writer: the heartbeat and reconnection are checked this often.
+HOUSEKEEPING_S = 0.5
+# Reconnection backoff: the first retry after RECONNECT_MIN_S, doubling up to RECONNECT_MAX_S.
+RECONNECT_MIN_S = 0.25
+RECONNECT_MAX_S = 5.0
+# A statement that hangs (a server that stopped answering) fails the batch into the spool.
+STATEMENT_TIMEOUT_MS = 10_000
+
+POSTGRES_UP = Gauge(
+    "callstatus_postgres_up",
+    "1 while the receiver's connection to the shared PostgreSQL store takes writes, else 0",
+    registry=metrics.REGISTRY,
+)
+
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
+_Item = tuple[EventRecord | RejectedRecord, _Waiter | None]
+_STOP = object()
+
+
+class PgWriter:
+    def __init__(
+        self,
+        url: str,
+        spool: Spool,
+        plivo_timezone: str,
+        receiver: str,
+        *,
+        max_stored: int = MAX_STORED_DELIVERIES,
+        window_s: float = REPEAT_WINDOW_S,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.url = url
+        self.spool = spool
+        self.zone = ZoneInfo(plivo_timezone)
+        self.receiver = receiver
+        self.max_stored = max_stored
+        self.window_s = window_s
+        self.heartbeat_s = heartbeat_s
+        self.started_at = datetime.now(UTC)
+        self.last_event_at: datetime | None = None
+        # Why PostgreSQL does not take writes now (None while it does).
+        self.last_error: str | None = "not connected yet"
+        # Webhooks this process stored in PostgreSQL (repeats only counted are not).
+        self.stored = 0
+        self._con: inbox.Connection | None = None
+        self._migrated = False
+        self._connect_at = 0.0
+        self._backoff = RECONNECT_MIN_S
+        self._spool_depth = 0
+        self._spool_pending = False
+        self._replay_at = 0.0
+        self._beat_at = 0.0
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="callstatus-pg-writer", daemon=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the connection (or go on without: webhooks are spooled until it opens) and
+        start the thread."""
+        self.spool.clean_partials()
+        self._spool_depth = self.spool.depth()
+        self._spool_pending = self._spool_depth > 0
+        metrics.SPOOL_DEPTH.set(self._spool_depth)
+        self._connect()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Drain what is queued, send a last heartbeat, close the connection."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        if self._con is not None:
+            self._beat()
+        self._disconnect(None)
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def spool_depth(self) -> int:
+        """Webhooks in this receiver's spool, waiting for PostgreSQL."""
+        return self._spool_depth
+
+    @property
+    def postgres_ok(self) -> bool:
+        return self._con is not None and self.last_error is None
+
+    # -- request side -------------------------------------------------------------------------
+    async def store(self, record: EventRecord) -> str:
+        """Return 'stored' or 'spooled' once the record (or, for a repeat counted instead of
+        stored, an identical delivery) is durable; raise WriteFailed if not."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._queue.put((record, (loop, future)))
+        return await future
+
+    def store_rejected(self, record: RejectedRecord) -> None:
+        """Best effort: a refused request is recorded without making anyone wait (and dropped
+        while PostgreSQL is unreachable)."""
+        self._queue.put((record, None))
+
+    # -- writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                if self._replay_due():
+                    first = self._queue.get_nowait()
+                else:
+                    first = self._queue.get(timeout=HOUSEKEEPING_S)
+            except queue.Empty:
+                first = None
+            if first is _STOP:
+                break
+            if first is not None:
+                batch: list[_Item] = [first]  # type: ignore[list-item]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch.append(item)  # type: ignore[arg-type]
+                metrics.QUEUE_DEPTH.set(self._queue.qsize())
+                self._write(batch)
+            self._housekeeping()
+            if not stopping and self._replay_due():
+                self._replay_step()
+
+    def _write(self, batch: Sequence[_Item]) -> None:
+        events = [record for record, _ in batch if isinstance(record, EventRecord)]
+        rejected = [record for record, _ in batch if isinstance(record, RejectedRecord)]
+        waiters = [waiter for _, waiter in batch if waiter is not None]
+        started = time.perf_counter()
+        admitted: inbox.Admitted | None = None
+        if self._con is not None or self._connect():
+            try:
+                admitted = self._commit(events)
+            except Exception as exc:
+                self._disconnect(exc)
+                log.error("PostgreSQL write failed, spooling %d webhooks: %s", len(events), exc)
+        if admitted is None:
+            outcome, error = self._spool(events)
+            for kind, count in Counter(record.kind for record in events).items():
+                metrics.WEBHOOKS.labels(kind, outcome if error is None else "failed").inc(count)
+        else:
+            metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+            metrics.BATCH_SIZE.observe(len(batch))
+            outcome, error = "stored", None
+            self._count(admitted)
+            self._store_rejected(rejected)
+        if events and error is None:
+            self.last_event_at = max((r.received_at for r in events), default=self.last_event_at)
+        _settle(waiters, outcome, error)
+
+    def _commit(self, records: Sequence[EventRecord], *, replay: bool = False) -> inbox.Admitted:
+        """Store a batch in one transaction; with `replay`, skip event_ids already stored."""
+        con = self._con
+        if con is None:
+            raise WriteFailed(self.last_error or "not connected to PostgreSQL")
+        try:
+            if replay:
+                stored = inbox.existing_ids(con, records)
+                records = [r for r in records if r.event_id not in stored]
+            admitted = inbox.admit(con, records, max_stored=self.max_stored, window_s=self.window_s)
+            inbox.insert_events(con, admitted.stored, self.zone, self.receiver)
+            inbox.add_repeats(con, inbox.repeat_counts(admitted.repeats))
+            con.commit()
+        except BaseException:
+            _rollback(con)
+            raise
+        self.stored += len(admitted.stored)
+        return admitted
+
+    def _count(self, admitted: inbox.Admitted) -> None:
+        for kind, count in Counter(r.kind for r in admitted.stored).items():
+            metrics.WEBHOOKS.labels(kind, "stored").inc(count)
+        for kind, count in Counter(r.kind for r in admitted.repeats).items():
+            metrics.WEBHOOKS.labels(kind, "repeat").inc(count)
+            metrics.REPEATS_NOT_STORED.labels(kind).inc(count)
+
+    def _store_rejected(self, rejected: Sequence[RejectedRecord]) -> None:
+        if not rejected or self._con is None:
+            return
+        try:
+            inbox.insert_rejected(self._con, rejected, self.receiver)
+            self._con.commit()
+        except Exception as exc:  # losing a refused request's record must not fail the batch
+            _rollback(self._con)
+            log.warning("could not record %d refused requests: %s", len(rejected), exc)
+
+    def _spool(self, events: Sequence[EventRecord]) -> tuple[str, Exception | None]:
+        if not events:
+            return "spooled", None
+        try:
+            self.spool.write(events)
+        except Exception as exc:
+            log.critical("spool write failed too, %d webhooks not stored: %s", len(events), exc)
+            return "failed", WriteFailed(str(exc))
+        self._spool_pending = True
+        self._spool_depth += len(events)
+        metrics.SPOOL_DEPTH.set(self._spool_depth)
+        return "spooled", None
+
+    # -- the connection -----------------------------------------------------------------------
+    def _connect(self) -> bool:
+        """Open the connection (migrating the store first, once) unless the backoff says not
+        yet; True when connected."""
+        now = time.monotonic()
+        if now < self._connect_at:
+            return False
+        try:
+            if not self._migrated:
+                applied = migrate(self.url)
+                if applied:
+                    log.info("PostgreSQL store migrated: %s", ", ".join(applied))
+                self._migrated = True
+            con = connect(self.url)
+            con.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            if self.last_event_at is None:
+                row = con.execute(
+                    "SELECT max(received_at) FROM webhook_inbox WHERE receiver = %s",
+                    (self.receiver,),
+                ).fetchone()
+                self.last_event_at = row[0] if row else None  # type: ignore[assignment]
+            con.commit()
+        except Exception as exc:
+            self._connect_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
+            error = f"PostgreSQL unreachable: {_one_line(exc)}"
+            if error != self.last_error:
+                log.warning("%s (retrying with backoff up to %.0f s)", error, RECONNECT_MAX_S)
+            self.last_error = error
+            POSTGRES_UP.set(0)
+            return False
+        self._con = con
+        self._backoff = RECONNECT_MIN_S
+        if self.last_error is not None:
+            log.info("connected to PostgreSQL")
+        self.last_error = None
+        self._replay_at = 0.0  # replay the spool now, if there is one
+        self._beat_at = 0.0
+        POSTGRES_UP.set(1)
+        return True
+
+    def _disconnect(self, exc: BaseException | None) -> None:
+        con, self._con = self._con, None
+        if con is not None:
+            with contextlib.suppress(Exception):
+                con.close()
+        if exc is not None:
+            self.last_error = f"PostgreSQL write failed: {_one_line(exc)}"
+            self._connect_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
+        POSTGRES_UP.set(0)
+
+    # -- between batches ----------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        if self._con is None:
+            self._connect()
+        if self._con is not None and time.monotonic() >= self._beat_at:
+            self._beat()
+
+    def _beat(self) -> None:
+        self._beat_at = time.monotonic() + self.heartbeat_s
+        con = self._con
+        if con is None:
+            return
+        try:
+            beat(
+                con,
+                Heartbeat(
+                    self.receiver,
+                    self.started_at,
+                    self.last_event_at,
+                    self._spool_depth,
+                    self.stored,
+                ),
+            )
+            con.commit()
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
+            self._disconnect(exc)
+
+    def _replay_due(self) -> bool:
+        return self._spool_pending and self._con is not None and time.monotonic() >= self._replay_at
+
+    def _replay_step(self) -> None:
+        read = 0
+
+        def store(records: Sequence[EventRecord]) -> None:
+            nonlocal read
+            admitted = self._commit(records, replay=True)
+            self._count(admitted)
+            read = len(records)
+
+        try:
+            moved = self.spool.replay_with(store, REPLAY_ROWS)
+        except Exception as exc:
+            log.warning("spool replay failed, will retry: %s", exc)
+            self._disconnect(exc)
+            return
+        if moved == 0:
+            self._spool_pending = False
+            self._spool_depth = 0
+            log.info("spool replayed into PostgreSQL")
+        else:
+            self._spool_depth = max(0, self._spool_depth - read)
+        metrics.SPOOL_DEPTH.set(self._spool_depth)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _rollback(con: inbox.Connection) -> None:
+    with contextlib.suppress(psycopg.Error):
+        con.rollback()
+
+
+def _settle(waiters: Sequence[_Waiter], outcome: str, error: Exception | None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str]]] = {}
+    for loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_resolve, futures, outcome, error)
+
+
+def _resolve(futures: Sequence[asyncio.Future[str]], outcome: str, error: Exception | None) -> None:
+    for future in futures:
+        if future.done():  # the client went away and the request was cancelled
+            continue
+        if error is None:
+            future.set_result(outcome)
+        else:
+            future.set_exception(error)
