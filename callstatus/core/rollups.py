@@ -31,6 +31,7 @@ from datetime import timedelta
 
 import duckdb
 
+from callstatus.core import destinations
 from callstatus.core.db import Database
 from callstatus.core.jobs import PeriodicJob
 from callstatus.core.storage import move_inbox
@@ -178,6 +179,8 @@ def refresh(cur: duckdb.DuckDBPyConnection, *, full: bool = False) -> int:
         new = top - (-1 if mark is None else mark)
         # new < 0: rows were removed behind our back (never by callstatus); start over.
         rebuild = full or mark is None or new < 0 or new > FULL_REBUILD_ROWS
+        # The views' countries join number_destinations: the new rows' numbers come first.
+        destinations.learn(cur, -1 if rebuild or mark is None else mark, top)
         if rebuild:
             _rebuild(cur)
         elif mark is not None and new > 0:

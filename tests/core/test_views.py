@@ -69,7 +69,8 @@ LEG_COLUMNS = (
 )
 # Columns that come from received_at, i.e. from when a webhook happened to arrive.
 ARRIVAL_COLUMNS = {
-    "calls": "*",
+    # rang_at is when the ring callback arrived, as dial_legs' times are.
+    "calls": "* EXCLUDE (rang_at)",
     "dials": "* EXCLUDE (received_at, event_id)",
     "dial_legs": "* EXCLUDE (answered_at, ended_at)",
 }
