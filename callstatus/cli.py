@@ -42,7 +42,7 @@ def _settings(db: Path | None = None) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from callstatus.app.server import serve
 
-    serve(_settings(args.db), args.host, args.port)
+    serve(_settings(args.db), args.host, args.port, args.role)
     return 0
 
 
@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--db", type=Path, default=None, help="DuckDB file (CALLSTATUS_DB)")
+    serve.add_argument(
+        "--role",
+        choices=("all", "receiver", "dashboard"),
+        default="all",
+        help="clustered mode (CALLSTATUS_POSTGRES_URL): receiver takes webhooks into PostgreSQL "
+        "only; dashboard serves the dashboard over a replica; all does both (default)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     simulate = sub.add_parser(

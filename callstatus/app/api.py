@@ -30,7 +30,7 @@ from callstatus.app.reconcile_api import add_reconcile_route
 from callstatus.app.runtime import Runtime
 from callstatus.receiver import metrics
 from callstatus.receiver.errors import RequestRefused, error_response
-from callstatus.receiver.writer import Writer
+from callstatus.receiver.intake import WebhookWriter
 
 TITLE = "callstatus"
 VERSION = "0.1.0"
@@ -48,13 +48,16 @@ def _method_order(method: str) -> tuple[int, str]:
     return (_METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER), method)
 
 
-def health_details(rt: Runtime, writer: Writer) -> dict[str, Any]:
-    """/healthz's whole answer: for the operator (behind the password, when there is one)."""
+def health_details(rt: Runtime, writer: WebhookWriter | None) -> dict[str, Any]:
+    """/healthz's whole answer: for the operator (behind the password, when there is one).
+    In clustered mode `database` is PostgreSQL's write path, and `postgres` and `receiver`
+    say more; a dashboard (no writer) reports on its database and jobs."""
     status = rt.status()
     database = "ok" if status.last_error is None else status.last_error
-    last = writer.last_event_at
-    return {
+    last = writer.last_event_at if writer is not None else None
+    body: dict[str, Any] = {
         "status": "ok" if database == "ok" and status.spool_depth == 0 else "degraded",
+        "role": rt.role,
         "database": database,
         "writer_queue_depth": status.writer_queue,
         "last_event_at": last.isoformat() if last else None,
@@ -62,17 +65,23 @@ def health_details(rt: Runtime, writer: Writer) -> dict[str, Any]:
         "snapshot_age_s": status.snapshot_age_s,
         "signature_checks": "off (development mode)" if rt.settings.development_mode else "on",
     }
+    if rt.pg_writer is not None:
+        body["postgres"] = "ok" if rt.pg_writer.postgres_ok else rt.pg_writer.last_error
+        body["receiver"] = rt.pg_writer.receiver
+    return body
 
 
 _HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": '`{"status": "ok"}`; with the password (or none set) the details too: '
-        "database, writer_queue_depth, last_event_at, spool_depth, snapshot_age_s, "
-        "signature_checks."
+        "role, database, writer_queue_depth, last_event_at, spool_depth, snapshot_age_s, "
+        "signature_checks; in clustered mode (CALLSTATUS_POSTGRES_URL) a receiver adds "
+        "postgres (ok, or why it takes no writes) and receiver (host:port)."
     },
     503: {
-        "description": '`{"status": "degraded"}` (the database refuses writes or webhooks wait '
-        'in the spool; details as for 200) or `{"status": "starting"}`.'
+        "description": '`{"status": "degraded"}` (the database, or PostgreSQL in clustered mode, '
+        "refuses writes or webhooks wait in the spool; details as for 200) or "
+        '`{"status": "starting"}`.'
     },
     429: {
         "description": "Too many wrong passwords from this address.",
@@ -110,7 +119,7 @@ def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
         """200 {"status": "ok"} or 503 {"status": "degraded"} for anyone (load balancers,
         monitors); the details too with the dashboard's password, or when there is none."""
         writer = rt.intake.writer
-        if writer is None:
+        if writer is None if rt.receives else not rt.running:
             return JSONResponse({"status": "starting"}, status_code=503)
         body = health_details(rt, writer)
         status = 200 if body["status"] == "ok" else 503
@@ -135,7 +144,7 @@ def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
         writer = rt.intake.writer
         if writer is not None:
             metrics.QUEUE_DEPTH.set(writer.queue_depth())
-        metrics.SPOOL_DEPTH.set(rt.intake.spool.depth())
+        metrics.SPOOL_DEPTH.set(rt.spool_depth())
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     add_reconcile_route(api, rt)

@@ -5,6 +5,11 @@ Built with the app (`build_app`), so the endpoints are handed its intake then; t
 opened only by `start()`, which the app's lifespan runs, and everything stops in order: webhooks
 refused first, the writer drained, the rollups' final refresh, the final snapshot (holding every
 acknowledged webhook), then the database closed.
+
+Roles (`serve --role`, clustered mode): `all` is everything above; with CALLSTATUS_POSTGRES_URL
+its webhooks go to PostgreSQL (callstatus.cluster.writer) instead of the database, which is then
+a replica. `receiver` opens no database and runs no jobs: only the PostgreSQL writer.
+`dashboard` runs the database and its jobs without the receiver's writer.
 """
 
 from __future__ import annotations
@@ -15,17 +20,20 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from callstatus.alerts.model import AlertsConfig
 from callstatus.alerts.rules import load, require_settings
+from callstatus.cluster.heartbeat import receiver_name
+from callstatus.cluster.writer import PgWriter
 from callstatus.core import server
 from callstatus.core.db import Database
 from callstatus.core.rollups import RollupJob
 from callstatus.core.server import ReceiverStatus, ServerHandle
-from callstatus.core.settings import Settings
+from callstatus.core.settings import Settings, SettingsError
 from callstatus.core.snapshot import SnapshotJob, age_s
 from callstatus.receiver.intake import Intake
+from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
 from callstatus.reconcile.run import ReconcileJob
 
@@ -33,6 +41,23 @@ if TYPE_CHECKING:
     from callstatus.alerts.job import AlertJob as AlertJobType
 
 log = logging.getLogger("callstatus")
+
+Role = Literal["all", "receiver", "dashboard"]
+ROLES: tuple[Role, ...] = ("all", "receiver", "dashboard")
+
+
+def check_role(settings: Settings, role: Role) -> None:
+    """Refuse a role that cannot work with these settings (before the server listens)."""
+    if role == "receiver" and not settings.clustered:
+        raise SettingsError(
+            "--role receiver stores webhooks in PostgreSQL: set CALLSTATUS_POSTGRES_URL "
+            "(postgresql://USER:PASSWORD@HOST:5432/DATABASE), or serve with --role all"
+        )
+    if role == "dashboard" and not settings.clustered:
+        raise SettingsError(
+            "--role dashboard shows a replica of PostgreSQL's webhooks: set "
+            "CALLSTATUS_POSTGRES_URL, or serve with --role all"
+        )
 
 
 def open_database(settings: Settings) -> Database:
@@ -45,14 +70,23 @@ class NotStarted(RuntimeError):
 
 
 class Runtime:
-    def __init__(self, settings: Settings, address: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        address: tuple[str, int] | None = None,
+        role: Role = "all",
+    ) -> None:
+        check_role(settings, role)
         self.settings = settings
+        self.role: Role = role
         # Where `serve` listens: written to settings.server_file, so that commands that write
         # (`callstatus reconcile`) ask this server instead of failing on the database's lock.
         self.address = address
         # Proves a command runs as the user who started the server (it can read server_file).
         self.local_token = secrets.token_urlsafe(32)
         self.intake = Intake(settings)
+        # Clustered mode's writer (roles all and receiver with CALLSTATUS_POSTGRES_URL).
+        self.pg_writer: PgWriter | None = None
         self._database: Database | None = None
         self.rollups: RollupJob | None = None
         self.snapshot: SnapshotJob | None = None
@@ -69,14 +103,32 @@ class Runtime:
 
     @property
     def writer(self) -> Writer:
+        """The embedded database's writer."""
         writer = self.intake.writer
-        if writer is None:
-            raise NotStarted("the writer runs only while the server runs")
+        if not isinstance(writer, Writer):
+            raise NotStarted("the database's writer runs only while the server runs")
         return writer
 
+    @property
+    def receives(self) -> bool:
+        """Whether this process takes webhooks (not `--role dashboard`)."""
+        return self.role != "dashboard"
+
+    @property
+    def running(self) -> bool:
+        """Between `start()` and `stop()`."""
+        return self.intake.writer is not None or self._database is not None
+
     def start(self) -> None:
+        if self.role == "receiver":
+            self._start_pg_writer()
+            return
         database = self._database = open_database(self.settings)
-        self.intake.start(database)
+        if self.role == "all":
+            if self.settings.clustered:
+                self._start_pg_writer()
+            else:
+                self.intake.start(database)
         # The rollups first, so that at stop their final refresh lands in the final snapshot.
         self.rollups = RollupJob(database)
         self.rollups.loop.start()
@@ -105,12 +157,36 @@ class Runtime:
 
             self.alerts = AlertJob(database, self.settings, self.alerts_config)
             self.alerts.start()
+        if self.settings.clustered:
+            self._start_replica_sync(database)
         if self.address is not None:
             _write_server_file(self.settings.server_file, self.address, self.local_token)
 
+    def _start_pg_writer(self) -> None:
+        """Clustered mode's writer: webhooks into PostgreSQL, spooled beside this process's
+        port (receivers sharing a machine keep apart spools)."""
+        assert self.settings.postgres_url is not None
+        host, port = self.address if self.address is not None else ("", 0)
+        writer = PgWriter(
+            self.settings.postgres_url,
+            Spool(self.settings.spool_dir / f"postgres-{port}"),
+            self.settings.plivo_timezone,
+            receiver_name(host, port),
+        )
+        writer.start()
+        self.pg_writer = writer
+        self.intake.attach(writer)
+
+    def _start_replica_sync(self, database: Database) -> None:
+        """Clustered mode's dashboard side (roles all and dashboard): the sync job that keeps
+        `database` a replica of PostgreSQL starts here, and stops in `_stop_replica_sync`."""
+
+    def _stop_replica_sync(self) -> None:
+        """Stops what `_start_replica_sync` started, before the database closes."""
+
     def stop(self) -> None:
         server.install(None)
-        if self.address is not None:
+        if self.address is not None and self._database is not None:
             _remove_server_file(self.settings.server_file)
         if self.alerts is not None:
             _stop("alerts", self.alerts.stop)
@@ -118,6 +194,9 @@ class Runtime:
         if self.reconcile is not None:
             _stop("reconcile", self.reconcile.stop)
         self.intake.stop()
+        # Before the final refresh, which then holds the last rows synced.
+        if self._database is not None and self.settings.clustered:
+            _stop("replica sync", self._stop_replica_sync)
         # After the writer drained, before the database closes: the final refresh and the final
         # snapshot then hold every webhook that was acknowledged.
         if self.rollups is not None:
@@ -127,6 +206,7 @@ class Runtime:
         if self._database is not None:
             self._database.close()
         self.rollups = self.snapshot = self._database = self.reconcile = self.alerts = None
+        self.pg_writer = None
 
     def _send_test(self, channel: str) -> str:
         """The Alerts page's test button: queue a test message to `channel` and try it now."""
@@ -135,13 +215,23 @@ class Runtime:
         assert self.alerts_config is not None
         return outbox.send_test(self.database.cursor(), self.alerts_config, self.settings, channel)
 
+    def spool_depth(self) -> int:
+        """Webhooks waiting in this process's spool (PostgreSQL's in clustered mode)."""
+        if self.pg_writer is not None:
+            return self.pg_writer.spool_depth()
+        return self.intake.spool.depth() if self.receives else 0
+
     def status(self) -> ReceiverStatus:
         """What the receiver says about itself (Receiver health, /healthz)."""
         writer = self.intake.writer
+        if writer is not None:
+            last_error = writer.last_error
+        else:
+            last_error = None if not self.receives and self.running else "the server is stopping"
         return ReceiverStatus(
-            spool_depth=self.intake.spool.depth(),
+            spool_depth=self.spool_depth(),
             writer_queue=writer.queue_depth() if writer is not None else 0,
-            last_error=writer.last_error if writer is not None else "the server is stopping",
+            last_error=last_error,
             snapshot_age_s=age_s(self.snapshot.target) if self.snapshot is not None else None,
         )
 

@@ -11,6 +11,7 @@ from types import FrameType
 import uvicorn
 
 from callstatus.app.asgi import build_app
+from callstatus.app.runtime import Role, check_role
 from callstatus.core.settings import Settings
 from callstatus.receiver.protocol import Limits, protocol_class, raise_fd_limit
 
@@ -44,16 +45,18 @@ def configure_streamlit() -> None:
         config.set_option(key, value)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, role: Role = "all") -> None:
     settings.check_serving(host)
-    configure_streamlit()
+    check_role(settings, role)
+    if role != "receiver":
+        configure_streamlit()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     # The writer thread hands the GIL back and forth with the event loop on every batch;
     # a shorter switch interval keeps a commit from waiting 5 ms for its turn.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     max_connections = raise_fd_limit(settings.max_connections)
     config = uvicorn.Config(
-        build_app(settings, (host, port)),
+        build_app(settings, (host, port), role),
         host=host,
         port=port,
         workers=1,

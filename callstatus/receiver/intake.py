@@ -7,14 +7,33 @@ moment it stops, `writer` is None and the endpoints answer 503 `starting`.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Protocol
+
 from callstatus.core.db import Database
 from callstatus.core.numbers import NumberMasker
-from callstatus.core.records import Params
+from callstatus.core.records import EventRecord, Params
 from callstatus.core.settings import Settings
 from callstatus.receiver import rejected
-from callstatus.receiver.rejected import RejectionBudget
+from callstatus.receiver.rejected import RejectedRecord, RejectionBudget
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
+
+
+class WebhookWriter(Protocol):
+    """What the endpoints and /healthz use of a writer: the embedded database's
+    (callstatus.receiver.writer) or, in clustered mode, PostgreSQL's (callstatus.cluster)."""
+
+    last_event_at: datetime | None
+    last_error: str | None
+
+    async def store(self, record: EventRecord) -> str: ...
+
+    def store_rejected(self, record: RejectedRecord) -> None: ...
+
+    def queue_depth(self) -> int: ...
+
+    def stop(self) -> None: ...
 
 
 class Intake:
@@ -22,7 +41,7 @@ class Intake:
         self.settings = settings
         self.spool = Spool(settings.spool_dir)
         self.rejections = RejectionBudget(limit=rejected.ROWS_PER_HOUR)
-        self.writer: Writer | None = None
+        self.writer: WebhookWriter | None = None
         # Masked mode (CALLSTATUS_NUMBERS=masked): numbers are masked before anything is written.
         self.masker = NumberMasker.from_settings(settings)
 
@@ -38,6 +57,10 @@ class Intake:
         self.rejections.resume(database.cursor())
         self.writer = writer
         return writer
+
+    def attach(self, writer: WebhookWriter) -> None:
+        """Take webhooks through a writer already started (clustered mode's, into PostgreSQL)."""
+        self.writer = writer
 
     def stop(self) -> None:
         """Stop taking webhooks, then drain the writer's queue and checkpoint."""

@@ -21,10 +21,10 @@ from callstatus.core.records import EventRecord, Params, make_record
 from callstatus.core.settings import Settings
 from callstatus.receiver import metrics, phlo, signatures
 from callstatus.receiver.errors import JSON, RequestRefused, error_body
-from callstatus.receiver.intake import Intake
+from callstatus.receiver.intake import Intake, WebhookWriter
 from callstatus.receiver.parsing import check_content_type, merge_params, parse_fields, read_body
 from callstatus.receiver.rejected import refusal
-from callstatus.receiver.writer import WriteFailed, Writer
+from callstatus.receiver.writer import WriteFailed
 from callstatus.receiver.xml import answer_xml, empty_xml
 
 log = logging.getLogger("callstatus.receiver")
@@ -114,7 +114,7 @@ class WebhookEndpoint:
         await send({"type": "http.response.body", "body": body})
 
     async def _receive(
-        self, writer: Writer, request: WebhookRequest, receive: Receive
+        self, writer: WebhookWriter, request: WebhookRequest, receive: Receive
     ) -> tuple[bytes, bytes | None]:
         settings = self.intake.settings
         received_at = datetime.now(UTC)
@@ -143,7 +143,7 @@ class WebhookEndpoint:
         await self._store(writer, record)
         return self.reply(settings, request.base_url(settings))
 
-    async def _store(self, writer: Writer, record: EventRecord) -> None:
+    async def _store(self, writer: WebhookWriter, record: EventRecord) -> None:
         """Return once the record is committed (or spooled); 503 when neither could take it."""
         try:
             await writer.store(record)
@@ -154,7 +154,7 @@ class WebhookEndpoint:
 
     def _reject(
         self,
-        writer: Writer,
+        writer: WebhookWriter,
         request: WebhookRequest,
         reason: str,
         url: str,
@@ -181,7 +181,7 @@ class PhloEndpoint(WebhookEndpoint):
     passes), stored without the secret."""
 
     async def _receive(
-        self, writer: Writer, request: WebhookRequest, receive: Receive
+        self, writer: WebhookWriter, request: WebhookRequest, receive: Receive
     ) -> tuple[bytes, bytes | None]:
         settings = self.intake.settings
         received_at = datetime.now(UTC)
