@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import duckdb
 import phonenumbers
-from phonenumbers import PhoneNumberType
+from phonenumbers import PhoneNumberType, geocoder
 
 # A SIP endpoint is an agent's phone or softphone, whatever its user part says.
 SIP = "sip"
@@ -121,3 +121,13 @@ def learn(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> int:
         {"n": numbers, "c": [d.country for d in found], "t": [d.line_type for d in found]},
     )
     return len(numbers)
+
+
+@lru_cache(maxsize=512)
+def country_name(code: str) -> str:
+    """A country's English name from its ISO code ("GB": "United Kingdom"); the code itself
+    when phonenumbers has no example number for it."""
+    example = phonenumbers.example_number(code)
+    if example is None:
+        return code
+    return geocoder.country_name_for_number(example, "en") or code

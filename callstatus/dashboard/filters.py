@@ -34,6 +34,8 @@ class Filters:
     numbers: tuple[str, ...] = ()
     destinations: tuple[str, ...] = ()
     tz: str = "UTC"
+    # ISO countries of the A leg's far end: the called number (outbound), the caller (inbound).
+    countries: tuple[str, ...] = ()
 
     def previous(self) -> Filters:
         """The equal range just before this one, for the KPI deltas."""
@@ -49,6 +51,7 @@ class Filters:
             "numbers": list(self.numbers),
             "destinations": list(self.destinations),
             "tz": self.tz,
+            "countries": list(self.countries),
         }
 
 

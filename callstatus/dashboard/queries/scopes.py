@@ -14,17 +14,23 @@ from callstatus.dashboard.queries.relations import Relations
 LEG_DESTINATIONS = """
     (len(CAST($destinations AS VARCHAR[])) = 0
      OR list_contains(CAST($destinations AS VARCHAR[]), l.b_leg_to))"""
-# The direction and number slices on calls `c`.
-DIAL_SLICE = """
+# The country slice on calls `c`: the country of the far end (the called number of an
+# outbound call, the caller of an inbound one), from the stored destinations (migration 0013).
+COUNTRY_SLICE = """
+    (len(CAST($countries AS VARCHAR[])) = 0 OR list_contains(CAST($countries AS VARCHAR[]),
+         CASE WHEN c.direction = 'outbound' THEN c.to_country ELSE c.from_country END))"""
+# The direction, number and country slices on calls `c`.
+DIAL_SLICE = f"""
     ($direction IS NULL OR c.direction = $direction)
     AND (len(CAST($numbers AS VARCHAR[])) = 0 OR list_contains(CAST($numbers AS VARCHAR[]),
          CASE WHEN c.direction = 'outbound' THEN c.from_number ELSE c.to_number END))
+    AND {COUNTRY_SLICE}
 """
 
 
 def sliced(f: Filters | None) -> bool:
-    """Whether the direction or number slice is set (None: either may be)."""
-    return f is None or f.direction is not None or bool(f.numbers)
+    """Whether the direction, number or country slice is set (None: any may be)."""
+    return f is None or f.direction is not None or bool(f.numbers) or bool(f.countries)
 
 
 def scoped_calls(rel: Relations) -> str:
@@ -41,6 +47,7 @@ def _call_slice(rel: Relations) -> str:
     ($direction IS NULL OR c.direction = $direction)
     AND (len(CAST($numbers AS VARCHAR[])) = 0 OR list_contains(CAST($numbers AS VARCHAR[]),
          CASE WHEN c.direction = 'outbound' THEN c.from_number ELSE c.to_number END))
+    AND {COUNTRY_SLICE}
     AND (len(CAST($destinations AS VARCHAR[])) = 0 OR EXISTS (
          SELECT 1 FROM {rel.dial_legs} x WHERE x.a_leg_uuid = c.call_uuid
          AND list_contains(CAST($destinations AS VARCHAR[]), x.b_leg_to)))
@@ -51,7 +58,8 @@ def _near_calls(rel: Relations) -> str:
     """Calls that started within a day of the range: Dials and B legs join their A leg among
     these only (the rollups' one-day assumption, docs/data.md), so the join scales with the
     range instead of hashing every call's UUID."""
-    return f"""(SELECT call_uuid, outcome, started_at, direction, from_number, to_number
+    return f"""(SELECT call_uuid, outcome, started_at, direction, from_number, to_number,
+                 to_country, from_country
           FROM {rel.calls} WHERE started_at >= $start - INTERVAL 1 DAY
           AND started_at < $end + INTERVAL 1 DAY)"""
 
@@ -101,6 +109,10 @@ scoped_legs AS (
       AND ($direction IS NULL OR l.a_direction = $direction)
       AND (len(CAST($numbers AS VARCHAR[])) = 0 OR list_contains(CAST($numbers AS VARCHAR[]),
            CASE WHEN l.a_direction = 'outbound' THEN l.a_from ELSE l.a_to END))
+      AND (len(CAST($countries AS VARCHAR[])) = 0 OR
+           CASE WHEN l.a_direction = 'outbound' THEN l.a_to ELSE l.a_from END IN (
+               SELECT number FROM number_destinations
+               WHERE list_contains(CAST($countries AS VARCHAR[]), country)))
       AND (len(CAST($destinations AS VARCHAR[])) = 0
            OR list_contains(CAST($destinations AS VARCHAR[]), l.b_leg_to))
 )"""

@@ -1,0 +1,113 @@
+"""Timing: post-dial delay and ring time of outbound calls, time to answer or give up of B legs.
+
+Definitions (docs/data.md, "Timing"; ARCHITECTURE "Metrics"):
+- post-dial delay (outbound API calls) = from the call's StartTime to its first ring callback,
+  or to its answer when no ring callback came first; calls that neither rang nor were answered
+  (busy, unreachable, failed at once) have none;
+- ring time (outbound API calls) = from the first ring callback (StartTime when none came) to
+  the answer, or to the hangup when nobody answered; only calls that rang or were answered;
+- B legs: from the Dial's start to the leg's answer (time to answer), or to its hangup when it
+  never answered (time to give up; lost races and legs in progress left out). Plivo sends no
+  dial-start event: the Dial starts once the A leg is answered, so its start is taken as the A
+  leg's AnswerTime (its start while that is unknown), and the greeting spoken before the Dial
+  is part of these times.
+
+Seconds come from epoch_us differences (cheaper than TIMESTAMPTZ arithmetic over millions of
+rows); a negative difference (times to the second against arrival times) counts as 0.
+"""
+
+from __future__ import annotations
+
+from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries.base import BUCKET, BUCKET_END, Result, run, with_
+from callstatus.dashboard.queries.relations import Relations
+from callstatus.dashboard.queries.scopes import scoped_calls, scoped_legs
+
+PDD = "post-dial delay"
+RING = "ring time"
+B_ANSWER = "B leg: time to answer"
+B_GIVE_UP = "B leg: time to give up"
+MEASURES = (PDD, RING, B_ANSWER, B_GIVE_UP)
+
+
+def _seconds(end: str, start: str) -> str:
+    return f"greatest((epoch_us({end}) - epoch_us({start})) / 1e6, 0)"
+
+
+def _measures(rel: Relations, f: Filters) -> str:
+    """CTEs ending in `measured`: one row per (leg, measure) with its time t, its destination
+    (the called country for outbound calls, the B number for B legs) and its seconds."""
+    first = "least(rang_at, answered_at)"
+    return (
+        with_(scoped_calls(rel), scoped_legs(rel, f, a_leg=False))
+        + f"""
+    , outbound AS (
+        SELECT t, coalesce(to_country, '(unknown)') AS destination, rang_at, answered_at,
+               ended_at, started_at
+        FROM scoped_calls
+        WHERE direction = 'outbound' AND (rang_at IS NOT NULL OR answered_at IS NOT NULL))
+    , dialled AS (
+        SELECT l.t, coalesce(l.b_leg_to, '(unknown)') AS destination, l.answered,
+               l.outcome, l.answered_at, l.ended_at,
+               coalesce(c.answered_at, c.started_at) AS dial_at
+        FROM scoped_legs l LEFT JOIN (
+            SELECT call_uuid, answered_at, started_at FROM {rel.calls}
+            WHERE started_at >= $start - INTERVAL 1 DAY AND started_at < $end + INTERVAL 1 DAY
+        ) c ON c.call_uuid = l.a_leg_uuid)
+    , measured AS (
+        SELECT t, destination, '{PDD}' AS measure, {_seconds(first, "started_at")} AS seconds
+        FROM outbound
+        UNION ALL
+        SELECT t, destination, '{RING}',
+               {_seconds("coalesce(answered_at, ended_at)", "coalesce(rang_at, started_at)")}
+        FROM outbound
+        UNION ALL
+        SELECT t, destination, '{B_ANSWER}', {_seconds("answered_at", "dial_at")}
+        FROM dialled WHERE answered
+        UNION ALL
+        SELECT t, destination, '{B_GIVE_UP}', {_seconds("ended_at", "dial_at")}
+        FROM dialled WHERE NOT answered AND outcome NOT IN ('lost-race', 'in-progress'))
+    """
+    )
+
+
+STATS = """count(seconds) AS legs, quantile_cont(seconds, 0.5) AS median_s,
+           quantile_cont(seconds, 0.9) AS p90_s"""
+
+
+def over_time(rel: Relations, f: Filters) -> Result:
+    """Per bucket and measure: how many legs were timed, the median and the 90th percentile."""
+    sql = (
+        _measures(rel, f)
+        + f"""
+    SELECT {BUCKET} AS bucket, {BUCKET_END}, measure, {STATS}
+    FROM measured WHERE seconds IS NOT NULL GROUP BY ALL ORDER BY bucket, measure
+    """
+    )
+    return run(sql, f.params())
+
+
+def summary(rel: Relations, f: Filters) -> Result:
+    """One row per measure over the whole range."""
+    sql = (
+        _measures(rel, f)
+        + f"""
+    SELECT measure, {STATS}
+    FROM measured WHERE seconds IS NOT NULL GROUP BY ALL ORDER BY measure
+    """
+    )
+    return run(sql, f.params())
+
+
+def per_destination(rel: Relations, f: Filters, limit: int = 200) -> Result:
+    """Per destination (country for outbound calls, B number for B legs) and measure, the
+    destinations with the most timed legs first."""
+    sql = (
+        _measures(rel, f)
+        + f"""
+    SELECT destination, measure, {STATS}
+    FROM measured WHERE seconds IS NOT NULL GROUP BY ALL
+    ORDER BY legs DESC, destination, measure LIMIT $limit
+    """
+    )
+    return run(sql, {**f.params(), "limit": limit})
