@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Query
 
-from callstatus.dashboard.filters import Filters, ceil_minute
+from callstatus.core.numbers import NumberMasker
+from callstatus.dashboard import context
+from callstatus.dashboard.filters import Filters, ceil_minute, lookup_numbers
 from callstatus.receiver.errors import RequestRefused
 
 DEFAULT_SPAN = timedelta(days=7)
@@ -100,12 +102,14 @@ def asked(
 ) -> Asked:
     """The query's range and slices, as the dashboard's sidebar would set them."""
     first, last = resolve(start, end, datetime.now(UTC))
+    # Masked mode: a clear number is looked up as its pseudonym, as the dashboard does.
+    masker = NumberMasker.from_settings(context.settings())
     f = Filters(
         start=first,
         end=last,
         direction=direction,
-        numbers=listed(number),
-        destinations=listed(destination),
+        numbers=lookup_numbers(listed(number), masker),
+        destinations=lookup_numbers(listed(destination), masker),
         tz=check_zone(tz),
     )
     return Asked(f, start, end)

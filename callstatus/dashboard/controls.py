@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import streamlit as st
 
+from callstatus.core.numbers import NumberMasker
 from callstatus.dashboard import connection, context
 from callstatus.dashboard.filters import (
     BUCKET_CHOICES,
@@ -17,6 +18,7 @@ from callstatus.dashboard.filters import (
     PRESETS,
     Filters,
     auto_bucket,
+    lookup_numbers,
     resolve_range,
 )
 from callstatus.dashboard.queries import sidebar as choices
@@ -140,10 +142,16 @@ def current() -> Filters:
         end=end,
         bucket=bucket,
         direction=None if direction in (None, "all") else direction,
-        numbers=tuple(state.get("num") or ()),
-        destinations=tuple(state.get("dest") or ()),
+        numbers=lookup_numbers(state.get("num") or (), masker()),
+        destinations=lookup_numbers(state.get("dest") or (), masker()),
         tz=tz,
     )
+
+
+def masker() -> NumberMasker | None:
+    """In masked mode, what turns a clear number typed in a filter or search into its
+    pseudonym; None when numbers are stored in clear."""
+    return NumberMasker.from_settings(context.settings())
 
 
 def describe(f: Filters) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from callstatus.core.numbers import NumberMasker
 
 PRESETS: dict[str, timedelta | None] = {
     "Last hour": timedelta(hours=1),
@@ -53,6 +56,14 @@ class Filters:
             "tz": self.tz,
             "countries": list(self.countries),
         }
+
+
+def lookup_numbers(values: Iterable[str], masker: NumberMasker | None) -> tuple[str, ...]:
+    """Numbers chosen or typed for a filter as stored: in masked mode a clear number becomes its
+    pseudonym (an own number the forms Plivo sends it in), a pseudonym stays as it is."""
+    if masker is None:
+        return tuple(values)
+    return tuple(dict.fromkeys(form for value in values for form in masker.lookup_forms(value)))
 
 
 def auto_bucket(span: timedelta) -> str:

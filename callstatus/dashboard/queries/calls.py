@@ -6,12 +6,17 @@ from typing import Any
 
 import pandas as pd
 
+from callstatus.core.numbers import NumberMasker
 from callstatus.dashboard.queries.base import Result, run
 from callstatus.dashboard.queries.relations import Relations
 
 
-def search_calls(rel: Relations, text: str, tz: str, limit: int = 200) -> Result:
-    """Calls (over all time) whose UUID starts with, or whose numbers contain, the text."""
+def search_calls(
+    rel: Relations, text: str, tz: str, limit: int = 200, masker: NumberMasker | None = None
+) -> Result:
+    """Calls (over all time) whose UUID starts with, or whose numbers contain, the text. In
+    masked mode (`masker`) a clear number is looked up as its pseudonym, which the numbers
+    (a SIP URI's user too) contain."""
     if not text.strip():
         # The newest calls: a plain top-N, which DuckDB answers from the newest row groups.
         sql = f"""
@@ -20,17 +25,25 @@ def search_calls(rel: Relations, text: str, tz: str, limit: int = 200) -> Result
         FROM {rel.calls} ORDER BY started_at DESC LIMIT $limit
         """
         return run(sql, {"tz": tz, "limit": limit})
+    text = text.strip()
+    forms = [text] if masker is None else list(dict.fromkeys([text, *masker.lookup_forms(text)]))
+    params: dict[str, Any] = {"text": text, "tz": tz, "limit": limit}
+    params.update({f"n{i}": form for i, form in enumerate(forms)})
+
+    def any_contains(column: str) -> str:
+        return " OR ".join(f"contains({column}, $n{i})" for i in range(len(forms)))
+
     sql = f"""
     SELECT timezone($tz, started_at) AS started, call_uuid, direction, from_number, to_number,
            outcome, duration_s, hangup_cause_name
     FROM {rel.calls}
-    WHERE $text = '' OR starts_with(call_uuid, $text) OR contains(from_number, $text)
-       OR contains(to_number, $text)
+    WHERE $text = '' OR starts_with(call_uuid, $text) OR {any_contains("from_number")}
+       OR {any_contains("to_number")}
        OR call_uuid IN (SELECT a_leg_uuid FROM {rel.dial_legs}
-                        WHERE starts_with(b_leg_uuid, $text) OR contains(b_leg_to, $text))
+                        WHERE starts_with(b_leg_uuid, $text) OR {any_contains("b_leg_to")})
     ORDER BY started_at DESC LIMIT $limit
     """
-    return run(sql, {"text": text.strip(), "tz": tz, "limit": limit})
+    return run(sql, params)
 
 
 def call_summary(rel: Relations, call_uuid: str, tz: str) -> Result:

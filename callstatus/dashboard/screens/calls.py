@@ -23,7 +23,7 @@ def render() -> None:
         bind="query-params",
         placeholder="call UUID (or its start), B-leg UUID, or a phone number",
     )
-    found = queries.search_calls(rel, text, f.tz)
+    found = queries.search_calls(rel, text, f.tz, masker=controls.masker())
     st.caption(
         f"{len(found.frame)} most recent matching calls (all time); select one to "
         "see it below, else the newest is shown."
