@@ -1,0 +1,387 @@
+"""A dashboard's replica: what the receivers stored in PostgreSQL, copied into the local DuckDB
+file (CALLSTATUS_DB) exactly once, every half second.
+
+One sync step reads PostgreSQL in one REPEATABLE READ transaction and writes DuckDB in one
+transaction, the rows and the point they were read up to (replica_state, migration 0014)
+together: a crash between reading and committing leaves the replica as it was, and the next
+step reads the same rows again.
+
+Which rows are new (the design: callstatus/cluster/migrations/0001_webhooks.sql): every row
+records the transaction that wrote it (`tx`). A step remembers the snapshot it read in; the next
+one reads the rows whose transaction that snapshot did not see (still running then, or begun
+after): `tx >= xmin AND NOT pg_visible_in_snapshot(tx, last)`. A transaction the last snapshot
+saw had committed before it (or rolled back, leaving no rows), so its rows were all read then;
+one it did not see is read now if it has committed since, or later. So a row arrives once,
+whatever order transactions commit in, and no row is looked up in the replica.
+
+The rows travel as PostgreSQL's COPY text format, which escapes only backslashes and control
+characters (never the quotes JSON is full of, as CSV would), in chunks cut at line ends (a
+value's line ends are escaped), each read by DuckDB's CSV reader straight into webhook_inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import psycopg
+
+from callstatus.cluster import pg
+from callstatus.core.db import Database
+from callstatus.core.jobs import PeriodicJob
+
+log = logging.getLogger("callstatus.replica")
+
+SYNC_EVERY_S = 0.5
+# A step hands DuckDB the rows in chunks of about this size: memory stays flat while a replica
+# is rebuilt from millions of rows.
+CHUNK_BYTES = 32 * 2**20
+# A step that fails (PostgreSQL unreachable) is logged once, then again every this many seconds.
+LOG_EVERY_S = 60.0
+PROGRESS_EVERY_S = 10.0
+
+# (column, DuckDB type, text written by COPY needs unescaping) of each table copied by tx.
+_INBOX = (
+    ("event_id", "UUID", False),
+    ("received_at", "TIMESTAMPTZ", False),
+    ("kind", "VARCHAR", True),
+    ("http_method", "VARCHAR", True),
+    ("params", "JSON", True),
+    ("signature", "VARCHAR", True),
+    ("duplicate", "BOOLEAN", False),
+    ("params_hash", "BIGINT", False),
+    ("typed", "JSON", True),
+)
+_REJECTED = (
+    ("rejected_id", "UUID", False),
+    ("received_at", "TIMESTAMPTZ", False),
+    ("reason", "VARCHAR", True),
+    ("path", "VARCHAR", True),
+    ("http_method", "VARCHAR", True),
+    ("checked_url", "VARCHAR", True),
+    ("headers", "JSON", True),
+    ("params", "JSON", True),
+    ("truncated", "BOOLEAN", False),
+)
+_RECEIVERS = ("receiver", "started_at", "seen_at", "last_webhook_at", "spool_depth", "stored")
+
+# COPY's text format writes these characters as a backslash and a letter.
+_ESCAPES = (("n", 10), ("t", 9), ("r", 13), ("b", 8), ("f", 12), ("v", 11))
+
+
+def _unescaped(column: str) -> str:
+    """SQL undoing COPY's escapes in `column`. Text in PostgreSQL never holds a NUL, so a NUL
+    stands in for escaped backslashes while the other escapes are replaced."""
+    expr = f"replace({column}, '\\\\', chr(0))"
+    for letter, code in _ESCAPES:
+        expr = f"replace({expr}, '\\{letter}', chr({code}))"
+    expr = f"replace({expr}, chr(0), '\\')"
+    return f"CASE WHEN contains({column}, '\\') THEN {expr} ELSE {column} END"
+
+
+@dataclass(frozen=True)
+class _Copied:
+    """A table read by transaction ids: its PostgreSQL SELECT and its DuckDB INSERT."""
+
+    table: str
+    columns: tuple[tuple[str, str, bool], ...]
+
+    def copy_sql(self, since: bool) -> str:
+        names = ", ".join(name for name, _, _ in self.columns)
+        where = " WHERE tx >= %s::xid8 AND NOT pg_visible_in_snapshot(tx, %s::pg_snapshot)"
+        return f"COPY (SELECT {names} FROM {self.table}{where if since else ''}) TO STDOUT"
+
+    def insert_sql(self) -> str:
+        names = ", ".join(name for name, _, _ in self.columns)
+        # Read as text: DuckDB's reader has no JSON type, and escapes are undone before casts.
+        types = ", ".join(
+            f"'{name}': '{'VARCHAR' if kind == 'JSON' else kind}'" for name, kind, _ in self.columns
+        )
+        values = ", ".join(
+            (_unescaped(name) if escaped else name) + ("::JSON" if kind == "JSON" else "")
+            for name, kind, escaped in self.columns
+        )
+        return (
+            f"INSERT INTO {self.table} ({names}) SELECT {values} FROM read_csv($path,"
+            f" columns = {{{types}}}, delim = '\t', quote = '', escape = '', header = false,"
+            " nullstr = '\\N', auto_detect = false)"
+        )
+
+
+INBOX = _Copied("webhook_inbox", _INBOX)
+REJECTED = _Copied("rejected_webhooks", _REJECTED)
+
+
+class ReplicaMismatch(RuntimeError):
+    """The replica was built from another PostgreSQL: its position means nothing here."""
+
+
+@dataclass(frozen=True)
+class State:
+    """How far the replica has read (replica_state)."""
+
+    watermark: int
+    snapshot: str
+    synced_at: datetime
+    finished_at: datetime
+    total_webhooks: int
+    source: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    webhooks: int
+    rejected: int
+    repeats_copied: bool
+    receivers_copied: bool
+    snapshot: str
+    took_s: float
+
+
+# Called inside a step's DuckDB transaction with (table, rows copied so far).
+Progress = Callable[[str, int], None]
+
+
+def state(cur: duckdb.DuckDBPyConnection) -> State | None:
+    """The replica's position; None before its first sync (a new or deleted file)."""
+    rows = cur.execute(
+        "SELECT watermark, snapshot, synced_at, finished_at, total_webhooks, source"
+        " FROM replica_state"
+    ).fetchall()
+    if not rows:
+        return None
+    w, snapshot, synced_at, finished_at, total, source = rows[0]
+    return State(int(w), str(snapshot), synced_at, finished_at, int(total), str(source))
+
+
+def source_of(con: psycopg.Connection[tuple[object, ...]]) -> str:
+    """host:port/database of a connection: where a replica copies from, without credentials."""
+    info = con.info
+    return f"{info.host}:{info.port}/{info.dbname}"
+
+
+def sync_once(
+    con: psycopg.Connection[tuple[object, ...]],
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    progress: Progress | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> SyncResult:
+    """Copy what PostgreSQL committed since the last step into the replica, in one DuckDB
+    transaction with the new position. `con` must not be in a transaction."""
+    started = time.perf_counter()
+    synced_at = datetime.now(UTC)  # before the snapshot: what was committed then is read
+    last = state(cur)
+    con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        # The first statement takes the transaction's snapshot, the one every read below sees.
+        row = con.execute(
+            "SELECT pg_current_snapshot()::text,"
+            " pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        ).fetchone()
+        assert row is not None
+        snapshot, xmin = str(row[0]), int(str(row[1]))
+        if last is not None:
+            _check_same_store(con, last)
+        cur.execute("BEGIN")
+        try:
+            since = None if last is None else (str(last.watermark), last.snapshot)
+            webhooks = _copy(con, cur, INBOX, since, progress, chunk_bytes)
+            rejected = _copy(con, cur, REJECTED, since, progress, chunk_bytes)
+            repeats = _copy_repeats(con, cur)
+            receivers = _copy_receivers(con, cur)
+            total = (0 if last is None else last.total_webhooks) + webhooks
+            cur.execute("DELETE FROM replica_state")
+            cur.execute(
+                "INSERT INTO replica_state VALUES ($watermark, $snapshot, $synced_at, now(),"
+                " $webhooks, $rejected, $total, $source)",
+                {
+                    "watermark": xmin,
+                    "snapshot": snapshot,
+                    "synced_at": synced_at,
+                    "webhooks": webhooks,
+                    "rejected": rejected,
+                    "total": total,
+                    "source": source_of(con),
+                },
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    finally:
+        # Read only: nothing to keep. A broken connection is left to the caller to close.
+        if con.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            con.execute("ROLLBACK")
+    took = time.perf_counter() - started
+    return SyncResult(webhooks, rejected, repeats, receivers, snapshot, took)
+
+
+def _check_same_store(con: psycopg.Connection[tuple[object, ...]], last: State) -> None:
+    """Transaction ids only grow: a replica that has read past the store's newest transaction
+    was built from another PostgreSQL (or one restored from a backup)."""
+    row = con.execute(
+        "SELECT pg_snapshot_xmax(%s::pg_snapshot) > pg_snapshot_xmax(pg_current_snapshot())",
+        (last.snapshot,),
+    ).fetchone()
+    if row is not None and row[0]:
+        raise ReplicaMismatch(
+            f"this replica has read up to transaction {last.snapshot.split(':')[1]} of "
+            f"{last.source}, which has not reached it: it was built from another PostgreSQL. "
+            "Delete the replica file (CALLSTATUS_DB) and restart: it is rebuilt from this one."
+        )
+
+
+def _copy(
+    con: psycopg.Connection[tuple[object, ...]],
+    cur: duckdb.DuckDBPyConnection,
+    table: _Copied,
+    since: tuple[str, str] | None,
+    progress: Progress | None,
+    chunk_bytes: int,
+) -> int:
+    """Copy a table's new rows; return how many."""
+    insert = table.insert_sql()
+    copied = 0
+    fd, name = tempfile.mkstemp(prefix="callstatus-sync-", suffix=".tsv")
+    os.close(fd)
+    path = Path(name)
+    try:
+        with con.cursor() as pg_cur, pg_cur.copy(table.copy_sql(since is not None), since) as rows:
+            for chunk in _chunks(rows, chunk_bytes):
+                path.write_bytes(chunk)
+                (count,) = cur.execute(insert, {"path": name}).fetchall()[0]
+                copied += int(count)
+                if progress is not None:
+                    progress(table.table, copied)
+    finally:
+        path.unlink(missing_ok=True)
+    return copied
+
+
+def _chunks(blocks: Iterable[bytes | bytearray | memoryview], size: int) -> Iterable[bytes]:
+    """COPY's output in chunks of about `size` bytes, each ending at the end of a row."""
+    pending = bytearray()
+    for block in blocks:
+        pending += block
+        if len(pending) >= size:
+            cut = pending.rfind(b"\n") + 1
+            if cut:
+                yield bytes(pending[:cut])
+                del pending[:cut]
+    if pending:
+        yield bytes(pending)
+
+
+def _copy_repeats(
+    con: psycopg.Connection[tuple[object, ...]], cur: duckdb.DuckDBPyConnection
+) -> bool:
+    """webhook_repeats only ever grows (counts added, buckets added): copied whole when its row
+    count or sum differs from the replica's."""
+    totals = "SELECT count(*), coalesce(sum(repeats), 0) FROM webhook_repeats"
+    there = con.execute(totals).fetchone()
+    here = cur.execute(totals).fetchall()[0]
+    if there is None or (int(str(there[0])), int(str(there[1]))) == (int(here[0]), int(here[1])):
+        return False
+    rows = con.execute("SELECT bucket, kind, repeats FROM webhook_repeats").fetchall()
+    cur.execute("DELETE FROM webhook_repeats")
+    cur.execute(
+        "INSERT INTO webhook_repeats SELECT unnest($b::TIMESTAMPTZ[]), unnest($k::VARCHAR[]),"
+        " unnest($r::BIGINT[])",
+        {
+            "b": [row[0] for row in rows],
+            "k": [row[1] for row in rows],
+            "r": [row[2] for row in rows],
+        },
+    )
+    return True
+
+
+def _copy_receivers(
+    con: psycopg.Connection[tuple[object, ...]], cur: duckdb.DuckDBPyConnection
+) -> bool:
+    """The receivers' heartbeats, a row each: copied whole when they changed."""
+    names = ", ".join(_RECEIVERS)
+    there = sorted(con.execute(f"SELECT {names} FROM receivers").fetchall(), key=str)
+    here = sorted(cur.execute(f"SELECT {names} FROM cluster_receivers").fetchall(), key=str)
+    if there == here:
+        return False
+    cur.execute("DELETE FROM cluster_receivers")
+    if there:
+        columns = list(zip(*there, strict=True))
+        cur.execute(
+            f"INSERT INTO cluster_receivers ({names}) SELECT unnest($a::VARCHAR[]),"
+            " unnest($b::TIMESTAMPTZ[]), unnest($c::TIMESTAMPTZ[]), unnest($d::TIMESTAMPTZ[]),"
+            " unnest($e::BIGINT[]), unnest($f::BIGINT[])",
+            {key: list(values) for key, values in zip("abcdef", columns, strict=True)},
+        )
+    return True
+
+
+class SyncJob:
+    """Keeps the server's database a replica of CALLSTATUS_POSTGRES_URL: a step every
+    SYNC_EVERY_S in its own thread, over one kept connection (opened again after a failure)."""
+
+    def __init__(self, database: Database, url: str, interval_s: float = SYNC_EVERY_S) -> None:
+        self.database = database
+        self.url = url
+        self._con: psycopg.Connection[tuple[object, ...]] | None = None
+        self.last: SyncResult | None = None
+        self.last_error: str | None = None
+        self._logged_at = 0.0
+        self._progress_at = time.monotonic()
+        self.loop = PeriodicJob("replica", self.step, interval_s)
+
+    def start(self) -> None:
+        self.loop.start()
+
+    def step(self) -> None:
+        try:
+            if self._con is None or self._con.closed:
+                self._con = pg.connect(self.url, autocommit=True)
+            result = sync_once(self._con, self.database.cursor(), progress=self._progress)
+        except psycopg.Error as exc:
+            self._failed(exc)
+            return
+        if self.last_error is not None:
+            log.info("replica: PostgreSQL reachable again")
+        self.last_error = None
+        self.last = result
+        if result.webhooks > 10_000 or result.took_s > 1.0:
+            log.info(
+                "replica: %d webhooks copied from PostgreSQL in %.2f s",
+                result.webhooks,
+                result.took_s,
+            )
+
+    def _progress(self, table: str, rows: int) -> None:
+        # A rebuild from millions of rows takes a while: say how far it is now and then.
+        now = time.monotonic()
+        if now - self._progress_at > PROGRESS_EVERY_S:
+            self._progress_at = now
+            log.info("replica: %s: %d rows copied so far", table, rows)
+
+    def _failed(self, exc: psycopg.Error) -> None:
+        message = f"{type(exc).__name__}: {exc}".strip()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        now = time.monotonic()
+        if message != self.last_error or now - self._logged_at > LOG_EVERY_S:
+            log.warning("replica: cannot read PostgreSQL, will retry: %s", message)
+            self._logged_at = now
+        self.last_error = message
+
+    def stop(self) -> None:
+        """Stop the loop after a final step, then close the connection."""
+        self.loop.stop()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
