@@ -1,0 +1,75 @@
+"""`callstatus erase --number N [--dry-run]`: every call mentioning one number removed. Through
+the running server when one holds the database (POST /api/erase), else on the file itself."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import duckdb
+import requests
+
+from callstatus.app.reconcile_command import _message, _server
+from callstatus.core import rollups
+from callstatus.core.db import Database, held_by_another_process
+from callstatus.core.errors import CommandError, UsageError
+from callstatus.core.settings import Settings
+from callstatus.core.snapshot import write_snapshot
+from callstatus.privacy.erase import Erasure, NotANumber, Target, erase, target_for
+
+
+@dataclass(frozen=True)
+class EraseOptions:
+    number: str
+    dry_run: bool = False
+
+
+def run_erase(options: EraseOptions, settings: Settings) -> int:
+    try:
+        target = target_for(options.number, settings)
+    except NotANumber as exc:
+        raise UsageError(f"--number: {exc}") from exc
+    try:
+        database = Database(settings.db, memory_limit=settings.memory_limit)
+    except duckdb.Error as exc:
+        if not held_by_another_process(exc):
+            raise
+        done = _through_server(settings, options)
+    else:
+        try:
+            done = _here(database, settings, target, options.dry_run)
+        finally:
+            database.close()
+    print(done.describe())
+    return 0
+
+
+def _here(database: Database, settings: Settings, target: Target, dry_run: bool) -> Erasure:
+    """No server holds the file: erase in this process, then rewrite the snapshot if any."""
+    cur = database.cursor()
+    rollups.refresh(cur)
+    done = erase(cur, settings, target, dry_run=dry_run, trigger="file")
+    if not dry_run and settings.snapshot_path.exists():
+        write_snapshot(cur, settings.snapshot_path)
+        done.snapshot = "rewritten"
+    return done
+
+
+def _through_server(settings: Settings, options: EraseOptions) -> Erasure:
+    url, token = _server(settings)
+    print(f"callstatus: the server at {url} holds {settings.db}: asking it", file=sys.stderr)
+    try:
+        response = requests.post(
+            f"{url}/api/erase",
+            json={"number": options.number, "dry_run": options.dry_run},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=(5, None),
+        )
+    except requests.RequestException as exc:
+        raise CommandError(
+            f"{settings.db} is held by another process, and no callstatus server answers at "
+            f"{url} ({type(exc).__name__}): stop that process or start `callstatus serve`"
+        ) from exc
+    if response.status_code != 200:
+        raise CommandError(f"the server refused: {_message(response)}")
+    return Erasure.from_json(response.json())
