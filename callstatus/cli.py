@@ -1,4 +1,4 @@
-"""The `callstatus` command: serve, simulate, demo, seed, sql, export, reconcile, alerts.
+"""The `callstatus` command: serve, simulate, demo, seed, sql, export, reconcile, erase, alerts.
 
 Errors the user can act on end as one line on stderr, `callstatus: error: ...` with what to do
 next: exit status 2 for a wrong command line or setting, 1 for anything else. A closed stdout
@@ -104,6 +104,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     options = ReconcileOptions(since=args.since, days=args.days, until=args.until)
     return run_reconcile(options, _settings(args.db))
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from callstatus.app.erase_command import EraseOptions, run_erase
+
+    return run_erase(EraseOptions(args.number, args.dry_run), _settings(args.db))
 
 
 def cmd_alerts_check(args: argparse.Namespace) -> int:
@@ -257,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", default=None, help="first day (YYYY-MM-DD, UTC)")
     export.add_argument("--until", default=None, help="last day (YYYY-MM-DD, UTC)")
     export.set_defaults(func=cmd_export)
+
+    erase = sub.add_parser(
+        "erase",
+        parents=[common],
+        help="remove every call mentioning one number (an erasure request)",
+        description="Remove every call in which NUMBER appears (its webhooks, call records, PHLO "
+        "reports, rollup rows, refused requests and archived rows), write a new snapshot, and "
+        "record the erasure in the erasures table by a pseudonym. Prints the rows per table. "
+        "Through the running server when one holds the database.",
+    )
+    erase.add_argument("--number", required=True, help="the number, e.g. +14155550107")
+    erase.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+    erase.add_argument("--db", type=Path, default=None, help="DuckDB file (CALLSTATUS_DB)")
+    erase.set_defaults(func=cmd_erase)
 
     reconcile = sub.add_parser(
         "reconcile",

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from callstatus.app import api_v1
+from callstatus.app.erase_api import add_erase_route
 from callstatus.app.openapi import ERROR_REF, add_security, add_webhooks, use_error_shape
 from callstatus.app.password import BasicAuth, PasswordMiddleware, Verdict, too_many_failures
 from callstatus.app.reconcile_api import add_reconcile_route
@@ -148,6 +149,7 @@ def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     add_reconcile_route(api, rt)
+    add_erase_route(api, rt)
     api.include_router(api_v1.router)
 
     def openapi() -> dict[str, Any]:
