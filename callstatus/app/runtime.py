@@ -32,6 +32,7 @@ from callstatus.core.rollups import RollupJob
 from callstatus.core.server import ReceiverStatus, ServerHandle
 from callstatus.core.settings import Settings, SettingsError
 from callstatus.core.snapshot import SnapshotJob, age_s
+from callstatus.privacy.retention import RetentionJob
 from callstatus.receiver.intake import Intake
 from callstatus.receiver.spool import Spool
 from callstatus.receiver.writer import Writer
@@ -91,6 +92,7 @@ class Runtime:
         self.rollups: RollupJob | None = None
         self.snapshot: SnapshotJob | None = None
         self.reconcile: ReconcileJob | None = None
+        self.retention: RetentionJob | None = None
         # Read now, so that a mistake in the rules file stops `serve` before it listens.
         self.alerts_config = load_alerts(settings)
         self.alerts: AlertJobType | None = None
@@ -139,6 +141,10 @@ class Runtime:
         if self.settings.reconcile_configured:
             self.reconcile = ReconcileJob(database, self.settings)
             self.reconcile.start()
+        # CALLSTATUS_RETENTION_DAYS: a run now and then daily, pausing the rollups while it deletes.
+        if self.settings.retention_days is not None:
+            self.retention = RetentionJob(database, self.settings, self.rollups)
+            self.retention.start()
         server.install(
             ServerHandle(
                 self.settings,
@@ -193,6 +199,8 @@ class Runtime:
         # Before the writer drains: a run stops at its next page or backoff wait.
         if self.reconcile is not None:
             _stop("reconcile", self.reconcile.stop)
+        if self.retention is not None:
+            _stop("retention", self.retention.stop)
         self.intake.stop()
         # Before the final refresh, which then holds the last rows synced.
         if self._database is not None and self.settings.clustered:
@@ -206,6 +214,7 @@ class Runtime:
         if self._database is not None:
             self._database.close()
         self.rollups = self.snapshot = self._database = self.reconcile = self.alerts = None
+        self.retention = None
         self.pg_writer = None
 
     def _send_test(self, channel: str) -> str:
