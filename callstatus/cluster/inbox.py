@@ -29,7 +29,7 @@ Connection = psycopg.Connection[tuple[object, ...]]
 _ADMIT = """
 INSERT INTO webhook_fingerprints AS f (params_hash, kind, first_seen, window_start, deliveries)
 SELECT h, k, t, t, n
-FROM unnest(%(hashes)s::bigint[], %(kinds)s::text[], %(times)s::timestamptz[], %(counts)s::int[])
+FROM unnest(%(hashes)b::bigint[], %(kinds)b::text[], %(times)b::timestamptz[], %(counts)b::int[])
     AS u(h, k, t, n)
 ORDER BY h, k
 ON CONFLICT (params_hash, kind) DO UPDATE SET
@@ -45,14 +45,14 @@ RETURNING params_hash, kind, deliveries, xmax = 0
 _INSERT = """
 INSERT INTO webhook_inbox (event_id, received_at, kind, http_method, params, signature,
     duplicate, params_hash, typed, receiver)
-SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[], %s::text[], %s::text[],
-    %s::text[], %s::boolean[], %s::bigint[], %s::text[], %s::text[])
+SELECT * FROM unnest(%b::uuid[], %b::timestamptz[], %b::text[], %b::text[], %b::text[],
+    %b::text[], %b::boolean[], %b::bigint[], %b::text[], %b::text[])
 ON CONFLICT (event_id) DO NOTHING
 """
 
 _REPEATS = """
 INSERT INTO webhook_repeats AS r (bucket, kind, repeats)
-SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[]) ORDER BY 1, 2
+SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::bigint[]) ORDER BY 1, 2
 ON CONFLICT (bucket, kind) DO UPDATE SET repeats = r.repeats + EXCLUDED.repeats
 """
 

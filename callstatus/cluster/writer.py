@@ -206,9 +206,11 @@ class PgWriter:
                 stored = inbox.existing_ids(con, records)
                 records = [r for r in records if r.event_id not in stored]
             admitted = inbox.admit(con, records, max_stored=self.max_stored, window_s=self.window_s)
-            inbox.insert_events(con, admitted.stored, self.zone, self.receiver)
-            inbox.add_repeats(con, inbox.repeat_counts(admitted.repeats))
-            con.commit()
+            # One round trip for the rest: the rows, the repeats counted and the commit.
+            with con.pipeline():
+                inbox.insert_events(con, admitted.stored, self.zone, self.receiver)
+                inbox.add_repeats(con, inbox.repeat_counts(admitted.repeats))
+                con.commit()
         except BaseException:
             _rollback(con)
             raise
