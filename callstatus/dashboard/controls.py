@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import streamlit as st
 
+from callstatus.core.destinations import country_name
 from callstatus.core.numbers import NumberMasker
 from callstatus.dashboard import connection, context
 from callstatus.dashboard.filters import (
@@ -21,6 +22,7 @@ from callstatus.dashboard.filters import (
     lookup_numbers,
     resolve_range,
 )
+from callstatus.dashboard.queries import destinations as places
 from callstatus.dashboard.queries import sidebar as choices
 from callstatus.dashboard.text import plain
 
@@ -65,6 +67,12 @@ def sidebar() -> None:
             "Days", value=(today - timedelta(days=6), today), key="days", bind="query-params"
         )
     bar.selectbox("Bucket", BUCKET_CHOICES, key="bucket", bind="query-params")
+    bar.toggle(
+        "Compare with the previous range",
+        key="compare",
+        bind="query-params",
+        help="Over-time charts also draw the range just before, dashed, bucket on bucket",
+    )
     bar.segmented_control(
         "Direction", DIRECTIONS, default="all", key="dir", bind="query-params", required=True
     )
@@ -85,6 +93,15 @@ def sidebar() -> None:
         accept_new_options=True,
         placeholder="all",
         help="Only calls that dialled these B numbers",
+    )
+    bar.multiselect(
+        "Country",
+        places.countries(connection.relations()),
+        key="country",
+        bind="query-params",
+        format_func=lambda code: f"{code} · {country_name(code)}",
+        placeholder="all",
+        help="The far end's country: the number called (outbound), the caller (inbound)",
     )
     bar.selectbox("Time zone", _zones(), key="tz", bind="query-params")
     bar.divider()
@@ -109,6 +126,11 @@ def refresh_seconds() -> int | None:
     if not st.session_state.get("live"):
         return None
     return REFRESH_CHOICES.get(st.session_state.get("every", "15 s"), 15)
+
+
+def comparing() -> bool:
+    """Whether over-time charts overlay the previous range (query string `compare`)."""
+    return bool(st.session_state.get("compare"))
 
 
 def live(body: Callable[[], None], refresh: bool = True) -> None:
@@ -145,6 +167,7 @@ def current() -> Filters:
         numbers=lookup_numbers(state.get("num") or (), masker()),
         destinations=lookup_numbers(state.get("dest") or (), masker()),
         tz=tz,
+        countries=tuple(state.get("country") or ()),
     )
 
 
@@ -167,4 +190,6 @@ def describe(f: Filters) -> str:
         parts.append("our numbers " + ", ".join(plain(n) for n in f.numbers))
     if f.destinations:
         parts.append("B " + ", ".join(plain(d) for d in f.destinations))
+    if f.countries:
+        parts.append("countries " + ", ".join(plain(c) for c in f.countries))
     return " · ".join(parts)
