@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,23 +249,85 @@ def _copy(
     progress: Progress | None,
     chunk_bytes: int,
 ) -> int:
-    """Copy a table's new rows; return how many."""
+    """Copy a table's new rows; return how many. A thread reads PostgreSQL's next chunk while
+    DuckDB stores the last one: each takes about half of a large copy's time."""
+    reader = _Reader(con, table.copy_sql(since is not None), since, chunk_bytes)
     insert = table.insert_sql()
     copied = 0
-    fd, name = tempfile.mkstemp(prefix="callstatus-sync-", suffix=".tsv")
-    os.close(fd)
-    path = Path(name)
+    path: Path | None = None
     try:
-        with con.cursor() as pg_cur, pg_cur.copy(table.copy_sql(since is not None), since) as rows:
-            for chunk in _chunks(rows, chunk_bytes):
-                path.write_bytes(chunk)
-                (count,) = cur.execute(insert, {"path": name}).fetchall()[0]
-                copied += int(count)
-                if progress is not None:
-                    progress(table.table, copied)
+        for chunk in reader.chunks():
+            if path is None:
+                fd, name = tempfile.mkstemp(prefix="callstatus-sync-", suffix=".tsv")
+                os.close(fd)
+                path = Path(name)
+            path.write_bytes(chunk)
+            (count,) = cur.execute(insert, {"path": str(path)}).fetchall()[0]
+            copied += int(count)
+            if progress is not None:
+                progress(table.table, copied)
     finally:
-        path.unlink(missing_ok=True)
+        reader.close()
+        if path is not None:
+            path.unlink(missing_ok=True)
     return copied
+
+
+class _Reader:
+    """COPY's output read in a thread, handed over in chunks (two waiting at most)."""
+
+    def __init__(
+        self,
+        con: psycopg.Connection[tuple[object, ...]],
+        sql: str,
+        params: tuple[str, str] | None,
+        chunk_bytes: int,
+    ) -> None:
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._read, args=(con, sql, params, chunk_bytes), name="callstatus-replica"
+        )
+        self._thread.start()
+
+    def _read(
+        self,
+        con: psycopg.Connection[tuple[object, ...]],
+        sql: str,
+        params: tuple[str, str] | None,
+        chunk_bytes: int,
+    ) -> None:
+        try:
+            with con.cursor() as pg_cur, pg_cur.copy(sql, params) as rows:
+                for chunk in _chunks(rows, chunk_bytes):
+                    if not self._put(chunk):
+                        return
+            self._put(None)
+        except BaseException as exc:
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        """Hand an item over unless the consumer gave up (then False)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def chunks(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _chunks(blocks: Iterable[bytes | bytearray | memoryview], size: int) -> Iterable[bytes]:
