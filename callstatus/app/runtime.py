@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 from callstatus.alerts.model import AlertsConfig
 from callstatus.alerts.rules import load, require_settings
 from callstatus.cluster.heartbeat import receiver_name
+from callstatus.cluster.sync import SyncJob
 from callstatus.cluster.writer import PgWriter
 from callstatus.core import server
 from callstatus.core.db import Database
@@ -88,6 +89,8 @@ class Runtime:
         self.intake = Intake(settings)
         # Clustered mode's writer (roles all and receiver with CALLSTATUS_POSTGRES_URL).
         self.pg_writer: PgWriter | None = None
+        # Clustered mode's replica sync (roles all and dashboard with CALLSTATUS_POSTGRES_URL).
+        self.replica: SyncJob | None = None
         self._database: Database | None = None
         self.rollups: RollupJob | None = None
         self.snapshot: SnapshotJob | None = None
@@ -186,9 +189,15 @@ class Runtime:
     def _start_replica_sync(self, database: Database) -> None:
         """Clustered mode's dashboard side (roles all and dashboard): the sync job that keeps
         `database` a replica of PostgreSQL starts here, and stops in `_stop_replica_sync`."""
+        assert self.settings.postgres_url is not None
+        self.replica = SyncJob(database, self.settings.postgres_url)
+        self.replica.start()
 
     def _stop_replica_sync(self) -> None:
         """Stops what `_start_replica_sync` started, before the database closes."""
+        if self.replica is not None:
+            self.replica.stop()
+            self.replica = None
 
     def stop(self) -> None:
         server.install(None)
