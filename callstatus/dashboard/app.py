@@ -61,6 +61,18 @@ def dashboard() -> None:
                     icon=":material/call_split:",
                 ),
                 st.Page(
+                    "screens/timing.py",
+                    title="Timing and load",
+                    url_path="timing",
+                    icon=":material/timer:",
+                ),
+                st.Page(
+                    "screens/destinations.py",
+                    title="Destinations",
+                    url_path="destinations",
+                    icon=":material/public:",
+                ),
+                st.Page(
                     "screens/calls.py", title="Calls", url_path="calls", icon=":material/search:"
                 ),
             ],

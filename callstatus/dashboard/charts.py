@@ -80,13 +80,16 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
     if frame.empty:
         return empty()
     order = [lead, *[r for r in RATE_COLORS if r != lead]]
+    # Compared (comparison.overlay): the previous range's rows carry period = 'previous range'.
+    compared = "period" in frame
+    ids = ["bucket", "calls", *(["period"] if compared else [])]
     long = frame.rename(
         columns={
             "dial_answer_rate": "dial answer rate",
             "call_answer_rate": "call answer rate",
             "b_leg_answer_rate": "B-leg answer rate",
         }
-    ).melt(id_vars=["bucket", "calls"], value_vars=order, var_name="rate", value_name="value")
+    ).melt(id_vars=ids, value_vars=order, var_name="rate", value_name="value")
     x = _time_x(f"time ({tz})")
     lines = (
         alt.Chart(long)
@@ -111,10 +114,14 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
                 alt.Tooltip("bucket:T", title="from"),
                 "rate:N",
                 alt.Tooltip("value:Q", format=".1%"),
+                *(["period:N"] if compared else []),
             ],
         )
         .properties(height=230)
     )
+    if compared:
+        lines = lines.encode(strokeDash=_period_dash(), detail="period:N")
+        frame = frame[frame["period"] != "previous range"]
     bars = (
         alt.Chart(frame)
         .mark_bar(color="#9aa5b1", stroke="white", strokeWidth=0.5, orient="vertical")
@@ -128,6 +135,16 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
     )
     stacked: alt.VConcatChart = alt.vconcat(lines, bars, spacing=6).resolve_scale(x="shared")
     return stacked
+
+
+def _period_dash() -> alt.StrokeDash:
+    """Solid for the range, dashed for the previous range overlaid on it."""
+    return alt.StrokeDash(
+        "period:N",
+        title=None,
+        scale=alt.Scale(domain=["this range", "previous range"], range=[[1, 0], [5, 4]]),
+        legend=alt.Legend(orient="top"),
+    )
 
 
 def _stacked_over_time(

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import streamlit as st
 
-from callstatus.core.destinations import country_name
 from callstatus.core.numbers import NumberMasker
 from callstatus.dashboard import connection, context
 from callstatus.dashboard.filters import (
@@ -99,9 +98,10 @@ def sidebar() -> None:
         places.countries(connection.relations()),
         key="country",
         bind="query-params",
-        format_func=lambda code: f"{code} · {country_name(code)}",
         placeholder="all",
-        help="The far end's country: the number called (outbound), the caller (inbound)",
+        # Plain ISO codes (a label here would also be the query string's value: country=GB).
+        help="ISO code of the far end's country: the number called (outbound), the caller "
+        "(inbound). Destinations names them.",
     )
     bar.selectbox("Time zone", _zones(), key="tz", bind="query-params")
     bar.divider()

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pandas as pd
 import streamlit as st
 
-from callstatus.dashboard import charts, connection, controls, definitions, tiles, widgets
-from callstatus.dashboard.queries import overview, sidebar
+from callstatus.dashboard import (
+    charts,
+    comparison,
+    connection,
+    controls,
+    definitions,
+    tiles,
+    widgets,
+)
+from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries import concurrency, overview, sidebar
+from callstatus.dashboard.queries.relations import Relations
+from callstatus.dashboard.text import plain
 
 RATE_NAMES = {"dial": "dial answer rate", "call": "call answer rate"}
 
@@ -22,6 +35,7 @@ def render() -> None:
     span = sidebar.data_span(rel)
     covered = span is not None and span[0] <= f.previous().start
     tiles.render(row, before.frame.iloc[0], lead, covered)
+    todays_peak(rel, f)
     st.caption(
         f"Leading with the **{RATE_NAMES[lead]}**: "
         + (
@@ -39,7 +53,10 @@ def render() -> None:
     widgets.provenance(now, "kpis")
 
     st.subheader("Answer rates over time, with call volume")
-    rates = overview.rates_over_time(rel, f)
+    if controls.comparing():
+        rates = comparison.overlay(overview.rates_over_time, rel, f)
+    else:
+        rates = overview.rates_over_time(rel, f)
     widgets.chart(
         rates, charts.rates_with_volume(rates.frame, RATE_NAMES[lead], f.tz), "answer-rates"
     )
@@ -62,6 +79,24 @@ def render() -> None:
         )
         heat = overview.answer_heatmap(rel, f, metric or lead)
         widgets.chart(heat, charts.heatmap(heat.frame, RATE_NAMES[metric or lead]), "heatmap")
+
+
+def todays_peak(rel: Relations, f: Filters) -> None:
+    """The most calls up at once today (midnight in the chosen zone to now), within the
+    slices, and when: capacity, licences and trunk size are planned on it."""
+    top = concurrency.peak(rel, concurrency.today(f, datetime.now(UTC))).frame.iloc[0]
+    when = top["at"]
+    reached = "" if pd.isna(when) else f"at {when:%H:%M:%S}"
+    tile, note = st.columns([1, 3], vertical_alignment="center")
+    tile.metric(
+        "Peak concurrent calls today",
+        tiles.fmt_count(top["peak"]),
+        help="The most A legs up at one instant since midnight (in the chosen time zone), "
+        "exact from their start and end times. Timing and load shows it per bucket.",
+        border=True,
+    )
+    if reached:
+        note.caption(f"Today's peak was first reached {reached} ({plain(f.tz)}).")
 
 
 def records_only_notice(kpis: pd.Series) -> str | None:
