@@ -8,6 +8,7 @@ figure here leaves them out.
 
 from __future__ import annotations
 
+from callstatus.dashboard import connection
 from callstatus.dashboard.filters import Filters
 from callstatus.dashboard.queries.base import BUCKET, BUCKET_END, Result, run, with_
 from callstatus.dashboard.queries.relations import Relations
@@ -107,3 +108,31 @@ def rejected_samples(f: Filters, per_reason: int = 20) -> Result:
     ORDER BY received_at DESC
     """
     return run(sql, {**f.params(), "per_reason": per_reason})
+
+
+# Clustered mode (callstatus/cluster/sync.py, migration 0014): read at every render, never from
+# the cache, so that the lag shown is now's. Receivers are named by host:port.
+REPLICA = """
+SELECT source, synced_at, finished_at, total_webhooks,
+       epoch(now() - synced_at) AS lag_s, epoch(now() - finished_at) AS since_sync_s
+FROM replica_state
+"""
+RECEIVERS = """
+SELECT receiver, seen_at AS last_seen, last_webhook_at AS last_webhook, spool_depth, stored,
+       started_at, epoch(now() - seen_at) AS silent_s
+FROM cluster_receivers ORDER BY receiver
+"""
+
+
+def replica_state() -> Result:
+    """The replica's position: empty before its first sync."""
+    return _live(REPLICA)
+
+
+def cluster_receivers() -> Result:
+    """Each receiver's last heartbeat, as the last sync copied it."""
+    return _live(RECEIVERS)
+
+
+def _live(sql: str) -> Result:
+    return Result(connection.cursor().execute(sql).df(), sql.strip())

@@ -8,8 +8,17 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
-from callstatus.dashboard import charts, connection, controls, receiver_status, tiles, widgets
+from callstatus.dashboard import (
+    charts,
+    connection,
+    context,
+    controls,
+    receiver_status,
+    tiles,
+    widgets,
+)
 from callstatus.dashboard.queries import health as queries
+from callstatus.dashboard.queries.base import Result
 from callstatus.dashboard.screens import completeness
 from callstatus.dashboard.text import plain
 
@@ -23,6 +32,11 @@ def render() -> None:
     row = totals.frame.iloc[0]
     live = receiver_status.status()
     repeats = queries.repeats_not_stored(f).frame.iloc[0]["repeats"]
+    clustered = context.settings().clustered
+    receivers = queries.cluster_receivers() if clustered else None
+    spool = live.spool_depth
+    if receivers is not None:  # the receivers' spools, not this dashboard's
+        spool = int(receivers.frame["spool_depth"].sum())
     # Two rows of three: six tiles in one row cut their labels and values ("Since last we…")
     # at 1440 px and below. What arrives first, then what was refused or is waiting.
     arrived, trouble = st.columns(3), st.columns(3)
@@ -56,9 +70,10 @@ def render() -> None:
     )
     trouble[2].metric(
         "Spool depth",
-        "—" if live.spool_depth is None else tiles.fmt_count(live.spool_depth),
+        "—" if spool is None else tiles.fmt_count(spool),
         border=True,
-        help="Webhooks waiting on disk for the database (0 is healthy).",
+        help="Webhooks waiting on disk for the database (0 is healthy)"
+        + (", all receivers together." if clustered else "."),
     )
     snapshot = "—" if live.snapshot_age_s is None else f"{live.snapshot_age_s:.0f} s"
     st.caption(
@@ -70,6 +85,9 @@ def render() -> None:
         )
     )
     widgets.provenance(totals, "receiver-totals")
+
+    if receivers is not None:
+        _cluster(receivers, f.tz)
 
     completeness.render(rel, f)
 
@@ -92,6 +110,73 @@ def render() -> None:
         urls = receiver_status.plivo_urls(base)
         st.code("\n".join(f"{name}: {url}" for name, url in urls.items()), language="text")
         st.caption(f"Base URL from {plain(origin)}. " + receiver_status.RETRY_NOTE)
+
+
+# A receiver beats every 2 s (callstatus/cluster/heartbeat.py): silent this long, it is down or
+# cannot reach PostgreSQL.
+SILENT_S = 10.0
+# The replica syncs every half second: this far behind, it cannot read PostgreSQL.
+BEHIND_S = 10.0
+
+
+def _cluster(receivers: Result, tz: str) -> None:
+    """Clustered mode: each receiver's heartbeat, and how far behind this dashboard's replica
+    of PostgreSQL is."""
+    st.subheader("Receivers and this dashboard's replica")
+    replica = queries.replica_state()
+    frame = receivers.frame
+    up = int((frame["silent_s"] <= SILENT_S).sum())
+    cols = st.columns(3)
+    cols[2].metric(
+        "Receivers up",
+        f"{up} of {len(frame)}",
+        border=True,
+        help=f"Receivers heard from in the last {SILENT_S:.0f} s (they report every 2 s).",
+    )
+    if replica.frame.empty:
+        st.warning(
+            "This dashboard's replica has not copied anything from PostgreSQL yet: it does "
+            "within a second of starting when PostgreSQL is reachable.",
+            icon=":material/sync_problem:",
+        )
+    else:
+        row = replica.frame.iloc[0]
+        lag = float(row["lag_s"])
+        cols[0].metric(
+            "Replica lag",
+            f"{lag:.1f} s",
+            border=True,
+            help="Time since this dashboard last read PostgreSQL: every webhook stored "
+            "before then is shown here.",
+        )
+        cols[1].metric(
+            "Webhooks copied",
+            tiles.fmt_count(row["total_webhooks"]),
+            border=True,
+            help="Copied from PostgreSQL since this replica was built.",
+        )
+        if lag > BEHIND_S:
+            st.warning(
+                f"This dashboard's replica last read PostgreSQL {_ago(row['synced_at'])} ago: "
+                "it cannot reach PostgreSQL, or is rebuilding (the log says which).",
+                icon=":material/sync_problem:",
+            )
+        st.caption(f"Replica of {plain(str(row['source']))}, read every half second.")
+    if frame.empty:
+        st.info("No receiver has reported to PostgreSQL yet.")
+        return
+    shown = pd.DataFrame(
+        {
+            "receiver": frame["receiver"],
+            "status": ["up" if s <= SILENT_S else "silent" for s in frame["silent_s"]],
+            "last seen": [_ago(t) for t in frame["last_seen"]],
+            "last webhook": frame["last_webhook"].dt.tz_convert(tz),
+            "spool depth": frame["spool_depth"],
+            "stored since start": frame["stored"],
+            "started": frame["started_at"].dt.tz_convert(tz),
+        }
+    )
+    widgets.table(Result(shown, receivers.sql), "receivers")
 
 
 def _ago(moment: object) -> str:
