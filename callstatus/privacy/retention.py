@@ -169,7 +169,7 @@ def run_retention(
     rollups.refresh(cur)
     archive_dir = settings.archive_dir
     discard_interrupted(cur, archive_dir)
-    (row,) = cur.execute("SELECT nextval('retention_run_ids')").fetchall()
+    (row,) = cur.execute("SELECT coalesce(max(run_id), 0) + 1 FROM retention_runs").fetchall()
     run = RetentionRun(
         run_id=int(row[0]),
         started_at=datetime.now(UTC),

@@ -6,10 +6,8 @@
 -- files whose rows were never removed, and the next run deletes those files before writing anew
 -- (nothing lost, nothing stored twice). Rows are replaced by delete and insert, never updated
 -- (callstatus/core/rollups.py says why updates are avoided).
-CREATE SEQUENCE retention_run_ids START 1;
-
 CREATE TABLE retention_runs (
-    run_id             BIGINT NOT NULL,
+    run_id             BIGINT NOT NULL,       -- 1, 2, ... (no sequence: a compacted copy keeps it)
     started_at         TIMESTAMPTZ NOT NULL,
     finished_at        TIMESTAMPTZ,
     trigger            VARCHAR NOT NULL,      -- 'job' or 'command'
