@@ -33,6 +33,7 @@ from callstatus.core.rollups import RollupJob
 from callstatus.core.server import ReceiverStatus, ServerHandle
 from callstatus.core.settings import Settings, SettingsError
 from callstatus.core.snapshot import SnapshotJob, age_s
+from callstatus.privacy.compaction import compact_at_start
 from callstatus.privacy.retention import RetentionJob
 from callstatus.receiver.intake import Intake
 from callstatus.receiver.spool import Spool
@@ -128,6 +129,9 @@ class Runtime:
         if self.role == "receiver":
             self._start_pg_writer()
             return
+        if self.settings.retention_days is not None:
+            # Before the file is opened: the writer cannot follow a file replaced under it.
+            compact_at_start(self.settings.db, self.settings.memory_limit)
         database = self._database = open_database(self.settings)
         if self.role == "all":
             if self.settings.clustered:
