@@ -41,12 +41,16 @@ Numbers = Annotated[
     list[str] | None,
     Query(
         description="Only calls to (inbound) or from (outbound) these numbers of ours: repeat "
-        "the parameter or separate numbers with commas."
+        "the parameter or separate numbers with commas. With CALLSTATUS_NUMBERS=masked a clear "
+        "number is looked up as its pseudonym."
     ),
 ]
 Destinations = Annotated[
     list[str] | None,
-    Query(description="Only calls that dialled these B numbers: repeated or comma-separated."),
+    Query(
+        description="Only calls that dialled these B numbers: repeated or comma-separated. With "
+        "CALLSTATUS_NUMBERS=masked a clear number is looked up as its pseudonym."
+    ),
 ]
 Zone = Annotated[
     str,

@@ -143,7 +143,7 @@ def _period_dash() -> alt.StrokeDash:
         "period:N",
         title=None,
         scale=alt.Scale(domain=["this range", "previous range"], range=[[1, 0], [5, 4]]),
-        legend=alt.Legend(orient="top"),
+        legend=alt.Legend(orient="top", symbolType="stroke"),
     )
 
 

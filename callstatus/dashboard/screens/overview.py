@@ -35,7 +35,6 @@ def render() -> None:
     span = sidebar.data_span(rel)
     covered = span is not None and span[0] <= f.previous().start
     tiles.render(row, before.frame.iloc[0], lead, covered)
-    todays_peak(rel, f)
     st.caption(
         f"Leading with the **{RATE_NAMES[lead]}**: "
         + (
@@ -51,6 +50,7 @@ def render() -> None:
     if notice:
         st.info(notice, icon=":material/fact_check:")
     widgets.provenance(now, "kpis")
+    todays_peak(rel, f)
 
     st.subheader("Answer rates over time, with call volume")
     if controls.comparing():
