@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 from callstatus.alerts.model import AlertsConfig
 from callstatus.alerts.rules import load, require_settings
 from callstatus.cluster.heartbeat import receiver_name
+from callstatus.cluster.replica_records import RecordStore
 from callstatus.cluster.sync import SyncJob
 from callstatus.cluster.writer import PgWriter
 from callstatus.core import server
@@ -145,8 +146,11 @@ class Runtime:
             database, self.settings.snapshot_path, self.settings.snapshot_interval_s
         )
         self.snapshot.loop.start()
+        # Before reconciliation: in clustered mode its records reach the replica through it.
+        if self.settings.clustered:
+            self._start_replica_sync(database)
         if self.settings.reconcile_configured:
-            self.reconcile = ReconcileJob(database, self.settings)
+            self.reconcile = ReconcileJob(database, self.settings, self._record_store())
             self.reconcile.start()
         # CALLSTATUS_RETENTION_DAYS: a run now and then daily, pausing the rollups while it deletes.
         if self.settings.retention_days is not None:
@@ -170,8 +174,6 @@ class Runtime:
 
             self.alerts = AlertJob(database, self.settings, self.alerts_config)
             self.alerts.start()
-        if self.settings.clustered:
-            self._start_replica_sync(database)
         if self.address is not None:
             _write_server_file(self.settings.server_file, self.address, self.local_token)
 
@@ -196,6 +198,19 @@ class Runtime:
         assert self.settings.postgres_url is not None
         self.replica = SyncJob(database, self.settings.postgres_url)
         self.replica.start()
+
+    def _record_store(self) -> RecordStore | None:
+        """Clustered mode: Plivo's call records stored in PostgreSQL (a replica rebuilt from
+        it keeps them), then copied into the replica at once."""
+        if self.replica is None or self.settings.postgres_url is None:
+            return None
+        host, port = self.address if self.address is not None else ("", 0)
+        return RecordStore(
+            self.settings.postgres_url,
+            self.settings.plivo_timezone,
+            "reconcile@" + receiver_name(host, port),
+            self.replica.sync_now,
+        )
 
     def _stop_replica_sync(self) -> None:
         """Stops what `_start_replica_sync` started, before the database closes."""

@@ -265,3 +265,24 @@ def test_from_settings(tmp_path: Path) -> None:
     for ours in ("14155550101", "+14155550199", "sip:frontdesk@phone.plivo.com"):
         assert masker.mask(ours) == ours
     assert masker.mask("+14155550107") == pseudonym("+14155550107", KEY)
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["+14155550107", "+442079460958", "+351912345678", "+8801712345678", "+79161234567",
+     "+2348031234567", "+35312345678", "+8613812345678", "+6421234567", "+80012345678"],
+)  # fmt: skip
+def test_the_country_code_is_the_one_phonenumbers_parses(number: str) -> None:
+    import phonenumbers
+
+    code = phonenumbers.parse(number, None).country_code
+    assert pseudonym(number, KEY).startswith(f"+{code}…")
+
+
+def test_many_values_of_one_webhook_and_the_cache_agree(masker: NumberMasker) -> None:
+    fresh = NumberMasker(KEY, OURS)
+    values = [f"+1415555{n:04d}" for n in range(300)] + ["sip:bob@h", "Maria Garcia"]
+    first = [masker.mask(v) for v in values]
+    assert [masker.mask(v) for v in values] == first == [fresh.mask(v) for v in values]
+    assert first[:300] == [pseudonym(v, KEY) for v in values[:300]]
+    assert len(set(first)) == len(values)
