@@ -281,7 +281,7 @@ def test_the_country_code_is_the_one_phonenumbers_parses(number: str) -> None:
 
 def test_many_values_of_one_webhook_and_the_cache_agree(masker: NumberMasker) -> None:
     fresh = NumberMasker(KEY, OURS)
-    values = [f"+1415555{n:04d}" for n in range(300)] + ["sip:bob@h", "Maria Garcia"]
+    values = [f"+1415555{n:04d}" for n in range(1000, 1300)] + ["sip:bob@h", "Maria Garcia"]
     first = [masker.mask(v) for v in values]
     assert [masker.mask(v) for v in values] == first == [fresh.mask(v) for v in values]
     assert first[:300] == [pseudonym(v, KEY) for v in values[:300]]
