@@ -194,11 +194,11 @@ def test_two_receivers_survive_a_kill_and_a_postgres_outage(
     loads: list[Load] = []
     try:
         # Realistic signed traffic from the simulator, one run per receiver, beside the load.
-        runs = [simulate(first, 25, 1), simulate(second, 25, 2)]
+        runs = [simulate(first, 10, 1), simulate(second, 10, 2)]
         a1, b1 = Load(first, "a1").start(), Load(second, "b1").start()
         loads += [a1, b1]
-        a1.wait_for(150)
-        b1.wait_for(150)
+        a1.wait_for(100)
+        b1.wait_for(100)
         outputs = [run.communicate(timeout=60)[0] for run in runs]
         assert [run.returncode for run in runs] == [0, 0], outputs
         simulated = sum(accepted(output) for output in outputs)
@@ -210,12 +210,12 @@ def test_two_receivers_survive_a_kill_and_a_postgres_outage(
         first.start()
         a2 = Load(first, "a2").start()
         loads.append(a2)
-        a2.wait_for(100)
+        a2.wait_for(60)
 
         # PostgreSQL stopped under load: both receivers spool and keep acknowledging.
         server.stop()
-        a2.wait_for(100)
-        b1.wait_for(100)
+        a2.wait_for(60)
+        b1.wait_for(60)
         assert first.health()["spool_depth"] and second.health()["spool_depth"]
         # A receiver killed while its spool holds webhooks replays them after its restart.
         first.kill()
@@ -224,8 +224,8 @@ def test_two_receivers_survive_a_kill_and_a_postgres_outage(
         first.start()
         a3 = Load(first, "a3").start()
         loads.append(a3)
-        a3.wait_for(100)
-        b1.wait_for(100)
+        a3.wait_for(60)
+        b1.wait_for(60)
         deadline = time.monotonic() + 30
         while any(r.health()["status"] != "ok" for r in (first, second)):
             assert time.monotonic() < deadline, (first.health(), second.health())
@@ -244,7 +244,7 @@ def test_two_receivers_survive_a_kill_and_a_postgres_outage(
     twice = {seq: n for seq, (n, _) in rows.items() if n > 1}
     assert not twice, f"stored more than once: {list(twice.items())[:5]}"
     assert all(rows[seq][1] == {name} for seq, name in acked.items())
-    assert len(acked) >= 700
+    assert len(acked) >= 500
     with psycopg.connect(server.url) as con:
         ((others, repeats, receivers),) = con.execute(
             "SELECT (SELECT count(*) FROM webhook_inbox WHERE params::json->>'Seq' IS NULL),"
