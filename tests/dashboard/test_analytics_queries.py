@@ -175,6 +175,8 @@ def test_outcomes_by_country(rel: Relations) -> None:
     assert got[("outbound", "DE")]["busy"] == 1
     chart = destinations.outcomes_by_country(rel, filters()).frame
     assert chart.groupby("country")["calls"].sum().to_dict() == {"DE": 1, "GB": 3, "IN": 1, "US": 1}
+    outbound = destinations.outcomes_by_country(rel, filters(), "outbound").frame
+    assert outbound.groupby("country")["calls"].sum().to_dict() == {"DE": 1, "GB": 2, "US": 1}
 
 
 def test_b_legs_by_country_and_our_numbers(rel: Relations) -> None:

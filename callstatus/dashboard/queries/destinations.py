@@ -55,14 +55,17 @@ def by_country(rel: Relations, f: Filters) -> Result:
     return run(sql, f.params())
 
 
-def outcomes_by_country(rel: Relations, f: Filters, top: int = 12) -> Result:
-    """Calls per far-end country and outcome, the `top` countries by calls."""
+def outcomes_by_country(
+    rel: Relations, f: Filters, direction: str | None = None, top: int = 12
+) -> Result:
+    """Calls per far-end country and outcome, the `top` countries by calls; only calls of
+    `direction` when given."""
     sql = (
         with_(scoped_calls(rel))
         + f"""
     , counted AS (
         SELECT coalesce({FAR_COUNTRY}, '{UNKNOWN}') AS country, outcome, count(*) AS calls
-        FROM scoped_calls GROUP BY ALL)
+        FROM scoped_calls WHERE $only IS NULL OR direction = $only GROUP BY ALL)
     , ranked AS (
         SELECT country FROM counted GROUP BY country ORDER BY sum(calls) DESC, country
         LIMIT $top)
@@ -70,7 +73,7 @@ def outcomes_by_country(rel: Relations, f: Filters, top: int = 12) -> Result:
     ORDER BY country, outcome
     """
     )
-    return run(sql, {**f.params(), "top": top})
+    return run(sql, {**f.params(), "top": top, "only": direction})
 
 
 def legs_by_country(rel: Relations, f: Filters) -> Result:

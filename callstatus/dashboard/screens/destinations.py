@@ -32,7 +32,10 @@ def render() -> None:
     st.subheader("Calls by country", help=COUNTRY_HELP)
     left, right = st.columns([2, 3])
     with left:
-        outcomes = destinations.outcomes_by_country(rel, f)
+        # Inbound calls are answered by our own XML: their outcomes say little per country.
+        shown = "inbound" if f.direction == "inbound" else "outbound"
+        st.caption(f"How {shown} calls ended, by the country of the {_far_end(shown)}.")
+        outcomes = destinations.outcomes_by_country(rel, f, shown)
         widgets.chart(
             outcomes,
             analytics_charts.outcomes_by_country(outcomes.frame),
@@ -48,6 +51,7 @@ def render() -> None:
                     "call answer rate", format="percent", help=definitions.CALL_ANSWER_RATE
                 ),
                 "acd_s": RATE("ACD (s)", format="%.0f", help=definitions.ACD),
+                "no_answer": RATE("no answer"),
                 "failed": RATE("failed", help="Failed, unreachable or rejected"),
             },
         )
@@ -59,9 +63,11 @@ def render() -> None:
             destinations.legs_by_country(rel, f),
             "b-legs-by-country",
             column_config={
+                "b_legs": RATE("B legs"),
+                "lost_race": RATE("lost races"),
                 "b_leg_answer_rate": RATE(
                     "B-leg answer rate", format="percent", help=definitions.B_LEG_ANSWER_RATE
-                )
+                ),
             },
         )
     with right:
@@ -72,6 +78,7 @@ def render() -> None:
             destinations.by_our_number(rel, f),
             "by-our-number",
             column_config={
+                "our_number": st.column_config.TextColumn("our number"),
                 "call_answer_rate": RATE(
                     "call answer rate", format="percent", help=definitions.CALL_ANSWER_RATE
                 ),
@@ -91,6 +98,10 @@ def render() -> None:
     _destinations_table(destinations.per_destination(rel, f))
 
 
+def _far_end(direction: str) -> str:
+    return "caller" if direction == "inbound" else "number called"
+
+
 def calls_link(destination: str) -> str:
     """The Calls page filtered to one B destination, with the shared controls as they are."""
     pairs: list[tuple[str, str]] = []
@@ -107,6 +118,8 @@ def _destination_columns() -> dict[str, Any]:
             "calls", display_text="calls ↗", help="The Calls page, filtered to this destination"
         ),
         "country": st.column_config.TextColumn("country"),
+        "line_type": st.column_config.TextColumn("line type"),
+        "lost_races": RATE("lost races"),
         "answer_rate": RATE("answer rate", format="percent", help=definitions.B_LEG_ANSWER_RATE),
         "median_answer_s": RATE("time to answer, median (s)", format="%.1f"),
         "talk_s": RATE("talk time (s)", format="%d"),
