@@ -21,6 +21,7 @@ value's line ends are escaped), each read by DuckDB's CSV reader straight into w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -401,29 +402,39 @@ class SyncJob:
         self.last_error: str | None = None
         self._logged_at = 0.0
         self._progress_at = time.monotonic()
+        self._lock = threading.Lock()  # one step at a time: the loop's and sync_now's
         self.loop = PeriodicJob("replica", self.step, interval_s)
 
     def start(self) -> None:
         self.loop.start()
 
     def step(self) -> None:
-        try:
-            if self._con is None or self._con.closed:
-                self._con = pg.connect(self.url, autocommit=True)
-            result = sync_once(self._con, self.database.cursor(), progress=self._progress)
-        except psycopg.Error as exc:
-            self._failed(exc)
-            return
-        if self.last_error is not None:
-            log.info("replica: PostgreSQL reachable again")
-        self.last_error = None
-        self.last = result
+        """The loop's step: a failure is logged (by `_failed`) and retried at the next."""
+        with contextlib.suppress(psycopg.Error):
+            self.sync_now()
+
+    def sync_now(self) -> SyncResult:
+        """One step now, after the one running if any (reconciliation's records are read back
+        right after they are stored); raises when PostgreSQL cannot be read."""
+        with self._lock:
+            try:
+                if self._con is None or self._con.closed:
+                    self._con = pg.connect(self.url, autocommit=True)
+                result = sync_once(self._con, self.database.cursor(), progress=self._progress)
+            except psycopg.Error as exc:
+                self._failed(exc)
+                raise
+            if self.last_error is not None:
+                log.info("replica: PostgreSQL reachable again")
+            self.last_error = None
+            self.last = result
         if result.webhooks > 10_000 or result.took_s > 1.0:
             log.info(
                 "replica: %d webhooks copied from PostgreSQL in %.2f s",
                 result.webhooks,
                 result.took_s,
             )
+        return result
 
     def _progress(self, table: str, rows: int) -> None:
         # A rebuild from millions of rows takes a while: say how far it is now and then.

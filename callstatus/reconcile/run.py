@@ -20,7 +20,14 @@ from callstatus.core.jobs import PeriodicJob
 from callstatus.core.numbers import NumberMasker
 from callstatus.core.settings import Settings
 from callstatus.reconcile.client import CallApi, CallApiError
-from callstatus.reconcile.store import Effect, effect, insert, select_new, stored_uuids
+from callstatus.reconcile.store import (
+    Effect,
+    StoreEvents,
+    effect,
+    insert,
+    select_new,
+    stored_uuids,
+)
 
 log = logging.getLogger("callstatus.reconcile")
 
@@ -140,10 +147,12 @@ def reconcile(
     trigger: str,
     progress: Progress | None = None,
     stopping: threading.Event | None = None,
+    store: StoreEvents | None = None,
 ) -> Summary:
-    """Read every record of the window and store the new ones; the run is recorded in
-    reconcile_runs as it starts and as it ends. A failure (the Call API's, the database's, the
-    server stopping) ends the run with status 'error' and its reason: what it stored stays."""
+    """Read every record of the window and store the new ones (through `store` when given);
+    the run is recorded in reconcile_runs as it starts and as it ends. A failure (the Call
+    API's, the database's, the server stopping) ends the run with status 'error' and its
+    reason: what it stored stays."""
     summary = Summary(
         str(uuid.uuid4()),
         trigger,
@@ -159,7 +168,7 @@ def reconcile(
     masker = NumberMasker.from_settings(settings)
 
     def flush() -> None:
-        insert(cur, pending, settings.plivo_timezone, _now(), masker)
+        insert(cur, pending, settings.plivo_timezone, _now(), masker, store)
         # Only what classifying them needs: a history import reads millions of fields.
         new.extend(
             {"call_uuid": r["call_uuid"], "parent_call_uuid": r.get("parent_call_uuid")}
@@ -261,9 +270,11 @@ class ReconcileJob:
         self,
         database: Database,
         settings: Settings,
+        store: StoreEvents | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
+        self.store = store  # clustered mode: records go to PostgreSQL (see `reconcile`)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self.loop = PeriodicJob(
@@ -304,6 +315,7 @@ class ReconcileJob:
                     trigger=trigger,
                     progress=progress,
                     stopping=self.stopping,
+                    store=self.store,
                 )
             finally:
                 api.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -53,17 +53,27 @@ def select_new(records: Iterable[Mapping[str, Any]], known: set[str]) -> list[Ma
     return new
 
 
+# Stores call records elsewhere and makes them visible to the run's cursor before returning
+# (clustered mode: into PostgreSQL, then copied into the replica; see
+# callstatus.cluster.replica_records).
+StoreEvents = Callable[[Sequence[EventRecord]], None]
+
+
 def insert(
     cur: duckdb.DuckDBPyConnection,
     records: Sequence[Mapping[str, Any]],
     plivo_timezone: str,
     fetched_at: datetime,
     masker: NumberMasker | None = None,
+    store: StoreEvents | None = None,
 ) -> None:
     """Store records (one commit: a commit costs milliseconds, so callers batch pages)."""
     if records:
         events = [as_event(r, fetched_at, masker) for r in records]
-        insert_events(cur, events, plivo_timezone)
+        if store is not None:
+            store(events)
+        else:
+            insert_events(cur, events, plivo_timezone)
 
 
 @dataclass
