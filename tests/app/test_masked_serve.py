@@ -346,3 +346,23 @@ def test_every_page_opens_on_pseudonyms(pointed: Served) -> None:
         assert leaked == [], page
     at.switch_page("screens/legs.py").run()
     assert "…" in _page_text(at)  # the B numbers' table shows pseudonyms
+
+
+def test_a_clear_b_number_in_the_address_filters_the_legs_page(pointed: Served) -> None:
+    con = duckdb.connect(str(pointed.db), read_only=True)
+    try:
+        dialled = {
+            row[0]
+            for row in con.execute(
+                "SELECT a_leg_uuid FROM dial_legs WHERE b_leg_to = $b",
+                {"b": pseudonym(pointed.agent, KEY)},
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    at = _app(dest=f"+{pointed.agent}")
+    at.switch_page("screens/legs.py").run()
+    assert not at.exception
+    [pairs] = [df.value for df in at.dataframe if "b_leg_to" in df.value.columns]
+    assert not pairs.empty and set(pairs["a_leg_uuid"]) <= dialled
+    assert pseudonym(pointed.agent, KEY) in set(pairs["b_leg_to"])
