@@ -3,7 +3,9 @@
 Starts a throwaway PostgreSQL server (fsync on), one or two `callstatus serve --role receiver`
 processes on it and the bare endpoint of bench/ingest.py, and drives them with `wrk` on
 127.0.0.1 (bench/ingest.py's load generator: distinct, correctly signed hangup webhooks):
-- one receiver against the bare endpoint at 64 connections, alternating, --rounds rounds;
+- one receiver against the bare endpoint at 64 connections, alternating, --rounds rounds, with
+  the embedded server (`callstatus serve`, DuckDB, as bench/ingest.py runs it) in the same
+  rounds for reference;
 - the two receivers together, 64 connections each, at the same time, --rounds rounds;
 then checks that every acknowledged webhook is in webhook_inbox (or counted as a repeat).
 
@@ -35,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from ingest import PATH, TOKEN, lua_script, run_wrk, start_bare  # noqa: E402
 
 from tests.postgres import postgres_server  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.servers import free_port, start_server  # noqa: E402
 
 
 def start_receiver(folder: Path, postgres_url: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -123,6 +125,17 @@ def main() -> int:
         first, first_url = start_receiver(folder, pg.url)
         second, second_url = start_receiver(folder, pg.url)
         bare, bare_url = start_bare(folder)
+        embedded_port = free_port()
+        embedded_url = f"http://127.0.0.1:{embedded_port}"
+        embedded = start_server(
+            folder / "embedded.duckdb",
+            {
+                "PLIVO_AUTH_TOKEN": TOKEN,
+                "PUBLIC_BASE_URL": embedded_url,
+                "CALLSTATUS_SNAPSHOT_INTERVAL": "3600",
+            },
+            port=embedded_port,
+        )
         numbers = iter(range(1_000_000))
 
         def fresh(base: str) -> Path:
@@ -132,21 +145,26 @@ def main() -> int:
         print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         one: list[dict[str, float]] = []
         bare_runs: list[dict[str, float]] = []
+        embedded_runs: list[dict[str, float]] = []
         both: list[list[dict[str, float]]] = []
         try:
             run_wrk(first_url + PATH, fresh(first_url), 16, 2)  # warm-up, not counted
             run_wrk(second_url + PATH, fresh(second_url), 16, 2)
             run_wrk(bare_url + PATH, bare_script, 16, 2)
+            run_wrk(embedded_url + PATH, fresh(embedded_url), 16, 2)
             for _ in range(args.rounds):
                 r = run_wrk(first_url + PATH, fresh(first_url), c, args.duration)
                 b = run_wrk(bare_url + PATH, bare_script, c, args.duration)
+                e = run_wrk(embedded_url + PATH, fresh(embedded_url), c, args.duration)
                 one.append(r)
                 bare_runs.append(b)
+                embedded_runs.append(e)
                 acked += int(r["requests"] - r["non2xx"])
                 print(
                     f"  one receiver c={c} {r['rps']:7.0f} req/s p50 {r['p50_ms']:.1f} ms "
                     f"p99 {r['p99_ms']:.1f} ms non2xx {r['non2xx']:.0f} | bare {b['rps']:7.0f} "
-                    f"req/s p99 {b['p99_ms']:.1f} ms"
+                    f"req/s p99 {b['p99_ms']:.1f} ms | embedded {e['rps']:7.0f} req/s p99 "
+                    f"{e['p99_ms']:.1f} ms"
                 )
             for _ in range(args.rounds):
                 pair = together(
@@ -166,6 +184,7 @@ def main() -> int:
         finally:
             bare.send_signal(signal.SIGTERM)
             bare.wait(timeout=30)
+            embedded.stop(signal.SIGTERM, timeout=60)
             statuses = []
             for process in (first, second):
                 process.send_signal(signal.SIGTERM)
@@ -179,12 +198,18 @@ def main() -> int:
     ours = statistics.median(r["rps"] for r in one)
     bare_rps = statistics.median(r["rps"] for r in bare_runs)
     pair_rps = statistics.median(sum(r["rps"] for r in pair) for pair in both)
+    embedded_rps = statistics.median(r["rps"] for r in embedded_runs)
     print("\nsummary (medians over rounds)")
     print(
         f"  one receiver c={c}: {ours:.0f} req/s (p99 "
         f"{statistics.median(r['p99_ms'] for r in one):.1f} ms) | bare {bare_rps:.0f} req/s "
         f"(p99 {statistics.median(r['p99_ms'] for r in bare_runs):.1f} ms) | "
         f"ratio {ours / bare_rps:.2f}"
+    )
+    print(
+        f"  embedded server (DuckDB) c={c}: {embedded_rps:.0f} req/s (p99 "
+        f"{statistics.median(r['p99_ms'] for r in embedded_runs):.1f} ms) | ratio "
+        f"{embedded_rps / bare_rps:.2f}"
     )
     print(
         f"  two receivers together: {pair_rps:.0f} req/s ({pair_rps / ours:.2f}x one receiver, "
