@@ -221,7 +221,8 @@ def sync_once(
             raise
     finally:
         # Read only: nothing to keep. A broken connection is left to the caller to close.
-        if con.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        status = con.info.transaction_status
+        if status in (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR):
             con.execute("ROLLBACK")
     took = time.perf_counter() - started
     return SyncResult(webhooks, rejected, repeats, receivers, snapshot, took)
@@ -287,7 +288,7 @@ class _Reader:
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._read, args=(con, sql, params, chunk_bytes), name="callstatus-replica"
+            target=self._read, args=(con, sql, params, chunk_bytes), name="callstatus-replica-read"
         )
         self._thread.start()
 

