@@ -55,7 +55,6 @@ _NUMBER_KEYS = frozenset(
     {
         "from",
         "to",
-        "callername",
         "dialblegto",
         "dialblegfrom",
         "forwardedfrom",
@@ -63,7 +62,6 @@ _NUMBER_KEYS = frozenset(
         "divertedfrom",
         "diversion",
         "redirectedfrom",
-        "callerid",
         "caller",
         "callee",
         "destination",
