@@ -8,9 +8,10 @@ file, but does not move data to close gaps: under daily retention the file stops
 
 The writer treats a database file replaced under it as lost (callstatus/receiver/writer.py), so
 compaction runs while no server holds the file: `serve` compacts at start, before it opens the
-database, when retention removed rows since the last compaction and the file holds at least
-MIN_FILE_BYTES. (DuckDB's free-block count does not tell: the space is lost inside blocks still
-in use, measured.) A compaction is recorded in retention_runs with trigger 'compaction'. Safe
+database, when retention removed, since the last compaction, at least MIN_REMOVED_SHARE as many
+webhooks as the file still holds. (DuckDB's free-block count does not tell: the space is lost
+inside blocks still in use, measured.) Under daily runs that is every few days' restarts. A
+compaction is recorded in retention_runs with trigger 'compaction'. Safe
 against kill -9 at any point: the live file is closed cleanly (its WAL checkpointed) before the
 copy is renamed over it, the copy is fsynced before the rename, and a leftover copy is removed
 by the next attempt.
@@ -32,8 +33,8 @@ from callstatus.privacy.maintenance import realign_watermark
 
 log = logging.getLogger("callstatus.compaction")
 
-# Smaller files are not worth a copy at every start.
-MIN_FILE_BYTES = 64 * 2**20
+# A copy costs about 2.5 s per 100 MB at start: worth it once this share of the rows went.
+MIN_REMOVED_SHARE = 0.1
 # Rows removed by retention since the last compaction (or ever): what makes a copy worthwhile.
 REMOVED_SINCE = """
 SELECT coalesce(sum(coalesce(removed->>'webhook_events', '0')::BIGINT), 0)
@@ -78,6 +79,14 @@ def removed_since_last(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0])
 
 
+def _worth_it(con: duckdb.DuckDBPyConnection, min_removed_share: float) -> bool:
+    removed = removed_since_last(con)
+    if removed == 0:
+        return False
+    (row,) = con.execute("SELECT count(*) FROM webhook_events").fetchall()
+    return removed >= min_removed_share * int(row[0])
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -91,11 +100,11 @@ def compact(
     *,
     force: bool = False,
     memory_limit: str | None = None,
-    min_bytes: int = MIN_FILE_BYTES,
+    min_removed_share: float = MIN_REMOVED_SHARE,
 ) -> Compaction | None:
-    """Replace the file at `path` by a compact copy when retention removed rows since the last
-    compaction and the file holds at least `min_bytes` (or `force`); None when not worth it.
-    No other process may hold the file (DuckDB's lock makes sure)."""
+    """Replace the file at `path` by a compact copy when retention removed, since the last
+    compaction, at least `min_removed_share` as many webhooks as the file holds (or `force`);
+    None when not worth it. No other process may hold the file (DuckDB's lock makes sure)."""
     _remove_copy(path)  # an interrupted attempt's
     if not path.exists():
         return None
@@ -105,7 +114,7 @@ def compact(
     con = connect(path, memory_limit=memory_limit)
     try:
         con.execute("CHECKPOINT")
-        if not force and (before < min_bytes or removed_since_last(con) == 0):
+        if not force and not _worth_it(con, min_removed_share):
             return None
         # Current rollups first: the copy renumbers webhook_rows, and its watermark is then
         # set to the copy's last row (callstatus/privacy/maintenance.py).
@@ -115,6 +124,14 @@ def compact(
         con.execute(f"ATTACH ? AS {COPY_ALIAS}", [str(copy)])
         try:
             con.execute(f"COPY FROM DATABASE {source} TO {COPY_ALIAS}")
+            # Written before the copy's first checkpoint (at DETACH): changed after it, these
+            # two small tables would leave freed blocks inside the fresh file.
+            con.execute(f"USE {COPY_ALIAS}")
+            try:
+                realign_watermark(con)
+                _record(con, before)
+            finally:
+                con.execute(f"USE {source}")
         finally:
             con.execute(f"DETACH {COPY_ALIAS}")
     except BaseException:
@@ -123,13 +140,6 @@ def compact(
         raise
     con.close()  # checkpoints the live file: its WAL is gone before the copy replaces it
     try:
-        copied = connect(copy, memory_limit=memory_limit)
-        try:
-            realign_watermark(copied)
-            _record(copied, before)
-            copied.execute("CHECKPOINT")
-        finally:
-            copied.close()
         _fsync(copy)
         os.replace(copy, path)
         _fsync(path.parent)

@@ -1,0 +1,195 @@
+"""End to end through `callstatus serve`: CALLSTATUS_RETENTION_DAYS=30 over 60 simulated days,
+the archive, `callstatus erase` through the running server (API tokens refused), the snapshot
+without the erased number, and the file compacted at the next start."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import httpx
+import pandas as pd
+import pytest
+
+from callstatus.core import settings as settings_module
+from callstatus.core.db import Database
+from callstatus.dashboard import connection
+from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries import base, overview
+from tests.factories import store
+from tests.servers import start_server
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+NUMBER = "+447911654321"
+PATTERN = r"(^|[^0-9])(00)?447911654321([^0-9]|$)"
+TOKEN = "an-api-token-for-grafana-only"
+CALLS = 2000
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callstatus.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def read_file(db: Path, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def caller(db: Path, at: datetime, uuid: str) -> None:
+    database = Database(db)
+    try:
+        params = {"CallUUID": uuid, "From": NUMBER[1:], "To": "18005550199"}
+        store(database, [("answer", params), ("hangup", {**params, "Duration": "5"})], start=at)
+    finally:
+        database.close()
+
+
+def charts(db: Path, f: Filters, monkeypatch: pytest.MonkeyPatch) -> list[pd.DataFrame]:
+    """The overview's figures for `f`, read by the dashboard's own query functions."""
+    monkeypatch.setenv("CALLSTATUS_DB", str(db))
+    settings_module.get_settings.cache_clear()
+    base._fetch.clear()
+    rel = connection.relations()
+    frames = [overview.kpis(rel, f).frame, overview.rates_over_time(rel, f).frame]
+    frames.append(overview.outcomes_over_time(rel, f).frame)
+    settings_module.get_settings.cache_clear()
+    return frames
+
+
+def mentions(db: Path) -> int:
+    (row,) = read_file(
+        db,
+        "SELECT (SELECT count(*) FROM webhook_events WHERE regexp_matches(params::VARCHAR, "
+        f"'{PATTERN}')) + (SELECT count(*) FROM calls WHERE regexp_matches(from_number, "
+        f"'{PATTERN}')) + (SELECT count(*) FROM rejected_webhooks WHERE "
+        f"regexp_matches(params::VARCHAR, '{PATTERN}'))",
+    )
+    return int(row[0])  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    folder = tmp_path_factory.mktemp("serve")
+    db = folder / "callstatus.duckdb"
+    baseline = folder / "thirty.duckdb"
+    for path, calls, days in [(db, CALLS, "60"), (baseline, CALLS // 2, "30")]:
+        seeded = cli(
+            "seed", "--db", str(path), "--calls", str(calls), "--days", days, "--seed", "3"
+        )
+        assert seeded.returncode == 0, seeded.stderr
+    now = datetime.now(UTC)
+    caller(db, now - timedelta(days=2), "cccccccc-0000-0000-0000-000000000001")
+    caller(db, now - timedelta(days=40), "cccccccc-0000-0000-0000-000000000002")
+    yield {"db": db, "folder": folder, "now": now, "baseline": baseline}
+
+
+def test_retention_erase_and_compaction_through_serve(
+    world: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, folder, now = Path(str(world["db"])), Path(str(world["folder"])), world["now"]
+    assert isinstance(now, datetime)
+    archive = folder / "archive"
+    # The last 30 days' charts, up to the day before the erased calls.
+    recent = Filters(now - timedelta(days=29), now - timedelta(days=3), bucket="1 day")
+    before = charts(db, recent, monkeypatch)
+    assert int(before[0].iloc[0]["calls"]) > 500  # else the comparison proves little
+    old = read_file(
+        db, "SELECT count(*) FROM webhook_events WHERE received_at < ?", [now - timedelta(days=31)]
+    )
+    assert old[0][0] > 0  # type: ignore[operator]
+
+    env = {
+        "CALLSTATUS_RETENTION_DAYS": "30",
+        # Aggregates too: the file is then compared with one seeded with 30 days only.
+        "CALLSTATUS_AGGREGATE_RETENTION_DAYS": "30",
+        "CALLSTATUS_ARCHIVE_DIR": str(archive),
+        "CALLSTATUS_API_TOKENS": TOKEN,
+    }
+    server = start_server(db, env)
+    try:
+        deadline = time.monotonic() + 60
+        while "retention run 1 (ok)" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.2)
+        # An API token may read, never erase.
+        refused = httpx.post(
+            f"{server.url}/api/erase",
+            json={"number": NUMBER, "dry_run": True},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert refused.status_code == 403
+        cmd_env = {**os.environ, **env, "CALLSTATUS_DB": str(db)}
+        dry = cli("erase", "--number", NUMBER, "--dry-run", env=cmd_env)
+        assert dry.returncode == 0, dry.stderr
+        assert "asking it" in dry.stderr and "would remove" in dry.stdout
+        assert "webhook_events" in dry.stdout and "archive/webhook_events" in dry.stdout
+        done = cli("erase", "--number", NUMBER, env=cmd_env)
+        assert done.returncode == 0, done.stderr
+        assert "removed" in done.stdout and "snapshot: rewritten" in done.stdout
+        assert NUMBER[1:] not in done.stdout + done.stderr
+        snapshot = db.with_name("callstatus-snapshot.duckdb")
+        assert mentions(snapshot) == 0
+    finally:
+        assert server.stop() == 0
+    assert NUMBER[1:] not in server.log.read_text()
+
+    # Nothing older than 30 days in the raw tables; the archive has it (minus the erased).
+    for table in ("webhook_events", "rejected_webhooks"):
+        (row,) = read_file(db, f"SELECT min(received_at) FROM {table}")
+        assert row[0] is None or row[0] >= now - timedelta(days=30)  # type: ignore[operator]
+    (row,) = read_file(db, "SELECT min(started_at) FROM calls")
+    assert row[0] >= now - timedelta(days=30)  # type: ignore[operator]
+    files = str(archive / "webhook_events" / "*" / "*.parquet")
+    con = duckdb.connect()
+    archived = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE regexp_matches(params::VARCHAR, ?))"
+        " FROM read_parquet(?)",
+        [PATTERN, files],
+    ).fetchall()[0]
+    assert archived[0] >= old[0][0] and archived[1] == 0  # type: ignore[index,operator]
+    assert mentions(db) == 0
+    counts = read_file(db, "SELECT dry_run, counts FROM erasures ORDER BY erased_at")
+    assert [r[0] for r in counts] == [True, False]
+    assert json.loads(str(counts[1][1]))["webhook_events"] == 2
+    assert json.loads(str(counts[1][1]))["archive/webhook_events"] == 2
+
+    # The last 30 days' charts are what they were.
+    after = charts(db, recent, monkeypatch)
+    for b, a in zip(before, after, strict=True):
+        pd.testing.assert_frame_equal(b, a)
+
+    # The next start compacts: the file is no larger than one seeded with 30 days of the same
+    # traffic, but for two blocks (256 KiB each) holding retention_runs and erasures, which that
+    # file lacks. A server then running on it reuses or adds a few blocks.
+    grown = db.stat().st_size
+    server = start_server(db, {"CALLSTATUS_RETENTION_DAYS": "30"})
+    assert server.stop() == 0
+    found = re.search(
+        r"compacted the database from ([\d.]+) MiB to ([\d.]+) MiB", server.log.read_text()
+    )
+    assert found is not None, server.log.read_text()
+    compacted = float(found[2]) * 2**20
+    baseline = Path(str(world["baseline"])).stat().st_size
+    assert compacted <= baseline + 2 * 256 * 1024, (compacted, baseline)
+    assert db.stat().st_size < grown
