@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import streamlit as st
 
 from callstatus.core.numbers import NumberMasker
+from callstatus.core.settings import Settings
 from callstatus.dashboard import connection, context
 from callstatus.dashboard.filters import (
     BUCKET_CHOICES,
@@ -192,4 +193,22 @@ def describe(f: Filters) -> str:
         parts.append("B " + ", ".join(plain(d) for d in f.destinations))
     if f.countries:
         parts.append("countries " + ", ".join(plain(c) for c in f.countries))
+    note = retention_note(f, context.settings(), datetime.now(UTC))
+    if note:
+        parts.append(note)
     return " · ".join(parts)
+
+
+def retention_note(f: Filters, settings: Settings, now: datetime) -> str | None:
+    """When the range reaches past CALLSTATUS_RETENTION_DAYS: what is gone before when (calls
+    and webhooks; webhook counts stay until the aggregate horizon). None otherwise."""
+    days = settings.retention_days
+    if days is None or f.start >= now - timedelta(days=days):
+        return None
+    horizon = (now - timedelta(days=days)).astimezone(ZoneInfo(f.tz)).strftime("%Y-%m-%d %H:%M")
+    kept = settings.aggregate_retention_days
+    counts = f"webhook counts {kept} days" if kept is not None else "webhook counts for good"
+    return (
+        f"**calls before {horizon} are no longer stored** (retention: calls {days} days, "
+        f"{counts}): figures before then are missing, not zero"
+    )
