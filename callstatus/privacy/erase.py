@@ -167,6 +167,9 @@ def erase(
             f" OR regexp_matches({LEG_TEXT}, $re)",
             "rejected_webhooks": f"rejected_webhooks WHERE regexp_matches({REJECTED_TEXT}, $re)",
         }
+        if _exists(cur, "number_destinations"):
+            # Its row holds the number itself; the calls that used it go above.
+            where["number_destinations"] = "number_destinations WHERE regexp_matches(number, $re)"
         verb = "SELECT count(*) FROM" if dry_run else "DELETE FROM"
         counts = {}
         for table, sql in where.items():
@@ -174,7 +177,7 @@ def erase(
             (row,) = cur.execute(f"{verb} {sql}", used).fetchall()
             counts[table] = int(row[0])
         counts["webhook_events"] += counts.pop("webhook_inbox")
-        done.counts = {t: counts[t] for t in TABLES}
+        done.counts = {t: counts[t] for t in (*TABLES, "number_destinations") if t in counts}
         cur.execute(f"DROP TABLE {KEYS}")
         if settings.archive_dir is not None:
             done.archive = _archive(cur, settings.archive_dir, target, dry_run)
@@ -197,6 +200,13 @@ def erase(
     if not dry_run and any(done.counts.values()):
         settle(cur)
     return done
+
+
+def _exists(cur: duckdb.DuckDBPyConnection, table: str) -> bool:
+    rows = cur.execute(
+        "SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [table]
+    ).fetchall()
+    return bool(rows)
 
 
 def _archive(

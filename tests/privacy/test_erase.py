@@ -144,6 +144,8 @@ def test_erase_removes_every_call_mentioning_the_number_and_nothing_else(
     assert calls(db) == before - {A, C, D}  # the lookalike's call and the model's calls stay
     assert mentions(db, LOOKALIKE[1:]) == 2  # its webhook and its call
     assert cur.execute("SELECT count(*) FROM rejected_webhooks").fetchall() == [(1,)]
+    numbers = cur.execute("SELECT number FROM number_destinations").fetchall()
+    assert not [n for (n,) in numbers if "447911123456" in n and LOOKALIKE[1:] not in n]
     assert (
         cur.execute("SELECT count(*) FROM webhook_events").fetchall()[0][0]
         == events_before - done.counts["webhook_events"]
