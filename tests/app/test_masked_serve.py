@@ -366,3 +366,13 @@ def test_a_clear_b_number_in_the_address_filters_the_legs_page(pointed: Served) 
     [pairs] = [df.value for df in at.dataframe if "b_leg_to" in df.value.columns]
     assert not pairs.empty and set(pairs["a_leg_uuid"]) <= dialled
     assert pseudonym(pointed.agent, KEY) in set(pairs["b_leg_to"])
+
+
+def test_a_clear_number_typed_in_the_pairings_search_finds_its_legs(pointed: Served) -> None:
+    at = _app()
+    at.switch_page("screens/legs.py").run()
+    at.text_input(key="pair_search").input(f"+{pointed.agent}").run()
+    assert not at.exception
+    [pairs] = [df.value for df in at.dataframe if "b_leg_to" in df.value.columns]
+    assert not pairs.empty
+    assert set(pairs["b_leg_to"]) == {pseudonym(pointed.agent, KEY)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from callstatus.core.numbers import normalise
 from callstatus.dashboard import connection, controls, definitions, leg_charts, tiles, widgets
 from callstatus.dashboard.charts import OUTCOMES
 from callstatus.dashboard.queries import legs, overview
@@ -78,6 +79,10 @@ def render() -> None:
         "Position", [1, 2, 3, 4, 5, 6, 7, 8], key="pair_position", placeholder="any"
     )
     search = c.text_input("Search", key="pair_search", placeholder="UUID or number")
+    masker = controls.masker()
+    if masker is not None and normalise(search.strip()):
+        # Masked mode stores pseudonyms: a clear number typed here is looked up as its own.
+        search = masker.lookup_forms(search.strip())[0]
     widgets.table(legs.pairings(rel, f, tuple(outcomes), tuple(positions), search), "pairings")
 
 
