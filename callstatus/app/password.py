@@ -26,7 +26,8 @@ MAX_FAILURES = 10
 WINDOW_S = 60.0
 # Addresses tracked at once (about 200 bytes each); past it the oldest entry is dropped.
 MAX_TRACKED = 10_000
-# What an API token may do: read. POST /api/reconcile makes the server call Plivo's API.
+# What an API token may do: read. POST /api/reconcile makes the server call Plivo's API, and
+# POST /api/erase removes calls: the password or the server's local token only.
 TOKEN_METHODS = frozenset({"GET", "HEAD"})
 DASHBOARD_REFUSAL = "the dashboard needs DASHBOARD_PASSWORD"
 
