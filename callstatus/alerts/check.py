@@ -43,6 +43,7 @@ def run_check(
         )
     config = rules.load(path)
     rules.require_settings(config, settings)
+    config = rules.as_stored(config, settings)
     print(f"{path}: {_summary(config)}: valid", file=stream)
     moment = now or datetime.now(UTC)
     # Imported here: Streamlit's caches log a warning at import that no Streamlit server runs,

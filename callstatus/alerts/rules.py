@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callstatus.alerts.model import AlertsConfig, Channel, ChannelType, Report, Rule, Schedule
+from callstatus.core.numbers import NumberMasker
 from callstatus.core.settings import Settings, SettingsError
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -642,6 +643,23 @@ def load(path: Path) -> AlertsConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(path, f"cannot read it: {exc}") from None
     return loads(text, path)
+
+
+def as_stored(config: AlertsConfig, settings: Settings) -> AlertsConfig:
+    """The rules with their numbers as the database holds them: with CALLSTATUS_NUMBERS=masked a
+    clear B destination written in the file is matched by its pseudonym (own numbers stay)."""
+    masker = NumberMasker.from_settings(settings)
+    if masker is None:
+        return config
+
+    def stored(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(form for value in values for form in masker.lookup_forms(value)))
+
+    rules = tuple(
+        replace(rule, numbers=stored(rule.numbers), destinations=stored(rule.destinations))
+        for rule in config.rules
+    )
+    return replace(config, rules=rules)
 
 
 def require_settings(config: AlertsConfig, settings: Settings) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from callstatus.alerts.model import AlertsConfig
-from callstatus.alerts.rules import load, require_settings
+from callstatus.alerts.rules import as_stored, load, require_settings
 from callstatus.cluster.heartbeat import receiver_name
 from callstatus.cluster.replica_records import RecordStore
 from callstatus.cluster.sync import SyncJob
@@ -34,6 +34,7 @@ from callstatus.core.rollups import RollupJob
 from callstatus.core.server import ReceiverStatus, ServerHandle
 from callstatus.core.settings import Settings, SettingsError
 from callstatus.core.snapshot import SnapshotJob, age_s
+from callstatus.dashboard.warmup import Warmup
 from callstatus.privacy.compaction import compact_at_start
 from callstatus.privacy.retention import RetentionJob
 from callstatus.receiver.intake import Intake
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from callstatus.alerts.job import AlertJob as AlertJobType
 
 log = logging.getLogger("callstatus")
+WARMUP_STOP_S = 60
 
 Role = Literal["all", "receiver", "dashboard"]
 ROLES: tuple[Role, ...] = ("all", "receiver", "dashboard")
@@ -101,6 +103,7 @@ class Runtime:
         # Read now, so that a mistake in the rules file stops `serve` before it listens.
         self.alerts_config = load_alerts(settings)
         self.alerts: AlertJobType | None = None
+        self.warmup: Warmup | None = None
 
     @property
     def database(self) -> Database:
@@ -165,6 +168,10 @@ class Runtime:
                 send_test=self._send_test if self.alerts_config is not None else None,
             )
         )
+        # After the handle, whose database the dashboard's queries read: the first page after
+        # a start then finds its modules imported and its data read (dashboard/warmup.py).
+        self.warmup = Warmup()
+        self.warmup.start()
         # After the handle: rules are measured by the dashboard's queries, which read the
         # installed server's database.
         if self.alerts_config is not None:
@@ -239,9 +246,14 @@ class Runtime:
             _stop("rollups", self.rollups.stop)
         if self.snapshot is not None:
             _stop("snapshot", self.snapshot.loop.stop)
+        # The warm-up stops after its current query once the handle is gone (above); it must
+        # not be reading when the database closes.
+        if self.warmup is not None and not self.warmup.wait(WARMUP_STOP_S):
+            log.warning("the dashboard warm-up was still reading after %d s", WARMUP_STOP_S)
         if self._database is not None:
             self._database.close()
         self.rollups = self.snapshot = self._database = self.reconcile = self.alerts = None
+        self.warmup = None
         self.retention = None
         self.pg_writer = None
 
@@ -288,6 +300,7 @@ def load_alerts(settings: Settings) -> AlertsConfig | None:
         return None
     config = load(path)
     require_settings(config, settings)
+    config = as_stored(config, settings)
     log.info("alerts: %d rules, %d reports from %s", len(config.rules), len(config.reports), path)
     return config
 

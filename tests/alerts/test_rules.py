@@ -11,6 +11,7 @@ import pytest
 from callstatus.alerts import rules
 from callstatus.alerts.model import Channel, Schedule
 from callstatus.alerts.rules import RulesError
+from callstatus.core.numbers import NumberMasker, pseudonym
 from callstatus.core.settings import SettingsError
 from tests.factories import make_settings
 
@@ -480,3 +481,30 @@ def test_email_channels_need_smtp(tmp_path: Path) -> None:
     )
     slack = '[channels.s]\ntype = "slack"\nurl = "https://x.test/h"\n'
     rules.require_settings(rules.loads(slack, Path("x")), make_settings(tmp_path))
+
+
+def test_masked_mode_matches_clear_destinations_by_their_pseudonyms(tmp_path: Path) -> None:
+    text = """
+[[rules]]
+name = "Agent not answering"
+metric = "b_leg_answer_rate"
+below = 0.5
+numbers = ["+14155550100"]
+destinations = ["+442071838750", "sip:agent7@example.com"]
+"""
+    config = rules.load(write(tmp_path, text))
+    key = "k" * 32
+    masked = make_settings(
+        tmp_path,
+        CALLSTATUS_NUMBERS="masked",
+        CALLSTATUS_NUMBER_KEY=key,
+        CALLSTATUS_OWN_NUMBERS="+14155550100",
+    )
+    [rule] = rules.as_stored(config, masked).rules
+    assert rule.destinations == (
+        pseudonym("+442071838750", key),
+        NumberMasker(key, []).mask("sip:agent7@example.com"),
+    )
+    assert "+14155550100" in rule.numbers  # our own number stays as written
+    # Clear mode: the file's values as they are.
+    assert rules.as_stored(config, make_settings(tmp_path)).rules == config.rules
