@@ -28,10 +28,11 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import psycopg
@@ -251,32 +252,28 @@ def _copy(
     progress: Progress | None,
     chunk_bytes: int,
 ) -> int:
-    """Copy a table's new rows; return how many. A thread reads PostgreSQL's next chunk while
-    DuckDB stores the last one: each takes about half of a large copy's time."""
+    """Copy a table's new rows; return how many. A thread writes PostgreSQL's next chunk to a
+    file while DuckDB reads the last one."""
     reader = _Reader(con, table.copy_sql(since is not None), since, chunk_bytes)
     insert = table.insert_sql()
     copied = 0
-    path: Path | None = None
     try:
-        for chunk in reader.chunks():
-            if path is None:
-                fd, name = tempfile.mkstemp(prefix="callstatus-sync-", suffix=".tsv")
-                os.close(fd)
-                path = Path(name)
-            path.write_bytes(chunk)
-            (count,) = cur.execute(insert, {"path": str(path)}).fetchall()[0]
+        for path in reader.chunks():
+            try:
+                (count,) = cur.execute(insert, {"path": str(path)}).fetchall()[0]
+            finally:
+                path.unlink(missing_ok=True)
             copied += int(count)
             if progress is not None:
                 progress(table.table, copied)
     finally:
         reader.close()
-        if path is not None:
-            path.unlink(missing_ok=True)
     return copied
 
 
 class _Reader:
-    """COPY's output read in a thread, handed over in chunks (two waiting at most)."""
+    """COPY's output written by a thread into temporary files of about `chunk_bytes` each,
+    handed over as they are complete (two waiting at most)."""
 
     def __init__(
         self,
@@ -285,10 +282,11 @@ class _Reader:
         params: tuple[str, str] | None,
         chunk_bytes: int,
     ) -> None:
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
+        self.chunk_bytes = chunk_bytes
+        self._queue: queue.Queue[Path | BaseException | None] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._read, args=(con, sql, params, chunk_bytes), name="callstatus-replica-read"
+            target=self._read, args=(con, sql, params), name="callstatus-replica-read"
         )
         self._thread.start()
 
@@ -297,18 +295,39 @@ class _Reader:
         con: psycopg.Connection[tuple[object, ...]],
         sql: str,
         params: tuple[str, str] | None,
-        chunk_bytes: int,
     ) -> None:
+        out: BinaryIO | None = None
+        path: Path | None = None
+        size = 0
         try:
             with con.cursor() as pg_cur, pg_cur.copy(sql, params) as rows:
-                for chunk in _chunks(rows, chunk_bytes):
-                    if not self._put(chunk):
+                # libpq hands COPY's output over a row at a time: a file ends with a row.
+                for block in rows:
+                    if out is None:
+                        fd, name = tempfile.mkstemp(prefix="callstatus-sync-", suffix=".tsv")
+                        out, path, size = os.fdopen(fd, "wb", buffering=2**20), Path(name), 0
+                    size += out.write(block)
+                    if size >= self.chunk_bytes and block[-1:] == b"\n":
+                        out.close()
+                        out = None
+                        if not self._put(path):
+                            return
+                        path = None
+                if out is not None:
+                    out.close()
+                    if not self._put(path):
                         return
+                    path = None
             self._put(None)
         except BaseException as exc:
             self._put(exc)
+        finally:
+            if out is not None:
+                out.close()
+            if path is not None:  # not handed over
+                path.unlink(missing_ok=True)
 
-    def _put(self, item: bytes | BaseException | None) -> bool:
+    def _put(self, item: Path | BaseException | None) -> bool:
         """Hand an item over unless the consumer gave up (then False)."""
         while not self._stop.is_set():
             try:
@@ -318,7 +337,7 @@ class _Reader:
                 continue
         return False
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Iterator[Path]:
         while True:
             item = self._queue.get()
             if item is None:
@@ -328,22 +347,13 @@ class _Reader:
             yield item
 
     def close(self) -> None:
+        """Stop reading, and remove the files nobody will read."""
         self._stop.set()
         self._thread.join()
-
-
-def _chunks(blocks: Iterable[bytes | bytearray | memoryview], size: int) -> Iterable[bytes]:
-    """COPY's output in chunks of about `size` bytes, each ending at the end of a row."""
-    pending = bytearray()
-    for block in blocks:
-        pending += block
-        if len(pending) >= size:
-            cut = pending.rfind(b"\n") + 1
-            if cut:
-                yield bytes(pending[:cut])
-                del pending[:cut]
-    if pending:
-        yield bytes(pending)
+        while not self._queue.empty():
+            item = self._queue.get()
+            if isinstance(item, Path):
+                item.unlink(missing_ok=True)
 
 
 def _copy_repeats(
