@@ -112,6 +112,9 @@ class PgWriter:
         # The first lane also replays the spool and sends the heartbeat.
         self._main = self._lanes[0]
         self._lock = threading.Lock()
+        # Apart from _lock: a migration may wait seconds for an unreachable server, while the
+        # other lane spools.
+        self._migrate_lock = threading.Lock()
         self._migrated = False
         self._spool_depth = 0
         self._spool_pending = False
@@ -309,7 +312,7 @@ class PgWriter:
         if time.monotonic() < lane.connect_at:
             return False
         try:
-            with self._lock:
+            with self._migrate_lock:
                 if not self._migrated:
                     applied = migrate(self.url)
                     if applied:
