@@ -100,6 +100,7 @@ class Warmup:
         self.ran: list[str] = []  # the queries that ran, in order
         self.error: str | None = None
         self.took_s = 0.0
+        self.now: datetime | None = None  # the "now" its ranges end at
         self._thread = threading.Thread(target=self._run, name="callstatus-warmup", daemon=True)
 
     def start(self) -> None:
@@ -113,7 +114,8 @@ class Warmup:
         try:
             import_modules()
             validate_a_chart()
-            for name, query in queries(datetime.now(UTC)):
+            self.now = datetime.now(UTC)
+            for name, query in queries(self.now):
                 if context.server() is None:
                     return  # the server stopped meanwhile
                 query()
