@@ -260,3 +260,36 @@ def test_a_receiver_started_while_postgres_is_down_spools_then_migrates(
         target.stop()
     ((count,),) = query(server.url, "SELECT count(*) FROM webhook_inbox")
     assert count == 3
+
+
+def test_copies_racing_through_two_receivers_get_one_first_copy_each(
+    url: str, tmp_path: Path
+) -> None:
+    """Both receivers take a copy of each of 400 webhooks at the same time, in opposite orders
+    (their batches lock the shared fingerprints against each other): no deadlock, and each
+    webhook has exactly one copy that is not a duplicate."""
+    first = writer(url, tmp_path, "127.0.0.1:9001")
+    second = writer(url, tmp_path, "127.0.0.1:9002")
+    at = datetime.now(UTC)
+    originals = [hangup(f"race-{n}", at) for n in range(400)]
+
+    def copy(record: EventRecord) -> EventRecord:
+        return hangup(str(record.params["CallUUID"]), at)
+
+    async def race() -> list[str]:
+        ones = [first.store(r) for r in originals]
+        others = [second.store(copy(r)) for r in reversed(originals)]
+        return list(await asyncio.gather(*ones, *others))
+
+    try:
+        assert set(asyncio.run(race())) == {"stored"}
+    finally:
+        first.stop()
+        second.stop()
+    rows = query(
+        url,
+        "SELECT params::json->>'CallUUID', count(*), count(*) FILTER (WHERE NOT duplicate),"
+        " count(DISTINCT receiver) FROM webhook_inbox GROUP BY 1",
+    )
+    assert len(rows) == 400
+    assert {(n, first_copies) for _, n, first_copies, _ in rows} == {(2, 1)}
