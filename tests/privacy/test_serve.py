@@ -16,15 +16,12 @@ from pathlib import Path
 
 import duckdb
 import httpx
-import pandas as pd
 import pytest
 
-from callstatus.core import settings as settings_module
 from callstatus.core.db import Database
-from callstatus.dashboard import connection
 from callstatus.dashboard.filters import Filters
-from callstatus.dashboard.queries import base, overview
 from tests.factories import store
+from tests.privacy.charts import assert_same, charts
 from tests.servers import start_server
 
 pytestmark = pytest.mark.slow
@@ -63,18 +60,6 @@ def caller(db: Path, at: datetime, uuid: str) -> None:
         store(database, [("answer", params), ("hangup", {**params, "Duration": "5"})], start=at)
     finally:
         database.close()
-
-
-def charts(db: Path, f: Filters, monkeypatch: pytest.MonkeyPatch) -> list[pd.DataFrame]:
-    """The overview's figures for `f`, read by the dashboard's own query functions."""
-    monkeypatch.setenv("CALLSTATUS_DB", str(db))
-    settings_module.get_settings.cache_clear()
-    base._fetch.clear()
-    rel = connection.relations()
-    frames = [overview.kpis(rel, f).frame, overview.rates_over_time(rel, f).frame]
-    frames.append(overview.outcomes_over_time(rel, f).frame)
-    settings_module.get_settings.cache_clear()
-    return frames
 
 
 def mentions(db: Path) -> int:
@@ -126,7 +111,7 @@ def test_retention_erase_and_compaction_through_serve(
         "CALLSTATUS_ARCHIVE_DIR": str(archive),
         "CALLSTATUS_API_TOKENS": TOKEN,
     }
-    server = start_server(db, env)
+    server = start_server(db, env, timeout=120)
     try:
         deadline = time.monotonic() + 60
         while "retention run 1 (ok)" not in server.log.read_text():
@@ -175,15 +160,13 @@ def test_retention_erase_and_compaction_through_serve(
     assert json.loads(str(counts[1][1]))["archive/webhook_events"] == 2
 
     # The last 30 days' charts are what they were.
-    after = charts(db, recent, monkeypatch)
-    for b, a in zip(before, after, strict=True):
-        pd.testing.assert_frame_equal(b, a)
+    assert_same(before, charts(db, recent, monkeypatch))
 
     # The next start compacts: the file is no larger than one seeded with 30 days of the same
     # traffic, but for two blocks (256 KiB each) holding retention_runs and erasures, which that
     # file lacks. A server then running on it reuses or adds a few blocks.
     grown = db.stat().st_size
-    server = start_server(db, {"CALLSTATUS_RETENTION_DAYS": "30"})
+    server = start_server(db, {"CALLSTATUS_RETENTION_DAYS": "30"}, timeout=120)
     assert server.stop() == 0
     found = re.search(
         r"compacted the database from ([\d.]+) MiB to ([\d.]+) MiB", server.log.read_text()
