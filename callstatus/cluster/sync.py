@@ -414,6 +414,7 @@ class SyncJob:
         self._logged_at = 0.0
         self._progress_at = time.monotonic()
         self._lock = threading.Lock()  # one step at a time: the loop's and sync_now's
+        self._replaced_logged = False
         self.loop = PeriodicJob("replica", self.step, interval_s)
 
     def start(self) -> None:
@@ -421,7 +422,15 @@ class SyncJob:
 
     def step(self) -> None:
         """The loop's step: a failure is logged (by `_failed`) and retried at the next."""
-        with contextlib.suppress(psycopg.Error):
+        if self.database.replaced() and not self._replaced_logged:
+            # DuckDB goes on writing to the file it opened, now nowhere: say how to rebuild.
+            log.error(
+                "replica: %s was deleted or replaced while this dashboard runs: restart it to"
+                " rebuild the replica from PostgreSQL",
+                self.database.path,
+            )
+            self._replaced_logged = True
+        with contextlib.suppress(psycopg.Error, ReplicaMismatch):
             self.sync_now()
 
     def sync_now(self) -> SyncResult:
@@ -432,7 +441,7 @@ class SyncJob:
                 if self._con is None or self._con.closed:
                     self._con = pg.connect(self.url, autocommit=True)
                 result = sync_once(self._con, self.database.cursor(), progress=self._progress)
-            except psycopg.Error as exc:
+            except (psycopg.Error, ReplicaMismatch) as exc:
                 self._failed(exc)
                 raise
             if self.last_error is not None:
@@ -454,14 +463,14 @@ class SyncJob:
             self._progress_at = now
             log.info("replica: %s: %d rows copied so far", table, rows)
 
-    def _failed(self, exc: psycopg.Error) -> None:
+    def _failed(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}".strip()
         if self._con is not None:
             self._con.close()
             self._con = None
         now = time.monotonic()
         if message != self.last_error or now - self._logged_at > LOG_EVERY_S:
-            log.warning("replica: cannot read PostgreSQL, will retry: %s", message)
+            log.warning("replica: the sync failed, will retry: %s", message)
             self._logged_at = now
         self.last_error = message
 

@@ -4,6 +4,7 @@ a rebuilt replica equals the old one."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -398,3 +399,24 @@ def test_a_postgres_error_leaves_the_connection_usable(
         con.commit()
     sync_once(reader, replica.cursor())
     assert ids(replica) == [written]
+
+
+def test_job_says_once_what_is_wrong(
+    url: str, replica: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica of another store, then a replica file deleted under the job: each is logged
+    once, not at every step."""
+    with pg.connect(url, autocommit=True) as con:
+        sync_once(con, replica.cursor())
+    replica.cursor().execute("UPDATE replica_state SET snapshot = '900000000:900000000:'")
+    job = SyncJob(replica, url, interval_s=0.02)
+    with caplog.at_level(logging.WARNING, logger="callstatus.replica"):
+        job.start()
+        time.sleep(0.5)
+        (tmp_path / "replica.duckdb").rename(tmp_path / "moved.duckdb")
+        time.sleep(0.5)
+        job.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "built from another PostgreSQL" in m]) == 1, messages
+    assert len([m for m in messages if "deleted or replaced" in m]) == 1, messages
+    assert isinstance(job.last_error, str) and "ReplicaMismatch" in job.last_error
