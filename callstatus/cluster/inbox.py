@@ -56,6 +56,11 @@ SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::bigint[]) ORDER BY 1, 2
 ON CONFLICT (bucket, kind) DO UPDATE SET repeats = r.repeats + EXCLUDED.repeats
 """
 
+_PRUNE = """
+DELETE FROM webhook_fingerprints WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM webhook_fingerprints WHERE window_start < now() - %s::interval LIMIT %s))
+"""
+
 _REJECTED = """
 INSERT INTO rejected_webhooks (rejected_id, received_at, reason, path, http_method, checked_url,
     headers, params, truncated, receiver)
@@ -186,3 +191,10 @@ def insert_rejected(con: Connection, records: Sequence[RejectedRecord], receiver
             [receiver] * len(records),
         ),
     )
+
+
+def prune_fingerprints(con: Connection, keep_s: float, limit: int) -> int:
+    """Delete up to `limit` fingerprints whose window started more than `keep_s` ago (a later
+    copy of one is then taken as a first copy); return how many went."""
+    cursor = con.execute(_PRUNE, (f"{keep_s} seconds", limit))
+    return max(cursor.rowcount, 0)

@@ -48,6 +48,13 @@ RECONNECT_MAX_S = 5.0
 # Writer threads, each with its connection: while one waits for its commit to reach the disk,
 # another sends the next batch (measured: a commit costs a few milliseconds of fsync here).
 CONNECTIONS = 2
+# Fingerprints (webhook_fingerprints) are kept this long after their last window opened: a copy
+# arriving later is taken as a first copy. Plivo retries within minutes; a day-old copy is a
+# replay, and a week covers any of them while keeping the table to a week of distinct webhooks.
+FINGERPRINT_KEEP_S = 7 * 86400.0
+# How often the first lane prunes them, and how many rows one DELETE removes at most.
+PRUNE_EVERY_S = 60.0
+PRUNE_ROWS = 10_000
 # A statement that hangs (a server that stopped answering) fails the batch into the spool.
 STATEMENT_TIMEOUT_MS = 10_000
 
@@ -94,6 +101,7 @@ class PgWriter:
         window_s: float = REPEAT_WINDOW_S,
         heartbeat_s: float = HEARTBEAT_S,
         connections: int = CONNECTIONS,
+        fingerprint_keep_s: float = FINGERPRINT_KEEP_S,
     ) -> None:
         self.url = url
         self.spool = spool
@@ -102,6 +110,7 @@ class PgWriter:
         self.max_stored = max_stored
         self.window_s = window_s
         self.heartbeat_s = heartbeat_s
+        self.fingerprint_keep_s = fingerprint_keep_s
         self.started_at = datetime.now(UTC)
         self.last_event_at: datetime | None = None
         # Why PostgreSQL does not take writes now (None while it does).
@@ -120,6 +129,7 @@ class PgWriter:
         self._spool_pending = False
         self._replay_at = 0.0
         self._beat_at = 0.0
+        self._prune_at = 0.0
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(
@@ -217,6 +227,8 @@ class PgWriter:
             if main:
                 if lane.con is not None and time.monotonic() >= self._beat_at:
                     self._beat()
+                if lane.con is not None and time.monotonic() >= self._prune_at:
+                    self._prune()
                 if self._replay_due():
                     self._replay_step()
 
@@ -373,6 +385,29 @@ class PgWriter:
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
             self._failed(self._main, exc)
+
+    def _prune(self) -> None:
+        """One bounded DELETE of old fingerprints; again at once while it found a full step."""
+        con = self._main.con
+        if con is None:
+            return
+        try:
+            pruned = inbox.prune_fingerprints(con, self.fingerprint_keep_s, PRUNE_ROWS)
+            con.commit()
+        except Exception as exc:
+            log.warning("pruning old fingerprints failed, will retry: %s", exc)
+            self._prune_at = time.monotonic() + PRUNE_EVERY_S
+            _rollback(con)
+            if con.closed or con.broken:
+                self._failed(self._main, exc)
+            return
+        self._prune_at = 0.0 if pruned >= PRUNE_ROWS else time.monotonic() + PRUNE_EVERY_S
+        if pruned:
+            log.info(
+                "pruned %d fingerprints older than %.0f days",
+                pruned,
+                self.fingerprint_keep_s / 86400,
+            )
 
     def _replay_due(self) -> bool:
         return (

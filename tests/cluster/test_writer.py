@@ -293,3 +293,27 @@ def test_copies_racing_through_two_receivers_get_one_first_copy_each(
     )
     assert len(rows) == 400
     assert {(n, first_copies) for _, n, first_copies, _ in rows} == {(2, 1)}
+
+
+def test_old_fingerprints_are_pruned_and_a_late_copy_is_a_first_copy(
+    url: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    first = writer(url, tmp_path)
+    try:
+        store_all(first, [hangup("last-week", now - timedelta(days=8)), hangup("today", now)])
+    finally:
+        first.stop()
+    # A writer prunes when it starts, then every minute.
+    second = writer(url, tmp_path)
+    try:
+        wait_until(lambda: len(query(url, "SELECT 1 FROM webhook_fingerprints")) == 1)
+        store_all(second, [hangup("last-week", now), hangup("today", now)])
+    finally:
+        second.stop()
+    rows = query(
+        url,
+        "SELECT params::json->>'CallUUID', array_agg(duplicate ORDER BY seq) FROM webhook_inbox"
+        " GROUP BY 1",
+    )
+    assert dict(rows) == {"last-week": [False, False], "today": [False, True]}
