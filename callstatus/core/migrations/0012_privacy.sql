@@ -10,7 +10,7 @@ CREATE TABLE retention_runs (
     run_id             BIGINT NOT NULL,       -- 1, 2, ... (no sequence: a compacted copy keeps it)
     started_at         TIMESTAMPTZ NOT NULL,
     finished_at        TIMESTAMPTZ,
-    trigger            VARCHAR NOT NULL,      -- 'job' or 'command'
+    trigger            VARCHAR NOT NULL,      -- 'job' or 'compaction'
     horizon            TIMESTAMPTZ NOT NULL,  -- raw rows before it go
     aggregate_horizon  TIMESTAMPTZ,           -- aggregate rows before it go (NULL: kept)
     status             VARCHAR NOT NULL,      -- 'running', 'ok', 'error'
