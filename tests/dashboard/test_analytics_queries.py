@@ -96,7 +96,7 @@ def test_timing_over_time_and_per_destination(rel: Relations) -> None:
 
 
 def test_concurrency_is_exact_at_bucket_edges(rel: Relations) -> None:
-    got = _by(concurrency.over_time(rel, filters()).frame, "bucket", "series")
+    got = _by(_both(rel, filters()), "bucket", "series")
     first, second = pd.Timestamp("2026-11-02 09:00:00"), pd.Timestamp("2026-11-02 09:05:00")
     # A legs in 09:00-09:05, i3 (from before the range to 07:30) under everything:
     # 0-30 s o1 i1 (+i3), 30-60 o1 o2 i1, 60-64 o2 i1, 64-120 i1, 120-121 o3 alone (i1 ended
@@ -119,8 +119,8 @@ def test_concurrency_is_exact_at_bucket_edges(rel: Relations) -> None:
 
 def test_concurrency_spans_several_buckets(rel: Relations) -> None:
     # One-minute buckets: i3 is up in the first eight (until 7:30); i1 in the first two.
-    frame = concurrency.over_time(rel, replace(filters(), bucket="1 minute")).frame
-    calls = frame[frame["series"] == concurrency.A_LEGS].set_index("bucket")
+    calls = concurrency.over_time(rel, replace(filters(), bucket="1 minute")).frame
+    calls = calls.set_index("bucket")
     assert len(calls) == 10
     assert list(calls["peak"]) == [4, 3, 2, 2, 2, 2, 1, 1, 0, 0]
     minute = pd.Timestamp("2026-11-02 09:01:00")
@@ -131,10 +131,21 @@ def test_concurrency_spans_several_buckets(rel: Relations) -> None:
     assert calls.loc[pd.Timestamp("2026-11-02 09:07:00"), "mean"] == pytest.approx(0.5)
 
 
+def _both(rel: Relations, f: Filters) -> pd.DataFrame:
+    return pd.concat(
+        [concurrency.over_time(rel, f, s).frame for s in (concurrency.A_LEGS, concurrency.B_LEGS)]
+    )
+
+
 def test_peak_and_when(rel: Relations) -> None:
     row = concurrency.peak(rel, filters()).frame.iloc[0]
     assert row["peak"] == 4
     assert row["at"] == pd.Timestamp("2026-11-02 09:00:30")  # o2 joins o1, i1, i3
+    # The same from the buckets' own peaks (what the Timing page's tile reads).
+    assert concurrency.peak_of(concurrency.over_time(rel, filters()).frame) == (
+        4,
+        pd.Timestamp("2026-11-02 09:00:30"),
+    )
     b = concurrency.peak(rel, filters(), concurrency.B_LEGS).frame.iloc[0]
     assert (b["peak"], b["at"]) == (2, pd.Timestamp("2026-11-02 09:00:01"))
 
@@ -153,7 +164,7 @@ def test_country_filter_slices_every_figure(rel: Relations) -> None:
     assert got[timing.PDD]["median_s"] == pytest.approx(3.5)  # o1 and o4 only
     assert timing.B_ANSWER not in got  # i1's caller is in India
     assert got[timing.B_GIVE_UP]["median_s"] == pytest.approx(30.0)  # i2 from a GB mobile
-    peaks = _by(concurrency.over_time(rel, gb).frame, "bucket", "series")
+    peaks = _by(_both(rel, gb), "bucket", "series")
     first = peaks[(pd.Timestamp("2026-11-02 09:00:00"), concurrency.A_LEGS)]
     assert (first["peak"], first["mean"]) == (1, pytest.approx(180 / 300))  # o1, o4
     rows = destinations.by_country(rel, gb).frame

@@ -18,6 +18,8 @@ from dataclasses import replace
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
+import pandas as pd
+
 from callstatus.dashboard.filters import Filters, ceil_minute
 from callstatus.dashboard.queries.base import BUCKET, BUCKET_END, Result, run, with_
 from callstatus.dashboard.queries.relations import Relations
@@ -30,35 +32,43 @@ MAX_OPEN = "INTERVAL 6 HOUR"
 LOOKBACK = "INTERVAL 1 DAY"
 
 
-def _intervals(rel: Relations) -> str:
-    """CTEs ending in `clipped`: (series, s, e) of each leg up in [$start, $end), clipped to it.
-    The slices (direction, our numbers, countries, B destinations) apply to the A leg."""
-    return f"""
+def _intervals(rel: Relations, series: str) -> str:
+    """CTEs ending in `clipped`: (s, e) of each leg of `series` up in [$start, $end), clipped
+    to it. The slices (direction, our numbers, countries, B destinations) apply to the A leg.
+    One series a query: the sweep sorts every start and end, so it reads no more than shown."""
+    near = f"""
 near AS (
     SELECT * FROM {rel.calls} c
     WHERE c.started_at >= $start - {LOOKBACK} AND c.started_at < $end AND {DIAL_SLICE}
-), a_legs AS (
-    SELECT '{A_LEGS}' AS series, c.started_at AS s,
-           coalesce(c.ended_at, least(c.started_at + {MAX_OPEN}, $end)) AS e
+)"""
+    if series == A_LEGS:
+        legs = f"""
+legs AS (
+    SELECT c.started_at AS s, coalesce(c.ended_at, least(c.started_at + {MAX_OPEN}, $end)) AS e
     FROM near c
     WHERE len(CAST($destinations AS VARCHAR[])) = 0 OR EXISTS (
         SELECT 1 FROM {rel.dial_legs} x WHERE x.a_leg_uuid = c.call_uuid
         AND list_contains(CAST($destinations AS VARCHAR[]), x.b_leg_to))
-), b_legs AS (
-    SELECT '{B_LEGS}' AS series, coalesce(c.answered_at, c.started_at) AS s,
+)"""
+    elif series == B_LEGS:
+        legs = f"""
+legs AS (
+    SELECT coalesce(c.answered_at, c.started_at) AS s,
            coalesce(l.ended_at, c.ended_at,
                     least(coalesce(c.answered_at, c.started_at) + {MAX_OPEN}, $end)) AS e
     FROM {rel.dial_legs} l JOIN near c ON c.call_uuid = l.a_leg_uuid
     WHERE {LEG_DESTINATIONS}
-), clipped AS (
-    SELECT series, greatest(s, $start) AS s, least(e, $end) AS e
-    FROM (SELECT * FROM a_legs UNION ALL SELECT * FROM b_legs)
+)"""
+    else:
+        raise ValueError(f"no such series: {series!r}")
+    return f"""{near}, {legs}, clipped AS (
+    SELECT greatest(s, $start) AS s, least(e, $end) AS e FROM legs
     WHERE greatest(s, $start) < least(e, $end)
 )"""
 
 
 # The levels: each step's instant `t`, the level from it to the next step, and how long (us).
-SEGMENTS = f"""
+SEGMENTS = """
 , bounds AS (
     SELECT timezone($tz, b) AS ts FROM (
         SELECT unnest(generate_series(
@@ -66,52 +76,58 @@ SEGMENTS = f"""
             timezone($tz, $end::TIMESTAMPTZ), CAST($bucket AS INTERVAL))) AS b)
     UNION ALL SELECT $start::TIMESTAMPTZ UNION ALL SELECT $end::TIMESTAMPTZ
 ), steps AS (
-    SELECT series, ts, sum(d) AS d FROM (
-        SELECT series, s AS ts, 1 AS d FROM clipped
-        UNION ALL SELECT series, e, -1 FROM clipped
-        UNION ALL SELECT v.series, b.ts, 0 FROM bounds b,
-            (VALUES ('{A_LEGS}'), ('{B_LEGS}')) v(series)
-            WHERE b.ts >= $start AND b.ts <= $end)
-    GROUP BY ALL
+    SELECT ts, sum(d) AS d FROM (
+        SELECT s AS ts, 1 AS d FROM clipped
+        UNION ALL SELECT e, -1 FROM clipped
+        UNION ALL SELECT ts, 0 FROM bounds WHERE ts >= $start AND ts <= $end)
+    GROUP BY ts
 ), levels AS (
-    SELECT series, ts AS t,
-           sum(d) OVER (PARTITION BY series ORDER BY ts ROWS UNBOUNDED PRECEDING) AS level,
-           lead(ts) OVER (PARTITION BY series ORDER BY ts) AS next_at
+    SELECT ts AS t, sum(d) OVER (ORDER BY ts ROWS UNBOUNDED PRECEDING) AS level,
+           lead(ts) OVER (ORDER BY ts) AS next_at
     FROM steps
 ), segments AS (
-    SELECT series, t, level, epoch_us(next_at) - epoch_us(t) AS us
+    SELECT t, level, epoch_us(next_at) - epoch_us(t) AS us
     FROM levels WHERE next_at IS NOT NULL AND t >= $start AND t < $end
 )"""
 
 
-def over_time(rel: Relations, f: Filters) -> Result:
-    """Per bucket and series (A legs, B legs): the peak and the time-weighted mean number of
-    legs up at once."""
+def over_time(rel: Relations, f: Filters, series: str = A_LEGS) -> Result:
+    """Per bucket, for `series` (A legs or B legs): the peak, when it was first reached
+    (`peak_at`, in the chosen zone) and the time-weighted mean number of legs up at once."""
     sql = (
-        with_(_intervals(rel))
+        with_(_intervals(rel, series))
         + SEGMENTS
         + f"""
-    SELECT {BUCKET} AS bucket, {BUCKET_END}, series, CAST(max(level) AS BIGINT) AS peak,
+    SELECT {BUCKET} AS bucket, {BUCKET_END}, $series AS series,
+           CAST(max(level) AS BIGINT) AS peak, timezone($tz, arg_min(t, (-level, t))) AS peak_at,
            sum(level * us) / sum(us) AS mean
-    FROM segments GROUP BY ALL ORDER BY bucket, series
+    FROM segments GROUP BY ALL ORDER BY bucket
     """
     )
-    return run(sql, f.params())
+    return run(sql, {**f.params(), "series": series})
 
 
 def peak(rel: Relations, f: Filters, series: str = A_LEGS) -> Result:
     """One row: the most legs of `series` up at once in the range (`peak`), and from when
     (`at`, the first instant it was reached, in the chosen zone)."""
     sql = (
-        with_(_intervals(rel))
+        with_(_intervals(rel, series))
         + SEGMENTS
         + """
     SELECT coalesce(CAST(max(level) AS BIGINT), 0) AS peak,
            timezone($tz, arg_min(t, (-level, t))) AS at
-    FROM segments WHERE series = $series
+    FROM segments
     """
     )
-    return run(sql, {**f.params(), "series": series})
+    return run(sql, f.params())
+
+
+def peak_of(frame: pd.DataFrame) -> tuple[int, pd.Timestamp | None]:
+    """The range's peak and its first instant, from `over_time`'s rows (no second sweep)."""
+    if frame.empty:
+        return 0, None
+    top = int(frame["peak"].max())
+    return top, frame.loc[frame["peak"] == top, "peak_at"].min()
 
 
 def today(f: Filters, now: datetime) -> Filters:

@@ -71,11 +71,10 @@ def render() -> None:
         format_func=lambda s: "A legs (calls)" if s == concurrency.A_LEGS else "B legs",
         required=True,
     )
-    load = _over_time(concurrency.over_time, rel, f)
+    chosen_legs = legs or concurrency.A_LEGS
+    load = _over_time(lambda r, g: concurrency.over_time(r, g, chosen_legs), rel, f)
     widgets.chart(
-        load,
-        analytics_charts.concurrency_over_time(load.frame, legs or concurrency.A_LEGS, f.tz),
-        "concurrency",
+        load, analytics_charts.concurrency_over_time(load.frame, chosen_legs, f.tz), "concurrency"
     )
 
     st.subheader("Per destination")
@@ -99,7 +98,8 @@ def _over_time(query: Callable[[Relations, Filters], Result], rel: Relations, f:
 
 def _tiles(rel: Relations, f: Filters) -> None:
     summary = timing.summary(rel, f).frame.set_index("measure")
-    top = concurrency.peak(rel, f).frame.iloc[0]
+    # The A legs' sweep the chart below draws too (a cached result, not a second sweep).
+    peak, when = concurrency.peak_of(concurrency.over_time(rel, f).frame)
     cols = st.columns(4)
     for column, measure in zip(cols[:3], (timing.PDD, timing.RING, timing.B_ANSWER), strict=True):
         median = summary.loc[measure, "median_s"] if measure in summary.index else None
@@ -110,11 +110,12 @@ def _tiles(rel: Relations, f: Filters) -> None:
             help=f"{HELP[measure]}\n\n90th percentile: {tiles.fmt_seconds(p90)}.",
             border=True,
         )
-    when = top["at"]
-    reached = "" if pd.isna(when) else f"\n\nFirst reached at {when} ({plain(f.tz)})."
+    reached = (
+        "" if when is None or pd.isna(when) else f"\n\nFirst reached at {when} ({plain(f.tz)})."
+    )
     cols[3].metric(
         "Peak concurrent calls",
-        tiles.fmt_count(top["peak"]),
+        tiles.fmt_count(peak),
         help=CONCURRENCY_HELP + reached,
         border=True,
     )
