@@ -7,6 +7,7 @@ import pytest
 from callstatus.core import rollups
 from callstatus.core.db import Database
 from callstatus.core.destinations import SIP, Destination, destination
+from callstatus.core.numbers import NumberMasker
 from tests.factories import T0, assert_rollups_equal_views, store
 
 
@@ -141,3 +142,20 @@ def test_an_incremental_refresh_learns_only_new_numbers(db: Database) -> None:
         ("442071838750", "GB", "fixed_line"),
         ("919820012345", "IN", "mobile"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("clear", "country", "line_type"),
+    [
+        ("14155550107", "US", None),
+        ("+442071838750", "GB", None),
+        ("sip:+4930123456@gw.example.com", "DE", SIP),
+        ("+999123", None, None),  # no country code to keep
+    ],
+)
+def test_pseudonyms_of_the_masker_keep_their_country(
+    clear: str, country: str | None, line_type: str | None
+) -> None:
+    masked = NumberMasker("a key of at least sixteen characters", []).mask(clear)
+    assert masked != clear
+    assert destination(masked) == Destination(country, line_type)
