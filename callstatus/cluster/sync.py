@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -177,9 +178,11 @@ def sync_once(
     *,
     progress: Progress | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    folder: Path | None = None,
 ) -> SyncResult:
     """Copy what PostgreSQL committed since the last step into the replica, in one DuckDB
-    transaction with the new position. `con` must not be in a transaction."""
+    transaction with the new position. `con` must not be in a transaction; the chunks pass
+    through files in `folder` (the system's temporary folder by default)."""
     started = time.perf_counter()
     synced_at = datetime.now(UTC)  # before the snapshot: what was committed then is read
     last = state(cur)
@@ -197,8 +200,8 @@ def sync_once(
         cur.execute("BEGIN")
         try:
             since = None if last is None else (str(last.watermark), last.snapshot)
-            webhooks = _copy(con, cur, INBOX, since, progress, chunk_bytes)
-            rejected = _copy(con, cur, REJECTED, since, progress, chunk_bytes)
+            webhooks = _copy(con, cur, INBOX, since, progress, chunk_bytes, folder)
+            rejected = _copy(con, cur, REJECTED, since, progress, chunk_bytes, folder)
             repeats = _copy_repeats(con, cur)
             receivers = _copy_receivers(con, cur)
             total = (0 if last is None else last.total_webhooks) + webhooks
@@ -251,10 +254,11 @@ def _copy(
     since: tuple[str, str] | None,
     progress: Progress | None,
     chunk_bytes: int,
+    folder: Path | None,
 ) -> int:
     """Copy a table's new rows; return how many. A thread writes PostgreSQL's next chunk to a
     file while DuckDB reads the last one."""
-    reader = _Reader(con, table.copy_sql(since is not None), since, chunk_bytes)
+    reader = _Reader(con, table.copy_sql(since is not None), since, chunk_bytes, folder)
     insert = table.insert_sql()
     copied = 0
     try:
@@ -281,8 +285,10 @@ class _Reader:
         sql: str,
         params: tuple[str, str] | None,
         chunk_bytes: int,
+        folder: Path | None,
     ) -> None:
         self.chunk_bytes = chunk_bytes
+        self.folder = folder
         self._queue: queue.Queue[Path | BaseException | None] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -304,7 +310,7 @@ class _Reader:
                 # libpq hands COPY's output over a row at a time: a file ends with a row.
                 for block in rows:
                     if out is None:
-                        fd, name = tempfile.mkstemp(prefix="callstatus-sync-", suffix=".tsv")
+                        fd, name = tempfile.mkstemp(suffix=".tsv", dir=self.folder)
                         out, path, size = os.fdopen(fd, "wb", buffering=2**20), Path(name), 0
                     size += out.write(block)
                     if size >= self.chunk_bytes and block[-1:] == b"\n":
@@ -417,7 +423,15 @@ class SyncJob:
         self._replaced_logged = False
         self.loop = PeriodicJob("replica", self.step, interval_s)
 
+    @property
+    def folder(self) -> Path:
+        """Where steps put their chunks: beside the replica, emptied at start (a process killed
+        during a step leaves its chunk there)."""
+        return self.database.absolute_path.with_name(self.database.absolute_path.name + ".sync")
+
     def start(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.loop.start()
 
     def step(self) -> None:
@@ -440,7 +454,10 @@ class SyncJob:
             try:
                 if self._con is None or self._con.closed:
                     self._con = pg.connect(self.url, autocommit=True)
-                result = sync_once(self._con, self.database.cursor(), progress=self._progress)
+                self.folder.mkdir(parents=True, exist_ok=True)
+                result = sync_once(
+                    self._con, self.database.cursor(), progress=self._progress, folder=self.folder
+                )
             except (psycopg.Error, ReplicaMismatch) as exc:
                 self._failed(exc)
                 raise
@@ -477,6 +494,7 @@ class SyncJob:
     def stop(self) -> None:
         """Stop the loop after a final step, then close the connection."""
         self.loop.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
         if self._con is not None:
             self._con.close()
             self._con = None

@@ -323,7 +323,11 @@ def test_replica_of_another_store_is_refused(
 
 def test_job_keeps_the_replica_current(url: str, replica: Database) -> None:
     job = SyncJob(replica, url, interval_s=0.1)
+    job.folder.mkdir()
+    stray = job.folder / "left-by-a-killed-step.tsv"
+    stray.write_text("x")
     job.start()
+    assert not stray.exists()
     try:
         with pg.connect(url) as con:
             written = [hook(con) for _ in range(10)]
@@ -337,6 +341,7 @@ def test_job_keeps_the_replica_current(url: str, replica: Database) -> None:
     finally:
         job.stop()
     assert job._con is None
+    assert not job.folder.exists()
 
 
 def test_job_survives_postgres_going_away(
