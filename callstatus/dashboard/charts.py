@@ -165,17 +165,34 @@ def _stacked_over_time(
     return chart
 
 
-def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> alt.Chart:
-    if frame.empty:
+def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> Figure:
+    """Stacked outcome bars per bucket; when compared (a `period` column), the previous
+    range's total per bucket as a dashed line over them."""
+    previous = frame[frame["period"] == "previous range"] if "period" in frame else frame[:0]
+    current = frame.drop(previous.index) if len(previous) else frame
+    if current.empty and previous.empty:
         return empty()
-    return (
+    bars = (
         _stacked_over_time(
-            frame, f"time ({tz})", value, _outcome_color(frame), ["outcome:N", f"{value}:Q"]
+            current, f"time ({tz})", value, _outcome_color(current), ["outcome:N", f"{value}:Q"]
         )
         .encode(order=alt.Order("outcome_rank:Q"))
         .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
         .properties(height=280)
     )
+    if previous.empty:
+        return bars
+    totals = previous.groupby("bucket", as_index=False)[value].sum().assign(period="previous range")
+    line = (
+        alt.Chart(totals)
+        .mark_line(color="#444444", interpolate="step-after", strokeDash=[5, 4])
+        .encode(
+            x="bucket:T",
+            y=f"{value}:Q",
+            tooltip=[alt.Tooltip("bucket:T", title="from"), f"{value}:Q", "period:N"],
+        )
+    )
+    return alt.LayerChart(layer=[bars, line])
 
 
 MIN_CELL = 10

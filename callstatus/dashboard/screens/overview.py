@@ -64,7 +64,10 @@ def render() -> None:
     left, right = st.columns([3, 2])
     with left:
         st.subheader("How calls ended")
-        outcomes = overview.outcomes_over_time(rel, f)
+        if controls.comparing():
+            outcomes = comparison.overlay(overview.outcomes_over_time, rel, f)
+        else:
+            outcomes = overview.outcomes_over_time(rel, f)
         widgets.chart(outcomes, charts.outcomes_stacked(outcomes.frame, f.tz), "outcomes")
     with right:
         st.subheader("When calls get answered")
