@@ -12,7 +12,9 @@ PERIOD_DASH = alt.StrokeDash(
     "period:N",
     title=None,
     scale=alt.Scale(domain=["this range", "previous range"], range=[[1, 0], [5, 4]]),
-    legend=alt.Legend(orient="top", symbolType="stroke"),
+    legend=alt.Legend(
+        orient="top", symbolType="stroke", symbolStrokeColor="#555555", symbolStrokeWidth=2
+    ),
 )
 STATISTIC_COLORS = {"median": "#1f77b4", "p90": "#ff7f0e", "peak": "#d62728", "mean": "#4c78a8"}
 

@@ -143,7 +143,9 @@ def _period_dash() -> alt.StrokeDash:
         "period:N",
         title=None,
         scale=alt.Scale(domain=["this range", "previous range"], range=[[1, 0], [5, 4]]),
-        legend=alt.Legend(orient="top", symbolType="stroke"),
+        legend=alt.Legend(
+            orient="top", symbolType="stroke", symbolStrokeColor="#555555", symbolStrokeWidth=2
+        ),
     )
 
 
