@@ -6,15 +6,20 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from callstatus.dashboard.charts import OUTCOMES, Figure, empty, outcome_scale, rows_height
+from callstatus.dashboard.charts import (
+    OUTCOMES,
+    PERIOD_LABEL,
+    Figure,
+    empty,
+    outcome_scale,
+    rows_height,
+)
 
 PERIOD_DASH = alt.StrokeDash(
     "period:N",
     title=None,
     scale=alt.Scale(domain=["this range", "previous range"], range=[[1, 0], [5, 4]]),
-    legend=alt.Legend(
-        orient="top", symbolType="stroke", symbolStrokeColor="#555555", symbolStrokeWidth=2
-    ),
+    legend=alt.Legend(orient="top", labelExpr=PERIOD_LABEL),
 )
 STATISTIC_COLORS = {"median": "#1f77b4", "p90": "#ff7f0e", "peak": "#d62728", "mean": "#4c78a8"}
 

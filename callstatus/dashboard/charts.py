@@ -137,15 +137,17 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
     return stacked
 
 
+# A dash in a legend draws no colour of its own: the labels say which line is which.
+PERIOD_LABEL = "datum.label == 'previous range' ? 'previous range (dashed)' : datum.label"
+
+
 def _period_dash() -> alt.StrokeDash:
     """Solid for the range, dashed for the previous range overlaid on it."""
     return alt.StrokeDash(
         "period:N",
         title=None,
         scale=alt.Scale(domain=["this range", "previous range"], range=[[1, 0], [5, 4]]),
-        legend=alt.Legend(
-            orient="top", symbolType="stroke", symbolStrokeColor="#555555", symbolStrokeWidth=2
-        ),
+        legend=alt.Legend(orient="top", labelExpr=PERIOD_LABEL),
     )
 
 
