@@ -56,12 +56,12 @@ def purged_file(template: Path, tmp_path: Path) -> Path:
 def test_compaction_shrinks_the_file_and_keeps_every_row(template: Path, tmp_path: Path) -> None:
     path = purged_file(template, tmp_path)
     before, rows = path.stat().st_size, counts(path)
-    done = compact(path, min_bytes=0)
+    done = compact(path)
     assert done is not None and done.bytes_after < before
     assert path.stat().st_size == done.bytes_after
     assert counts(path) == rows
     assert not copy_path(path).exists()
-    assert compact(path, min_bytes=0) is None  # nothing removed since: no copy
+    assert compact(path) is None  # nothing removed since: no copy
     # New webhooks after the copy are read by the next refresh: the watermark follows the copy.
     db = Database(path)
     try:
@@ -124,7 +124,7 @@ def test_under_daily_retention_the_compacted_file_is_no_larger_than_its_days_of_
     oldest = db.cursor().execute("SELECT min(received_at) FROM webhook_events").fetchall()[0][0]
     db.close()
     assert oldest >= day_start(DAYS - KEEP, DAYS)
-    done = compact(path, min_bytes=0)
+    done = compact(path)
     assert done is not None
     assert path.stat().st_size <= sizes[KEEP - 1]  # the file of KEEP days, before any purge
     assert path.stat().st_size < sizes[-1]
