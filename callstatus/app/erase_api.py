@@ -10,13 +10,17 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
-from callstatus.app.runtime import Runtime
+from callstatus.app.runtime import NotStarted, Runtime
 from callstatus.core import rollups
 from callstatus.core.snapshot import SnapshotJob
 from callstatus.privacy.erase import Erasure, NotANumber, Target, erase, target_for
 from callstatus.privacy.maintenance import rollups_paused
 from callstatus.receiver.errors import error_response
 
+NO_DATABASE = (
+    "this server holds no database (serve --role receiver): run callstatus erase where the "
+    "database is (--role all or dashboard)"
+)
 # One erasure at a time: each pauses the rollups and rewrites archive files.
 _ONE_AT_A_TIME = threading.Lock()
 
@@ -37,7 +41,10 @@ def add_erase_route(api: FastAPI, rt: Runtime) -> None:
             target = target_for(request.number, rt.settings)
         except NotANumber as exc:
             return error_response(400, "not_a_number", str(exc))
-        done = await asyncio.to_thread(erase_in_server, rt, target, request.dry_run)
+        try:
+            done = await asyncio.to_thread(erase_in_server, rt, target, request.dry_run)
+        except NotStarted:
+            return error_response(409, "no_database", NO_DATABASE)
         return JSONResponse(done.as_json())
 
 
