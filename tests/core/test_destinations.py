@@ -6,7 +6,7 @@ import pytest
 
 from callstatus.core import rollups
 from callstatus.core.db import Database
-from callstatus.core.destinations import SIP, Destination, destination
+from callstatus.core.destinations import LINE_TYPES, SIP, Destination, destination
 from callstatus.core.numbers import NumberMasker
 from tests.factories import T0, assert_rollups_equal_views, store
 
@@ -159,3 +159,21 @@ def test_pseudonyms_of_the_masker_keep_their_country(
     masked = NumberMasker("a key of at least sixteen characters", []).mask(clear)
     assert masked != clear
     assert destination(masked) == Destination(country, line_type)
+
+
+def test_line_types_equal_the_library_s_own() -> None:
+    """The shortcut to the line type gives what phonenumbers.number_type gives."""
+    import random
+
+    import phonenumbers
+
+    rng = random.Random(17)
+    numbers = [f"+1{rng.randint(201, 989)}{rng.randrange(10**7):07d}" for _ in range(300)]
+    numbers += [f"+{code}{rng.randrange(10**10):010d}" for code in (44, 91, 49, 33, 55, 61)]
+    numbers += [f"+{code}{rng.randrange(10**9):09d}" for code in (44, 91, 49, 33, 55, 61) * 40]
+    for number in numbers:
+        parsed = phonenumbers.parse(number, None)
+        if phonenumbers.region_code_for_number(parsed) is None:
+            continue
+        expected = LINE_TYPES.get(phonenumbers.number_type(parsed))
+        assert destination(number).line_type == expected, number
