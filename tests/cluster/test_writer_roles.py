@@ -15,6 +15,7 @@ from streamlit.runtime import Runtime as StreamlitRuntime
 
 from callstatus.app.asgi import build_app
 from callstatus.app.runtime import Role
+from callstatus.cli import main
 from callstatus.core.settings import SettingsError
 from tests.factories import make_settings, metric
 from tests.postgres import PostgresServer, postgres_server, reset
@@ -55,6 +56,16 @@ def stored(url: str) -> list[tuple[object, ...]]:
 def test_a_clustered_role_needs_the_postgres_url(tmp_path: Path, role: Role) -> None:
     with pytest.raises(SettingsError, match="CALLSTATUS_POSTGRES_URL"):
         build_app(make_settings(tmp_path), role=role)
+
+
+def test_serve_as_a_receiver_without_the_url_is_one_line_and_status_2(
+    cli_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_env.delenv("CALLSTATUS_POSTGRES_URL", raising=False)
+    assert main(["serve", "--role", "receiver", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("callstatus: error: --role receiver stores webhooks in PostgreSQL")
 
 
 def test_a_receiver_stores_into_postgres_and_serves_nothing_else(url: str, tmp_path: Path) -> None:
