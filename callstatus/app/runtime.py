@@ -49,7 +49,6 @@ log = logging.getLogger("callstatus")
 WARMUP_STOP_S = 60
 
 Role = Literal["all", "receiver", "dashboard"]
-ROLES: tuple[Role, ...] = ("all", "receiver", "dashboard")
 
 
 def check_role(settings: Settings, role: Role) -> None:
