@@ -139,10 +139,9 @@ def discard_interrupted(cur: duckdb.DuckDBPyConnection, archive_dir: Path | None
         "SELECT run_id, archive_dir FROM retention_runs WHERE status = 'running'"
     ).fetchall()
     for run_id, folder in rows:
-        for path in {Path(folder)} if folder else set():
+        # Where that run wrote, and where runs write now (the setting may have changed).
+        for path in {Path(f) for f in (folder, archive_dir) if f is not None}:
             archive.discard_run(path, int(run_id))
-        if archive_dir is not None:
-            archive.discard_run(archive_dir, int(run_id))
         cur.execute(
             "INSERT INTO retention_runs SELECT * REPLACE ('error' AS status, now() AS finished_at,"
             " 'interrupted: its archive files were removed, its rows kept' AS error)"
