@@ -1,16 +1,21 @@
-"""Dashboard benchmark at 2 million calls: queries on the rollups vs the views, page renders, RSS.
+"""Dashboard benchmark at 10 million webhooks: every page in Chromium, the queries, RSS.
 
-Seeds `bench/out/dashboard.duckdb` with 2,000,000 calls over 30 days (about 10 million webhooks;
-reused when it already has them), brings its rollups up to date, then:
+Seeds a file with 2,320,000 calls over 30 days (about 10 million webhooks: the seed's model
+sends about 4.3 webhooks a call; the file is reused when it already has them, and its path can
+be given with --db or CALLSTATUS_BENCH_DB), brings its rollups up to date, then:
+- in headless Chromium on a real `callstatus serve` (bench/browser_pages.py): every page the
+  dashboard registers, from navigation until its last chart is drawn, for "Last 30 days", warm
+  and right after a fresh start of the server (median of --runs), with the server's RSS
+  sampled throughout and the time of a trivial page in the same browser as the baseline;
 - times every query function of the dashboard's queries (median of 5) on the rollup tables and,
   as the in-run baseline, on the views (overview queries, fewer runs: each takes seconds);
 - times an incremental rollup refresh after a burst of new calls (what the server pays);
 - times each page's first render with `streamlit.testing.v1.AppTest` (median of 3, data cache
-  cleared before each);
-- starts `callstatus serve` on the file, loads the overview in headless Chromium and reports the
-  server's RSS.
+  cleared before each).
 
-Usage: python bench/dashboard.py [--calls 2000000] [--view-runs 3] [--skip-browser] [--db PATH]
+Usage: python bench/dashboard.py [--calls 2320000] [--db PATH] [--runs 3] [--browser-only]
+       [--skip-browser] [--view-runs 3] [--small]
+--small: 20,000 calls in their own file, one run of each: a quick check of the script.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out"
-DB = OUT / "dashboard.duckdb"
+DB = Path(os.environ.get("CALLSTATUS_BENCH_DB") or OUT / "dashboard.duckdb")
+SMALL_DB = OUT / "dashboard-small.duckdb"
+CALLS = 2_320_000  # about 10 million webhooks
+SMALL_CALLS = 20_000
 # AppTest runs pages without a Streamlit server: silence its "bare mode" warnings.
 os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")
 
@@ -54,6 +63,9 @@ from callstatus.dashboard.queries.relations import ROLLUPS, VIEWS, Relations  # 
 from callstatus.simulator.seed import seed_calls, seed_database  # noqa: E402
 from callstatus.simulator.traffic import TrafficModel  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import browser_pages  # noqa: E402
+
 APP = ROOT / "callstatus" / "dashboard" / "app.py"
 PAGES = {
     "Overview": None,
@@ -62,19 +74,9 @@ PAGES = {
     "Calls": "screens/calls.py",
     "Receiver health": "screens/health.py",
 }
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SEED = 1
 WIDE_PRESET = "Last 30 days"  # every seeded call
 BURST_CALLS = 1000
-STOP_WAIT_S = 600
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -302,65 +304,6 @@ def bench_pages(preset: str, runs: int) -> list[tuple[str, float]]:
     return results
 
 
-# --- a real server and a real browser ---------------------------------------------------------
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(current, peak) resident set size of a process, in MiB."""
-    fields = dict(
-        line.split(":", 1)
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if ":" in line
-    )
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def bench_server() -> dict[str, float]:
-    from playwright.sync_api import sync_playwright
-
-    from tests.servers import start_server
-
-    server = start_server(DB, timeout=300)
-    try:
-        # At start the server copies the whole file into the analysts' snapshot: wait for it,
-        # so the figures below are the dashboard's, and its peak shows in peak_mib.
-        copying_s = wait_for_snapshot()
-        idle = rss_mib(server.process.pid)[0]
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1440, "height": 1000})
-                began = time.perf_counter()
-                page.goto(f"{server.url}/?range=Last+30+days", timeout=120_000)
-                tile = page.locator('[data-testid="stMetric"]').filter(has_text="Dial answer rate")
-                tile.first.wait_for(timeout=120_000)
-                page.locator(".vega-embed").first.wait_for(timeout=120_000)
-                loaded = time.perf_counter() - began
-                time.sleep(2)  # let the last charts' queries finish
-            finally:
-                browser.close()
-        rss, peak = rss_mib(server.process.pid)
-        return {
-            "snapshot_copy_s": copying_s,
-            "idle_mib": idle,
-            "after_overview_mib": rss,
-            "peak_mib": peak,
-            "overview_in_browser_s": loaded,
-        }
-    finally:
-        server.stop(timeout=STOP_WAIT_S)  # SIGTERM: a final snapshot, if anything changed
-
-
-def wait_for_snapshot() -> float:
-    began = time.monotonic()
-    snapshot = DB.with_name(f"{DB.stem}-snapshot{DB.suffix}")
-    tmp = snapshot.with_name(f".{snapshot.name}.tmp")
-    time.sleep(1)
-    while time.monotonic() - began < STOP_WAIT_S and (tmp.exists() or not snapshot.exists()):
-        time.sleep(0.5)
-    return time.monotonic() - began
-
-
 # --- the report -------------------------------------------------------------------------------
 
 
@@ -385,17 +328,44 @@ def machine() -> str:
     )
 
 
+def webhook_count() -> int:
+    con = duckdb.connect(str(DB), read_only=True)
+    try:
+        return _one(con, "SELECT count(*) FROM webhook_events")
+    finally:
+        con.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2_000_000)
+    parser.add_argument("--calls", type=int, default=CALLS)
+    parser.add_argument("--db", type=Path, default=None, help="database file (seeded if short)")
+    parser.add_argument("--runs", type=int, default=3, help="browser loads per page and state")
+    parser.add_argument("--browser-only", action="store_true", help="only the browser figures")
+    parser.add_argument("--skip-browser", action="store_true")
     parser.add_argument("--view-runs", type=int, default=3, help="runs per query on the views")
     parser.add_argument("--all-views", action="store_true", help="views for every query too")
-    parser.add_argument("--skip-browser", action="store_true")
-    parser.add_argument("--db", type=Path, default=DB, help="database file (seeded if short)")
+    parser.add_argument("--small", action="store_true", help="20,000 calls, one run of each")
     args = parser.parse_args()
-    use_database(args.db)
+    if args.small:
+        args.calls, args.runs, args.view_runs = SMALL_CALLS, 1, 0
+    use_database(args.db or (SMALL_DB if args.small else DB))
     print(machine())
     ensure_seeded(args.calls)
+    print(f"{webhook_count():,} webhooks in {DB}")
+    if not args.browser_only:
+        bench_data(args)
+    if not args.skip_browser:
+        print(f"every page in Chromium, {WIDE_PRESET} (median of {args.runs}):", flush=True)
+        query = urlencode({"range": WIDE_PRESET})
+        spacing = base.CACHE_TTL_S + 1.0
+        report = browser_pages.bench_browser(DB, args.runs, query, spacing_s=spacing)
+        print(browser_pages.table(report, args.runs))
+    print(machine())
+    return 0
+
+
+def bench_data(args: argparse.Namespace) -> None:
     rebuild = time_full_rebuild()
     print(f"full rollup rebuild: {rebuild:.1f} s")
     new, incremental = time_incremental_refresh()
@@ -414,14 +384,6 @@ def main() -> int:
         print(f"first render per page, {preset} (median of 3, data cache cleared):")
         print("| page | median | runs (s) |\n|---|---:|---|")
         bench_pages(preset, 3)
-    if not args.skip_browser:
-        figures = bench_server()
-        print(
-            "server on the file, overview loaded in Chromium: "
-            + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items())
-        )
-    print(machine())
-    return 0
 
 
 if __name__ == "__main__":
