@@ -1,13 +1,15 @@
 """At a server's start, in the background, what the first page visit would otherwise pay for.
 
 Measured right after a start (bench/dashboard.py, py-spy on the server): nearly half of the
-first overview's time went to importing pandas, Altair and jsonschema, then Altair's first chart
-validation, then the page's queries on a DuckDB instance that had read nothing yet. A thread
-started with the server does all of that before anyone asks: it imports the dashboard's
-modules, validates one small chart, and runs the overview's and the sidebar's queries for the
-default range and "Last 30 days" through the dashboard's own query functions, which warms
-DuckDB's buffers for every page and fills the query cache (`base._fetch`) exactly as the pages
-key it, so a page opened in the next seconds reads it.
+first overview's Python time went to importing pandas, Altair and jsonschema, then Altair's
+first chart validation. A thread started with the server does that before anyone asks, and
+reads what every page's sidebar reads (webhooks stored, the data's span, our numbers, the B
+destinations) through the dashboard's own query functions, so a page opened in the next seconds
+finds them in the query cache (`base._fetch`), keyed exactly as the pages key them.
+
+It reads no page's own figures: at 10 million webhooks the overview's and Last 30 days'
+queries in the warm-up took both cores while the first page ran its own, and made a first
+visit to Hangup causes 2 s slower (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,15 +20,12 @@ import pkgutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from functools import partial
 
 from callstatus.dashboard import context
-from callstatus.dashboard.filters import DEFAULT_PRESET, Filters, auto_bucket, resolve_range
 
 log = logging.getLogger("callstatus.warmup")
 
-PRESETS = (DEFAULT_PRESET, "Last 30 days")
 MODULES = (
     "pandas",
     "altair",
@@ -60,36 +59,16 @@ def validate_a_chart() -> None:
     alt.Chart(pd.DataFrame({"x": [1]})).mark_bar().encode(x="x:Q").to_dict()
 
 
-def filters(preset: str, tz: str, now: datetime) -> Filters:
-    """The Filters a page builds for `preset` with no slices (controls.current())."""
-    start, end = resolve_range(preset, now, None, tz, None)
-    return Filters(start=start, end=end, bucket=auto_bucket(end - start), tz=tz)
-
-
-def queries(now: datetime) -> Iterator[tuple[str, Callable[[], object]]]:
-    """The sidebar's and the overview's queries for each preset, in the zones a first visitor
-    most likely has (UTC, and the zone of Plivo's times)."""
+def queries() -> Iterator[tuple[str, Callable[[], object]]]:
+    """What every page's sidebar reads, whatever the range."""
     from callstatus.dashboard import connection
-    from callstatus.dashboard.queries import overview, sidebar
+    from callstatus.dashboard.queries import sidebar
 
     rel = connection.relations()
     yield "event_count", sidebar.event_count
     yield "data_span", partial(sidebar.data_span, rel)
     yield "our_numbers", partial(sidebar.our_numbers, rel)
     yield "destinations_list", partial(sidebar.destinations_list, rel)
-    zones = dict.fromkeys(["UTC", context.settings().plivo_timezone])
-    for preset in PRESETS:
-        for tz in zones:
-            f = filters(preset, tz, now)
-            yield f"kpis {preset} {tz}", partial(overview.kpis, rel, f)
-            yield f"kpis before {preset} {tz}", partial(overview.kpis, rel, f.previous())
-            yield f"rates {preset} {tz}", partial(overview.rates_over_time, rel, f)
-            yield f"outcomes {preset} {tz}", partial(overview.outcomes_over_time, rel, f)
-            for metric in ("dial", "call"):
-                yield (
-                    f"heatmap {metric} {preset} {tz}",
-                    partial(overview.answer_heatmap, rel, f, metric),
-                )
 
 
 class Warmup:
@@ -100,7 +79,6 @@ class Warmup:
         self.ran: list[str] = []  # the queries that ran, in order
         self.error: str | None = None
         self.took_s = 0.0
-        self.now: datetime | None = None  # the "now" its ranges end at
         self._thread = threading.Thread(target=self._run, name="callstatus-warmup", daemon=True)
 
     def start(self) -> None:
@@ -114,8 +92,7 @@ class Warmup:
         try:
             import_modules()
             validate_a_chart()
-            self.now = datetime.now(UTC)
-            for name, query in queries(self.now):
+            for name, query in queries():
                 if context.server() is None:
                     return  # the server stopped meanwhile
                 query()
