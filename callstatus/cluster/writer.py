@@ -36,7 +36,7 @@ from callstatus.core.records import EventRecord
 from callstatus.receiver import metrics
 from callstatus.receiver.rejected import RejectedRecord
 from callstatus.receiver.spool import Spool
-from callstatus.receiver.writer import MAX_BATCH, REPLAY_ROWS, WriteFailed
+from callstatus.receiver.writer import MAX_BATCH, REPLAY_ROWS, Waiter, WriteFailed, settle
 
 log = logging.getLogger("callstatus.cluster.writer")
 
@@ -64,8 +64,7 @@ POSTGRES_UP = Gauge(
     registry=metrics.REGISTRY,
 )
 
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
-_Item = tuple[EventRecord | RejectedRecord, _Waiter | None]
+_Item = tuple[EventRecord | RejectedRecord, Waiter | None]
 _STOP = object()
 
 
@@ -259,7 +258,7 @@ class PgWriter:
             with self._lock:
                 if self.last_event_at is None or newest > self.last_event_at:
                     self.last_event_at = newest
-        _settle(waiters, outcome, error)
+        settle(waiters, outcome, error)
 
     def _commit(
         self, lane: _Lane, records: Sequence[EventRecord], *, replay: bool = False
@@ -450,21 +449,3 @@ def _one_line(exc: BaseException) -> str:
 def _rollback(con: inbox.Connection) -> None:
     with contextlib.suppress(psycopg.Error):
         con.rollback()
-
-
-def _settle(waiters: Sequence[_Waiter], outcome: str, error: Exception | None) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str]]] = {}
-    for loop, future in waiters:
-        by_loop.setdefault(loop, []).append(future)
-    for loop, futures in by_loop.items():
-        loop.call_soon_threadsafe(_resolve, futures, outcome, error)
-
-
-def _resolve(futures: Sequence[asyncio.Future[str]], outcome: str, error: Exception | None) -> None:
-    for future in futures:
-        if future.done():  # the client went away and the request was cancelled
-            continue
-        if error is None:
-            future.set_result(outcome)
-        else:
-            future.set_exception(error)

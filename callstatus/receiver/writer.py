@@ -68,8 +68,9 @@ class WriteFailed(Exception):
     """Neither the database nor the spool could take a webhook."""
 
 
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
-_Item = tuple[EventRecord | RejectedRecord, _Waiter | None]
+# A request waiting for its webhook's commit: the loop it runs on and the future it awaits.
+Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
+_Item = tuple[EventRecord | RejectedRecord, Waiter | None]
 _STOP = object()
 
 
@@ -244,7 +245,7 @@ class Writer:
             metrics.WEBHOOKS.labels(kind, "repeat" if error is None else "failed").inc(count)
             if error is None:
                 metrics.REPEATS_NOT_STORED.labels(kind).inc(count)
-        _settle(waiters, outcome, error)
+        settle(waiters, outcome, error)
 
     def _commit(
         self, events: Sequence[EventRecord], repeats: Counter[tuple[datetime, str]]
@@ -289,10 +290,10 @@ class Writer:
         metrics.SPOOL_DEPTH.inc(len(events))
         return "spooled", None
 
-    def _refuse(self, events: Sequence[EventRecord], waiters: Sequence[_Waiter]) -> None:
+    def _refuse(self, events: Sequence[EventRecord], waiters: Sequence[Waiter]) -> None:
         for kind, count in Counter(record.kind for record in events).items():
             metrics.WEBHOOKS.labels(kind, "failed").inc(count)
-        _settle(waiters, "failed", WriteFailed(LOST_REPLY))
+        settle(waiters, "failed", WriteFailed(LOST_REPLY))
 
     # -- between batches ----------------------------------------------------------------------
     def _file_lost(self) -> bool:
@@ -385,7 +386,9 @@ def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
         cur.execute("ROLLBACK")
 
 
-def _settle(waiters: Sequence[_Waiter], outcome: str, error: Exception | None) -> None:
+def settle(waiters: Sequence[Waiter], outcome: str, error: Exception | None) -> None:
+    """Wake each waiting request on its own loop with the batch's outcome (from the writer's
+    thread: futures are resolved on their loops, never here)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str]]] = {}
     for loop, future in waiters:
         by_loop.setdefault(loop, []).append(future)
