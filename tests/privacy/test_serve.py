@@ -164,7 +164,9 @@ def test_retention_erase_and_compaction_through_serve(
 
     # The next start compacts: the file is no larger than one seeded with 30 days of the same
     # traffic, but for two blocks (256 KiB each) holding retention_runs and erasures, which that
-    # file lacks. A server then running on it reuses or adds a few blocks.
+    # file lacks, and block granularity: at 5.5 MiB one block is 4.5% of the file, and a copy lays
+    # the same rows out in a block more or less than days of seeding did (measured: 25 blocks
+    # against 22 for the same tables' rows). A server then running on it reuses or adds a few.
     grown = db.stat().st_size
     server = start_server(db, {"CALLSTATUS_RETENTION_DAYS": "30"}, timeout=120)
     assert server.stop() == 0
@@ -174,5 +176,5 @@ def test_retention_erase_and_compaction_through_serve(
     assert found is not None, server.log.read_text()
     compacted = float(found[2]) * 2**20
     baseline = Path(str(world["baseline"])).stat().st_size
-    assert compacted <= baseline + 2 * 256 * 1024, (compacted, baseline)
+    assert compacted <= baseline * 1.05 + 2 * 256 * 1024, (compacted, baseline)
     assert db.stat().st_size < grown
