@@ -24,17 +24,12 @@ from typing import TYPE_CHECKING, Literal
 
 from callstatus.alerts.model import AlertsConfig
 from callstatus.alerts.rules import as_stored, load, require_settings
-from callstatus.cluster.heartbeat import receiver_name
-from callstatus.cluster.replica_records import RecordStore
-from callstatus.cluster.sync import SyncJob
-from callstatus.cluster.writer import PgWriter
 from callstatus.core import server
 from callstatus.core.db import Database
 from callstatus.core.rollups import RollupJob
 from callstatus.core.server import ReceiverStatus, ServerHandle
 from callstatus.core.settings import Settings, SettingsError
 from callstatus.core.snapshot import SnapshotJob, age_s
-from callstatus.dashboard.warmup import Warmup
 from callstatus.privacy.compaction import compact_at_start
 from callstatus.privacy.retention import RetentionJob
 from callstatus.receiver.intake import Intake
@@ -44,6 +39,10 @@ from callstatus.reconcile.run import ReconcileJob
 
 if TYPE_CHECKING:
     from callstatus.alerts.job import AlertJob as AlertJobType
+    from callstatus.cluster.replica_records import RecordStore
+    from callstatus.cluster.sync import SyncJob
+    from callstatus.cluster.writer import PgWriter
+    from callstatus.dashboard.warmup import Warmup
 
 log = logging.getLogger("callstatus")
 WARMUP_STOP_S = 60
@@ -169,6 +168,9 @@ class Runtime:
         )
         # After the handle, whose database the dashboard's queries read: the first page after
         # a start then finds its modules imported and its data read (dashboard/warmup.py).
+        # Imported here: a receiver process never loads the dashboard's modules.
+        from callstatus.dashboard.warmup import Warmup
+
         self.warmup = Warmup()
         self.warmup.start()
         # After the handle: rules are measured by the dashboard's queries, which read the
@@ -186,6 +188,10 @@ class Runtime:
     def _start_pg_writer(self) -> None:
         """Clustered mode's writer: webhooks into PostgreSQL, spooled beside this process's
         port (receivers sharing a machine keep apart spools)."""
+        # Clustered mode's modules (and psycopg) are imported only with CALLSTATUS_POSTGRES_URL.
+        from callstatus.cluster.heartbeat import receiver_name
+        from callstatus.cluster.writer import PgWriter
+
         assert self.settings.postgres_url is not None
         host, port = self.address if self.address is not None else ("", 0)
         writer = PgWriter(
@@ -201,6 +207,8 @@ class Runtime:
     def _start_replica_sync(self, database: Database) -> None:
         """Clustered mode's dashboard side (roles all and dashboard): the sync job that keeps
         `database` a replica of PostgreSQL starts here, and stops in `_stop_replica_sync`."""
+        from callstatus.cluster.sync import SyncJob
+
         assert self.settings.postgres_url is not None
         self.replica = SyncJob(database, self.settings.postgres_url)
         self.replica.start()
@@ -210,6 +218,9 @@ class Runtime:
         it keeps them), then copied into the replica at once."""
         if self.replica is None or self.settings.postgres_url is None:
             return None
+        from callstatus.cluster.heartbeat import receiver_name
+        from callstatus.cluster.replica_records import RecordStore
+
         host, port = self.address if self.address is not None else ("", 0)
         return RecordStore(
             self.settings.postgres_url,
