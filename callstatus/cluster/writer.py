@@ -36,7 +36,14 @@ from callstatus.core.records import EventRecord
 from callstatus.receiver import metrics
 from callstatus.receiver.rejected import RejectedRecord
 from callstatus.receiver.spool import Spool
-from callstatus.receiver.writer import MAX_BATCH, REPLAY_ROWS, Waiter, WriteFailed, settle
+from callstatus.receiver.writer import (
+    REPLAY_ROWS,
+    STOP,
+    Item,
+    WriteFailed,
+    settle,
+    take_batch,
+)
 
 log = logging.getLogger("callstatus.cluster.writer")
 
@@ -63,9 +70,6 @@ POSTGRES_UP = Gauge(
     "1 while the receiver's connection to the shared PostgreSQL store takes writes, else 0",
     registry=metrics.REGISTRY,
 )
-
-_Item = tuple[EventRecord | RejectedRecord, Waiter | None]
-_STOP = object()
 
 
 class _Lane:
@@ -157,7 +161,7 @@ class PgWriter:
     def stop(self) -> None:
         """Drain what is queued, send a last heartbeat, close the connections."""
         for _ in self._threads:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
         for thread in self._threads:
             if thread.is_alive():
                 thread.join()
@@ -203,21 +207,10 @@ class PgWriter:
                     first = self._queue.get(timeout=HOUSEKEEPING_S)
             except queue.Empty:
                 first = None
-            if first is _STOP:
+            if first is STOP:
                 return
             if first is not None:
-                batch: list[_Item] = [first]  # type: ignore[list-item]
-                stopping = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stopping = True
-                        break
-                    batch.append(item)  # type: ignore[arg-type]
-                metrics.QUEUE_DEPTH.set(self._queue.qsize())
+                batch, stopping = take_batch(self._queue, first)
                 self._write(lane, batch)
                 if stopping:
                     return
@@ -231,7 +224,7 @@ class PgWriter:
                 if self._replay_due():
                     self._replay_step()
 
-    def _write(self, lane: _Lane, batch: Sequence[_Item]) -> None:
+    def _write(self, lane: _Lane, batch: Sequence[Item]) -> None:
         events = [record for record, _ in batch if isinstance(record, EventRecord)]
         rejected = [record for record, _ in batch if isinstance(record, RejectedRecord)]
         waiters = [waiter for _, waiter in batch if waiter is not None]

@@ -70,8 +70,9 @@ class WriteFailed(Exception):
 
 # A request waiting for its webhook's commit: the loop it runs on and the future it awaits.
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
-_Item = tuple[EventRecord | RejectedRecord, Waiter | None]
-_STOP = object()
+Item = tuple[EventRecord | RejectedRecord, Waiter | None]
+# Put on a writer's queue to end its thread once what is queued before it is written.
+STOP = object()
 
 
 class Writer:
@@ -138,7 +139,7 @@ class Writer:
     def stop(self) -> None:
         """Drain what is queued, checkpoint, and stop the thread."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
             self._thread.join()
         if self._pending_repeats:
             log.warning(
@@ -181,26 +182,16 @@ class Writer:
                     first = self._queue.get(timeout=HOUSEKEEPING_S)
             except queue.Empty:
                 first = None
-            if first is _STOP:
+            if first is STOP:
                 break
             if first is not None:
-                batch: list[_Item] = [first]  # type: ignore[list-item]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stopping = True
-                        break
-                    batch.append(item)  # type: ignore[arg-type]
-                metrics.QUEUE_DEPTH.set(self._queue.qsize())
+                batch, stopping = take_batch(self._queue, first)
                 self._write(batch)
             self._housekeeping()
             if not stopping and self._replay_due():
                 self._replay_step()
 
-    def _write(self, batch: Sequence[_Item]) -> None:
+    def _write(self, batch: Sequence[Item]) -> None:
         events = [record for record, _ in batch if isinstance(record, EventRecord)]
         rejected = [record for record, _ in batch if isinstance(record, RejectedRecord)]
         waiters = [waiter for _, waiter in batch if waiter is not None]
@@ -384,6 +375,24 @@ class Writer:
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
         cur.execute("ROLLBACK")
+
+
+def take_batch(waiting: queue.SimpleQueue[object], first: object) -> tuple[list[Item], bool]:
+    """`first` and whatever else is waiting, up to MAX_BATCH items: one group commit's worth;
+    True when STOP came after them (the thread ends once they are written)."""
+    batch: list[Item] = [first]  # type: ignore[list-item]
+    stopping = False
+    while len(batch) < MAX_BATCH:
+        try:
+            item = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if item is STOP:
+            stopping = True
+            break
+        batch.append(item)  # type: ignore[arg-type]
+    metrics.QUEUE_DEPTH.set(waiting.qsize())
+    return batch, stopping
 
 
 def settle(waiters: Sequence[Waiter], outcome: str, error: Exception | None) -> None:
