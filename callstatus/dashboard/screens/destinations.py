@@ -103,12 +103,14 @@ def _far_end(direction: str) -> str:
 
 
 def calls_link(destination: str) -> str:
-    """The Calls page filtered to one B destination, with the shared controls as they are."""
+    """The Calls page listing the calls that dialled one B destination (its search, which
+    looks in B legs' numbers too; the list ignores the sidebar's filters), with the
+    destination picked in the sidebar and the shared controls as they are."""
     pairs: list[tuple[str, str]] = []
     for key in SHARED_KEYS:
         value = st.query_params.get_all(key)
         pairs.extend((key, v) for v in value)
-    pairs.append(("dest", destination))
+    pairs += [("dest", destination), ("q", destination)]
     return "calls?" + urlencode(pairs)
 
 
