@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         default=None, alias="CALLSTATUS_AGGREGATE_RETENTION_DAYS", ge=1, le=36500
     )
     archive_dir: Path | None = Field(default=None, alias="CALLSTATUS_ARCHIVE_DIR")
+    # The length of retention's day in seconds: its horizons and the pause between its runs.
+    # Only tests and bench/retention.py change it, to run many simulated days through one server.
+    retention_day_s: float = Field(
+        default=86400.0, alias="CALLSTATUS_RETENTION_DAY_SECONDS", ge=0.5, le=86400.0
+    )
 
     @field_validator("public_base_url")
     @classmethod
