@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from callstatus.app import api_v1
+from callstatus.app import api_v1, api_v1_analytics
 from callstatus.app.erase_api import add_erase_route
 from callstatus.app.openapi import ERROR_REF, add_security, add_webhooks, use_error_shape
 from callstatus.app.password import BasicAuth, PasswordMiddleware, Verdict, too_many_failures
@@ -151,6 +151,7 @@ def build_api(rt: Runtime, auth: BasicAuth | None) -> FastAPI:
     add_reconcile_route(api, rt)
     add_erase_route(api, rt)
     api.include_router(api_v1.router)
+    api.include_router(api_v1_analytics.router)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:

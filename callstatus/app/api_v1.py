@@ -6,8 +6,6 @@ The answers come from callstatus.app.api_v1_answers, imported at the first reque
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -23,13 +21,10 @@ from callstatus.app.api_v1_models import (
 )
 from callstatus.app.api_v1_params import Asked, Cursor
 from callstatus.app.openapi import ERROR_REF
-from callstatus.dashboard.filters import BUCKETS, auto_bucket
 from callstatus.dashboard.queries.relations import Relations
 from callstatus.receiver.errors import RequestRefused
 
 TAG = "Read API"
-# Buckets in one series at most: 5-minute buckets over a month, or hours over a year.
-MAX_POINTS = 10_000
 
 
 def _error(text: str) -> dict[str, Any]:
@@ -71,14 +66,6 @@ def kpis(rel: Rel, asked: Slice) -> Kpis:
 
 
 Metric = Literal["calls", "call_answer_rate", "dial_answer_rate", "b_leg_answer_rate"]
-Bucket = Literal["auto", "5min", "hour", "day", "week"]
-_BUCKETS = {"5min": "5 min", "hour": "hour", "day": "day", "week": "week"}
-_BUCKET_SPAN = {
-    "5 minutes": timedelta(minutes=5),
-    "1 hour": timedelta(hours=1),
-    "1 day": timedelta(days=1),
-    "7 days": timedelta(days=7),
-}
 
 
 @router.get("/series", operation_id="series")
@@ -86,24 +73,15 @@ def series(
     rel: Rel,
     asked: Slice,
     metric: Annotated[Metric, Query(description="What each point's `value` is.")],
-    bucket: Annotated[
-        Bucket,
-        Query(description="Bucket size; `auto` picks one giving about 24 to 300 points."),
-    ] = "auto",
+    bucket: params.BucketSize = "auto",
 ) -> list[SeriesPoint]:
     """The metric per time bucket with the calls that started in it, oldest first, as the
     overview's "answer rates over time" chart computes it. A plain array of objects with a
     `time` field: Grafana's Infinity and JSON data sources read it as a time series. Buckets
     without calls, dials or B legs are left out."""
-    f = asked.filters
-    interval = auto_bucket(f.end - f.start) if bucket == "auto" else BUCKETS[_BUCKETS[bucket]]
-    if (f.end - f.start) / _BUCKET_SPAN[interval] > MAX_POINTS:
-        raise RequestRefused(
-            400, "too_many_buckets", f"over {MAX_POINTS} buckets: take a larger bucket"
-        )
     from callstatus.app import api_v1_answers as answers
 
-    return answers.series(rel, replace(f, bucket=interval), metric)
+    return answers.series(rel, params.bucketed(asked.filters, bucket), metric)
 
 
 Outcomes = Annotated[

@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
@@ -16,7 +17,13 @@ from fastapi import Query
 
 from callstatus.core.numbers import NumberMasker
 from callstatus.dashboard import context
-from callstatus.dashboard.filters import Filters, ceil_minute, lookup_numbers
+from callstatus.dashboard.filters import (
+    BUCKETS,
+    Filters,
+    auto_bucket,
+    ceil_minute,
+    lookup_numbers,
+)
 from callstatus.receiver.errors import RequestRefused
 
 DEFAULT_SPAN = timedelta(days=7)
@@ -52,6 +59,14 @@ Destinations = Annotated[
         "CALLSTATUS_NUMBERS=masked a clear number is looked up as its pseudonym."
     ),
 ]
+Countries = Annotated[
+    list[str] | None,
+    Query(
+        description="Only calls whose far end is in these countries (ISO 3166 alpha-2 codes, "
+        "e.g. GB: the number called for outbound calls, the caller for inbound ones; Dials and "
+        "B legs by their call's): repeated or comma-separated, as the sidebar's Country filter."
+    ),
+]
 Zone = Annotated[
     str,
     Query(max_length=64, description="IANA time zone of the buckets (series)."),
@@ -66,6 +81,48 @@ def listed(values: list[str] | None) -> tuple[str, ...]:
     """Repeated values, each of them possibly comma-separated (as Grafana joins a variable)."""
     parts = (part.strip() for value in values or () for part in value.split(","))
     return tuple(part for part in parts if part)
+
+
+Bucket = Literal["auto", "5min", "hour", "day", "week"]
+BucketSize = Annotated[
+    Bucket,
+    Query(description="Bucket size; `auto` picks one giving about 24 to 300 points."),
+]
+_BUCKETS = {"5min": "5 min", "hour": "hour", "day": "day", "week": "week"}
+_BUCKET_SPAN = {
+    "5 minutes": timedelta(minutes=5),
+    "1 hour": timedelta(hours=1),
+    "1 day": timedelta(days=1),
+    "7 days": timedelta(days=7),
+}
+# Buckets in one series at most: 5-minute buckets over a month, or hours over a year.
+MAX_POINTS = 10_000
+
+
+def bucketed(f: Filters, bucket: str) -> Filters:
+    """`f` with the bucket asked for (`auto`: as the dashboard picks it); refused when the
+    range holds more than MAX_POINTS of them."""
+    interval = auto_bucket(f.end - f.start) if bucket == "auto" else BUCKETS[_BUCKETS[bucket]]
+    if (f.end - f.start) / _BUCKET_SPAN[interval] > MAX_POINTS:
+        raise RequestRefused(
+            400, "too_many_buckets", f"over {MAX_POINTS} buckets: take a larger bucket"
+        )
+    return replace(f, bucket=interval)
+
+
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
+
+
+def check_countries(values: tuple[str, ...]) -> tuple[str, ...]:
+    """ISO 3166 alpha-2 codes, upper case; anything else is refused (it would match nothing)."""
+    for value in values:
+        if not _COUNTRY.match(value):
+            raise RequestRefused(
+                400,
+                "invalid_country",
+                f"not an ISO 3166 alpha-2 country code: {value[:32]!r} (e.g. GB, US, DE)",
+            )
+    return tuple(dict.fromkeys(value.upper() for value in values))
 
 
 def check_zone(tz: str) -> str:
@@ -103,6 +160,7 @@ def asked(
     number: Numbers = None,
     destination: Destinations = None,
     tz: Zone = "UTC",
+    country: Countries = None,
 ) -> Asked:
     """The query's range and slices, as the dashboard's sidebar would set them."""
     first, last = resolve(start, end, datetime.now(UTC))
@@ -115,6 +173,7 @@ def asked(
         numbers=lookup_numbers(listed(number), masker),
         destinations=lookup_numbers(listed(destination), masker),
         tz=check_zone(tz),
+        countries=check_countries(listed(country)),
     )
     return Asked(f, start, end)
 
@@ -170,6 +229,8 @@ def _from_us(us: int) -> datetime:
 def query_digest(f: Filters, outcomes: tuple[str, ...]) -> str:
     """A short digest of the slices, so a cursor is not used with other ones."""
     parts = [f.direction or "", *f.numbers, "|", *f.destinations, "|", *outcomes]
+    if f.countries:  # digests of cursors given out before the country filter stay valid
+        parts += ["|", *f.countries]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
