@@ -31,6 +31,8 @@ def _x(tz: str) -> alt.X:
 def _lines(long: pd.DataFrame, tz: str, y_title: str, y_format: str) -> alt.Chart:
     """Lines per `statistic` (colour) and `period` (dash) over `bucket`."""
     present = [s for s in STATISTIC_COLORS if s in set(long["statistic"])]
+    # Dashed only when the previous range has rows: without data it gets no line, no legend.
+    compared = "period" in long and bool((long["period"] == "previous range").any())
     encoding: dict[str, object] = {
         "x": _x(tz),
         "y": alt.Y("value:Q", title=y_title),
@@ -44,14 +46,10 @@ def _lines(long: pd.DataFrame, tz: str, y_title: str, y_format: str) -> alt.Char
             alt.Tooltip("bucket:T", title="from"),
             "statistic:N",
             alt.Tooltip("value:Q", format=y_format),
-            *(
-                ["period:N", alt.Tooltip("compared_bucket:T", title="bucket")]
-                if "period" in long
-                else []
-            ),
+            *(["period:N", alt.Tooltip("compared_bucket:T", title="bucket")] if compared else []),
         ],
     }
-    if "period" in long:
+    if compared:
         encoding["strokeDash"] = PERIOD_DASH
         encoding["detail"] = "period:N"
     chart: alt.Chart = (

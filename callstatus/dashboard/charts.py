@@ -81,7 +81,8 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
         return empty()
     order = [lead, *[r for r in RATE_COLORS if r != lead]]
     # Compared (comparison.overlay): the previous range's rows carry period = 'previous range'.
-    compared = "period" in frame
+    # Without the previous range's rows (no data then) no dashed line, and no legend for one.
+    compared = "period" in frame and bool((frame["period"] == "previous range").any())
     ids = ["bucket", "calls", *(["period"] if compared else [])]
     long = frame.rename(
         columns={
@@ -121,7 +122,7 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
     )
     if compared:
         lines = lines.encode(strokeDash=_period_dash(), detail="period:N")
-        frame = frame[frame["period"] != "previous range"]
+    frame = _periods(frame)[0]
     bars = (
         alt.Chart(frame)
         .mark_bar(color="#9aa5b1", stroke="white", strokeWidth=0.5, orient="vertical")
@@ -169,11 +170,44 @@ def _stacked_over_time(
     return chart
 
 
+def _periods(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The range's rows and the previous range's (comparison.overlay), apart."""
+    if "period" not in frame:
+        return frame, frame[:0]
+    previous = frame["period"] == "previous range"
+    return frame[~previous], frame[previous]
+
+
+def _with_previous_total(
+    bars: alt.Chart, previous: pd.DataFrame, value: str
+) -> alt.Chart | alt.LayerChart:
+    """Stacked bars of the range with the previous range's total per bucket over them, as a
+    dashed line the legend names (none when the previous range has no rows)."""
+    if previous.empty:
+        return bars
+    totals = previous.groupby("bucket", as_index=False)[value].sum().assign(period="previous range")
+    line = (
+        alt.Chart(totals)
+        .mark_line(color="#444444", interpolate="step-after")
+        .encode(
+            x="bucket:T",
+            y=f"{value}:Q",
+            strokeDash=alt.StrokeDash(
+                "period:N",
+                title=None,
+                scale=alt.Scale(domain=["previous range"], range=[[5, 4]]),
+                legend=alt.Legend(orient="top", labelExpr="'previous range, total (dashed)'"),
+            ),
+            tooltip=[alt.Tooltip("bucket:T", title="from"), f"{value}:Q", "period:N"],
+        )
+    )
+    return alt.LayerChart(layer=[bars, line])
+
+
 def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> Figure:
     """Stacked outcome bars per bucket; when compared (a `period` column), the previous
     range's total per bucket as a dashed line over them."""
-    previous = frame[frame["period"] == "previous range"] if "period" in frame else frame[:0]
-    current = frame.drop(previous.index) if len(previous) else frame
+    current, previous = _periods(frame)
     if current.empty and previous.empty:
         return empty()
     bars = (
@@ -184,19 +218,7 @@ def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> Figu
         .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
         .properties(height=280)
     )
-    if previous.empty:
-        return bars
-    totals = previous.groupby("bucket", as_index=False)[value].sum().assign(period="previous range")
-    line = (
-        alt.Chart(totals)
-        .mark_line(color="#444444", interpolate="step-after", strokeDash=[5, 4])
-        .encode(
-            x="bucket:T",
-            y=f"{value}:Q",
-            tooltip=[alt.Tooltip("bucket:T", title="from"), f"{value}:Q", "period:N"],
-        )
-    )
-    return alt.LayerChart(layer=[bars, line])
+    return _with_previous_total(bars, previous, value)
 
 
 MIN_CELL = 10
@@ -274,8 +296,10 @@ def sources_bar(frame: pd.DataFrame) -> alt.Chart:
     return _outcome_bars(frame, "source", 200, tooltip, frame["source"].nunique())
 
 
-def causes_over_time(frame: pd.DataFrame, tz: str) -> alt.Chart:
-    if frame.empty:
+def causes_over_time(frame: pd.DataFrame, tz: str) -> Figure:
+    """Legs per bucket stacked by cause; compared, the previous range's total dashed."""
+    current, previous = _periods(frame)
+    if current.empty and previous.empty:
         return empty()
     color = alt.Color(
         "cause:N",
@@ -283,20 +307,24 @@ def causes_over_time(frame: pd.DataFrame, tz: str) -> alt.Chart:
         scale=alt.Scale(scheme="tableau10"),
         legend=alt.Legend(orient="right", labelLimit=240),
     )
-    return _stacked_over_time(
-        frame, f"time ({tz})", "legs", color, ["cause:N", "legs:Q"]
+    bars = _stacked_over_time(
+        current, f"time ({tz})", "legs", color, ["cause:N", "legs:Q"]
     ).properties(height=260)
+    return _with_previous_total(bars, previous, "legs")
 
 
-def webhooks_per_kind(frame: pd.DataFrame, tz: str) -> alt.Chart:
-    if frame.empty:
+def webhooks_per_kind(frame: pd.DataFrame, tz: str) -> Figure:
+    """Webhooks per bucket stacked by kind; compared, the previous range's total dashed."""
+    current, previous = _periods(frame)
+    if current.empty and previous.empty:
         return empty()
     color = alt.Color(
         "kind:N", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values()))
     )
-    return _stacked_over_time(
-        frame, f"received ({tz})", "webhooks", color, ["kind:N", "webhooks:Q", "duplicates:Q"]
+    bars = _stacked_over_time(
+        current, f"received ({tz})", "webhooks", color, ["kind:N", "webhooks:Q", "duplicates:Q"]
     ).properties(height=260)
+    return _with_previous_total(bars, previous, "webhooks")
 
 
 def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:

@@ -6,6 +6,10 @@ the current ones. Buckets are local times in the chosen zone (queries.base.BUCKE
 DST change day buckets still meet at local midnight: last week's Sunday of 25 hours lies on this
 week's Sunday, never an hour off. Both series stay in the frame (`period`), so a chart's CSV
 keeps them; `compared_bucket` is when a previous row's bucket really began.
+
+A previous range before the first stored call has no data, which is not the same as zeros: its
+buckets that end before that call get no row (no line at 0), and the result says so
+(`note`); buckets the data covers keep their rows, zeros included.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries import sidebar
 from callstatus.dashboard.queries.base import Result
 from callstatus.dashboard.queries.relations import Relations
 
 CURRENT = "this range"
 PREVIOUS = "previous range"
+# The key of a compared result's params saying the previous range lacks data (absent: it has).
+NOTE = "previous_range_note"
+_SHOWN = "%Y-%m-%d %H:%M"
 _STEP = re.compile(r"^\s*(\d+)\s*(minute|hour|day)s?\s*$")
 _UNITS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
@@ -62,18 +70,53 @@ def previous(f: Filters) -> Filters:
 
 def overlay(query: Callable[[Relations, Filters], Result], rel: Relations, f: Filters) -> Result:
     """`query` over the range and over the previous one, the previous rows' buckets (columns
-    `bucket`, `bucket_end`: local times) moved onto the current ones; `period` says which."""
-    now, before = query(rel, f), query(rel, previous(f))
+    `bucket`, `bucket_end`: local times) moved onto the current ones; `period` says which.
+    Previous buckets before the first stored call are left out, and `params[NOTE]` says why."""
+    earlier = previous(f)
+    now, before = query(rel, f), query(rel, earlier)
     back = pd.Timedelta(shift(f))
+    covered, note = _covered(before.frame, rel, earlier)
     current = now.frame.assign(period=CURRENT, compared_bucket=now.frame.get("bucket"))
-    moved = before.frame.assign(period=PREVIOUS, compared_bucket=before.frame.get("bucket"))
+    moved = covered.assign(period=PREVIOUS, compared_bucket=covered.get("bucket"))
     for column in ("bucket", "bucket_end"):
         if column in moved:
             moved[column] = moved[column] + back
     frame = pd.concat([current, moved], ignore_index=True) if len(moved) else current
-    params = {
+    params: dict[str, object] = {
         **now.params,
         "previous_start": before.params.get("start"),
         "previous_end": before.params.get("end"),
     }
+    if note is not None:
+        params[NOTE] = note
     return Result(frame, now.sql, params)
+
+
+def _covered(
+    frame: pd.DataFrame, rel: Relations, earlier: Filters
+) -> tuple[pd.DataFrame, str | None]:
+    """The previous range's rows the stored data covers (buckets ending after the first stored
+    call began), and a note when that is not all of the range."""
+    span = sidebar.data_span(rel)
+    zone = ZoneInfo(earlier.tz)
+    shown = f"{_local(earlier.start, zone):{_SHOWN}} to {_local(earlier.end, zone):{_SHOWN}}"
+    if span is None or span[0] >= earlier.end:
+        return frame[:0], (
+            f"No data for the previous range ({shown}): nothing was stored before "
+            + (f"{_local(span[0], zone):{_SHOWN}}." if span is not None else "now.")
+            + " Only this range is drawn."
+        )
+    if span[0] <= earlier.start:
+        return frame, None
+    first = pd.Timestamp(_local(span[0], zone))
+    if "bucket" in frame:
+        ends = (
+            frame["bucket_end"]
+            if "bucket_end" in frame
+            else frame["bucket"] + pd.Timedelta(bucket_step(earlier.bucket))
+        )
+        frame = frame[ends > first]
+    return frame, (
+        f"The previous range ({shown}) has data only from {first:{_SHOWN}}, the first stored "
+        "call: its line starts there."
+    )

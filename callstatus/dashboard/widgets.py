@@ -7,12 +7,17 @@ from typing import Any
 import streamlit as st
 
 from callstatus.dashboard.charts import Figure
+from callstatus.dashboard.comparison import NOTE
 from callstatus.dashboard.queries.base import Result
 
 
 def chart(result: Result, figure: Figure, name: str) -> None:
-    """A chart, then the exact rows behind it as CSV and the SQL that produced them."""
+    """A chart, then the exact rows behind it as CSV and the SQL that produced them (and, when
+    compared with a previous range without data, a line saying so)."""
     st.altair_chart(figure, width="stretch")
+    note = result.params.get(NOTE)
+    if note:
+        st.caption(str(note))
     provenance(result, name)
 
 

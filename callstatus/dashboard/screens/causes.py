@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from callstatus.dashboard import charts, connection, controls, widgets
+from callstatus.dashboard import charts, comparison, connection, controls, widgets
 from callstatus.dashboard.filters import Filters
 from callstatus.dashboard.queries import causes
+from callstatus.dashboard.queries.base import Result
 from callstatus.dashboard.queries.relations import Relations
 
 LEGS = {"a": "A legs (the calls)", "b": "B legs (the numbers we dialled)"}
@@ -39,7 +40,13 @@ def _leg_section(rel: Relations, f: Filters, leg: str) -> None:
         sources = causes.by_source(rel, f, leg, everything)
         widgets.chart(sources, charts.sources_bar(sources.frame), f"sources-{leg}")
     st.subheader("Over time")
-    over_time = causes.over_time(rel, f, leg, everything)
+
+    def per_bucket(r: Relations, g: Filters) -> Result:
+        return causes.over_time(r, g, leg, everything)
+
+    over_time = (
+        comparison.overlay(per_bucket, rel, f) if controls.comparing() else per_bucket(rel, f)
+    )
     widgets.chart(over_time, charts.causes_over_time(over_time.frame, f.tz), f"causes-time-{leg}")
 
     st.subheader("Plivo's names beside the telephony cause names")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from callstatus.dashboard import (
     charts,
+    comparison,
     connection,
     context,
     controls,
@@ -92,7 +93,10 @@ def render() -> None:
     completeness.render(rel, f)
 
     st.subheader("Webhooks per kind")
-    kinds = queries.webhooks_per_kind(rel, f)
+    if controls.comparing():
+        kinds = comparison.overlay(queries.webhooks_per_kind, rel, f)
+    else:
+        kinds = queries.webhooks_per_kind(rel, f)
     widgets.chart(kinds, charts.webhooks_per_kind(kinds.frame, f.tz), "webhooks-per-kind")
 
     st.subheader("Rejected requests, and why")
