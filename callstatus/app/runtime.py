@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -30,7 +31,7 @@ from callstatus.core.rollups import RollupJob
 from callstatus.core.server import ReceiverStatus, ServerHandle
 from callstatus.core.settings import Settings, SettingsError
 from callstatus.core.snapshot import SnapshotJob, age_s
-from callstatus.privacy.compaction import compact_at_start
+from callstatus.privacy.compaction import LiveCompactor, compact_at_start
 from callstatus.privacy.retention import RetentionJob
 from callstatus.receiver.intake import Intake
 from callstatus.receiver.spool import Spool
@@ -153,9 +154,15 @@ class Runtime:
         if self.settings.reconcile_configured:
             self.reconcile = ReconcileJob(database, self.settings, self._record_store())
             self.reconcile.start()
-        # CALLSTATUS_RETENTION_DAYS: a run now and then daily, pausing the rollups while it deletes.
+        # CALLSTATUS_RETENTION_DAYS: a run now and then daily, pausing the rollups while it deletes,
+        # and compacting the file while serving when worth it (not a clustered replica's).
         if self.settings.retention_days is not None:
-            self.retention = RetentionJob(database, self.settings, self.rollups)
+            compactor = None
+            if self.role == "all" and not self.settings.clustered:
+                compactor = LiveCompactor(database, self.writer, self._writers_to_pause)
+            self.retention = RetentionJob(
+                database, self.settings, self.rollups, compactor=compactor
+            )
             self.retention.start()
         server.install(
             ServerHandle(
@@ -184,6 +191,20 @@ class Runtime:
             self.alerts.start()
         if self.address is not None:
             _write_server_file(self.settings.server_file, self.address, self.local_token)
+
+    def _writers_to_pause(self) -> list[threading.Lock]:
+        """What holds the file's other writers between two runs, for a live compaction: the
+        jobs' loops (a job's loop before its own lock, as they are taken there)."""
+        locks = []
+        if self.rollups is not None:
+            locks.append(self.rollups.loop._lock)
+        if self.snapshot is not None:
+            locks += [self.snapshot.loop._lock, self.snapshot._lock]
+        if self.alerts is not None:
+            locks.append(self.alerts.loop._lock)
+        if self.reconcile is not None:
+            locks.append(self.reconcile._lock)
+        return locks
 
     def _start_pg_writer(self) -> None:
         """Clustered mode's writer: webhooks into PostgreSQL, spooled beside this process's

@@ -4,32 +4,49 @@ its data.
 DuckDB reuses the blocks that deleted rows free, and truncates free blocks at the end of the
 file, but does not move data to close gaps: under daily retention the file stops growing at about
 1.6 times the size of its data (docs/benchmarks.md, "Retention"). A copy (`ATTACH` +
-`COPY FROM DATABASE`, as the snapshot is made) holds the data only.
+`COPY FROM DATABASE`, as the snapshot is made) holds the data only. It is worth it once retention
+removed, since the last compaction, at least MIN_REMOVED_SHARE as many webhooks as the file still
+holds (DuckDB's free-block count does not tell: the space is lost inside blocks still in use,
+measured). A compaction is recorded in retention_runs with trigger 'compaction', and logged.
 
-The writer treats a database file replaced under it as lost (callstatus/receiver/writer.py), so
-compaction runs while no server holds the file: `serve` compacts at start, before it opens the
-database, when retention removed, since the last compaction, at least MIN_REMOVED_SHARE as many
-webhooks as the file still holds. (DuckDB's free-block count does not tell: the space is lost
-inside blocks still in use, measured.) Under daily runs that is every few days' restarts. A
-compaction is recorded in retention_runs with trigger 'compaction'. Safe
-against kill -9 at any point: the live file is closed cleanly (its WAL checkpointed) before the
-copy is renamed over it, the copy is fsynced before the rename, and a leftover copy is removed
-by the next attempt.
+Two ways:
+- `compact`, on a file no process holds: `serve` runs it at start, before it opens the database.
+- `LiveCompactor`, inside a running `serve`, after a retention run (never restarted, the file
+  still stops growing). It pauses every writer of the file but the receiver (the rollup,
+  snapshot, alerts and reconcile jobs, by their locks; any other thread's `Database.cursor()`
+  waits) and diverts the receiver's writer to the spool, so webhooks are still acknowledged only
+  once durable (fsynced in the spool) and nothing is written to the old file after the copy's
+  snapshot. Readers (dashboard pages, the SQL page's snapshot, /api/v1) go on reading the old
+  file during the copy. Then the swap (`Database.swap`): closed to readers while in-flight
+  queries finish, the old instance closed first (DuckDB removes `<path>.wal` by name at close:
+  closed after the rename it would remove the new file's WAL, measured), the file checked
+  unchanged since the copy began (else the copy is discarded), the copy renamed over it, and
+  the database reopened as a new generation: every cursor, the dashboard's and the writer's
+  appender, renewed. Then the writer replays the spool into the new file and the jobs go on.
+
+Safe against kill -9 at any point: the live file is checkpointed (no WAL) before the copy, and
+nothing writes to it until the rename; the copy is fsynced before the rename and a leftover copy
+is removed by the next attempt; webhooks acknowledged meanwhile are in the spool, replayed at
+start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
 from callstatus.core import rollups
-from callstatus.core.db import connect
-from callstatus.privacy.maintenance import realign_watermark
+from callstatus.core.db import Database, SwapRefused, connect
+from callstatus.privacy.maintenance import checkpoint, realign_watermark
 
 log = logging.getLogger("callstatus.compaction")
 
@@ -44,6 +61,9 @@ WHERE trigger <> 'compaction' AND status = 'ok' AND finished_at > coalesce(
     '-infinity'::TIMESTAMPTZ)
 """
 COPY_ALIAS = "callstatus_compact"
+# How long a live compaction waits for a job's run to end, and for the writer's batch.
+PAUSE_TIMEOUT_S = 300.0
+DIVERT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,12 +71,18 @@ class Compaction:
     bytes_before: int
     bytes_after: int
     seconds: float
+    live: bool = False
+    # Live: how long readers waited for the swap, at most.
+    swap_seconds: float = 0.0
 
     def describe(self) -> str:
-        return (
+        text = (
             f"compacted the database from {self.bytes_before / 2**20:.1f} MiB to "
             f"{self.bytes_after / 2**20:.1f} MiB in {self.seconds:.1f} s"
         )
+        if self.live:
+            text += f" while serving (webhooks spooled meanwhile; swap {self.swap_seconds:.2f} s)"
+        return text
 
 
 def copy_path(path: Path) -> Path:
@@ -79,7 +105,7 @@ def removed_since_last(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0])
 
 
-def _worth_it(con: duckdb.DuckDBPyConnection, min_removed_share: float) -> bool:
+def worth_it(con: duckdb.DuckDBPyConnection, min_removed_share: float = MIN_REMOVED_SHARE) -> bool:
     removed = removed_since_last(con)
     if removed == 0:
         return False
@@ -114,26 +140,12 @@ def compact(
     con = connect(path, memory_limit=memory_limit)
     try:
         con.execute("CHECKPOINT")
-        if not force and not _worth_it(con, min_removed_share):
+        if not force and not worth_it(con, min_removed_share):
             return None
         # Current rollups first: the copy renumbers webhook_rows, and its watermark is then
         # set to the copy's last row (callstatus/privacy/maintenance.py).
         rollups.refresh(con)
-        (row,) = con.execute("SELECT current_database()").fetchall()
-        source = '"' + str(row[0]).replace('"', '""') + '"'
-        con.execute(f"ATTACH ? AS {COPY_ALIAS}", [str(copy)])
-        try:
-            con.execute(f"COPY FROM DATABASE {source} TO {COPY_ALIAS}")
-            # Written before the copy's first checkpoint (at DETACH): changed after it, these
-            # two small tables would leave freed blocks inside the fresh file.
-            con.execute(f"USE {COPY_ALIAS}")
-            try:
-                realign_watermark(con)
-                _record(con, before)
-            finally:
-                con.execute(f"USE {source}")
-        finally:
-            con.execute(f"DETACH {COPY_ALIAS}")
+        write_copy(con, copy, before)
     except BaseException:
         con.close()
         _remove_copy(path)
@@ -151,14 +163,151 @@ def compact(
     return done
 
 
-def _record(con: duckdb.DuckDBPyConnection, bytes_before: int) -> None:
+def write_copy(con: duckdb.DuckDBPyConnection, copy: Path, bytes_before: int) -> int:
+    """The database of `con` copied into a fresh file at `copy`, its watermark realigned and
+    the compaction recorded in it; the run_id it is recorded under. The rollups must be current
+    and nothing may write to the database meanwhile."""
+    (row,) = con.execute("SELECT current_database()").fetchall()
+    source = '"' + str(row[0]).replace('"', '""') + '"'
+    con.execute(f"ATTACH ? AS {COPY_ALIAS}", [str(copy)])
+    try:
+        con.execute(f"COPY FROM DATABASE {source} TO {COPY_ALIAS}")
+        # Written before the copy's first checkpoint (at DETACH): changed after it, these
+        # two small tables would leave freed blocks inside the fresh file.
+        con.execute(f"USE {COPY_ALIAS}")
+        try:
+            realign_watermark(con)
+            return _record(con, bytes_before)
+        finally:
+            con.execute(f"USE {source}")
+    finally:
+        con.execute(f"DETACH {COPY_ALIAS}")
+
+
+def _record(con: duckdb.DuckDBPyConnection, bytes_before: int) -> int:
     """The compaction as a retention_runs row (in the copy: it holds what the file will)."""
-    con.execute(
+    (row,) = con.execute(
         "INSERT INTO retention_runs (run_id, started_at, finished_at, trigger, horizon, status,"
         " removed) SELECT coalesce(max(run_id), 0) + 1, now(), now(), 'compaction', now(), 'ok',"
-        " json_object('file_bytes_before', $before) FROM retention_runs",
+        " json_object('file_bytes_before', $before) FROM retention_runs RETURNING run_id",
         {"before": bytes_before},
-    )
+    ).fetchall()
+    return int(row[0])
+
+
+def _is_copy(run_id: int, bytes_before: int) -> Callable[[duckdb.DuckDBPyConnection], bool]:
+    """Whether a database is the copy: it holds the compaction's own row."""
+
+    def check(con: duckdb.DuckDBPyConnection) -> bool:
+        rows = con.execute(
+            "SELECT 1 FROM retention_runs WHERE run_id = ? AND trigger = 'compaction'"
+            " AND removed->>'file_bytes_before' = ?",
+            [run_id, str(bytes_before)],
+        ).fetchall()
+        return bool(rows)
+
+    return check
+
+
+def _stamp(path: Path) -> tuple[int, int, int, bool]:
+    """What tells whether the file was written: its size, times, and whether it has a WAL."""
+    st = path.stat()
+    wal = path.with_name(path.name + ".wal")
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, wal.exists() and wal.stat().st_size > 0)
+
+
+class Diverter(Protocol):
+    """The receiver's writer, as a live compaction uses it (callstatus/receiver/writer.py)."""
+
+    def divert(self, timeout_s: float) -> bool: ...
+
+    def undivert(self) -> None: ...
+
+
+class LiveCompactor:
+    """Compacts the file of a running server's database (see the module's docstring)."""
+
+    def __init__(
+        self,
+        database: Database,
+        writer: Diverter | None,
+        pauses: Callable[[], Sequence[threading.Lock]],
+        *,
+        min_removed_share: float = MIN_REMOVED_SHARE,
+        pause_timeout_s: float = PAUSE_TIMEOUT_S,
+    ) -> None:
+        self.database = database
+        self.writer = writer
+        # The locks that hold the other writers of the file between two of their runs, in the
+        # order they are taken elsewhere (a job's loop before its own lock).
+        self.pauses = pauses
+        self.min_removed_share = min_removed_share
+        self.pause_timeout_s = pause_timeout_s
+        self.last: Compaction | None = None
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop a compaction under way (the server is stopping): the copy is discarded."""
+        self._cancelled.set()
+        cur = self._cursor
+        if cur is not None:
+            with contextlib.suppress(duckdb.Error):
+                cur.interrupt()
+
+    def run(self, *, force: bool = False) -> Compaction | None:
+        """Compact when worth it (or `force`); None when not worth it or given up (logged:
+        the file stays as it was, nothing lost, the next retention run tries again)."""
+        path = self.database.absolute_path
+        _remove_copy(path)
+        if not force and not worth_it(self.database.cursor(), self.min_removed_share):
+            return None
+        try:
+            return self._run(path)
+        except SwapRefused as exc:
+            log.warning("compaction given up, the file stays as it was: %s", exc)
+        except (duckdb.Error, OSError) as exc:
+            log.warning("compaction failed, the file stays as it was: %s", exc)
+        finally:
+            _remove_copy(path)
+            self._cursor = None
+        return None
+
+    def _run(self, path: Path) -> Compaction | None:
+        started = time.perf_counter()
+        before = path.stat().st_size
+        copy = copy_path(path)
+        with contextlib.ExitStack() as held:
+            for lock in self.pauses():
+                if not lock.acquire(timeout=self.pause_timeout_s):
+                    raise SwapRefused(f"a job was still running after {self.pause_timeout_s} s")
+                held.callback(lock.release)
+            if self.writer is not None:
+                held.callback(self.writer.undivert)
+                if not self.writer.divert(DIVERT_TIMEOUT_S):
+                    raise SwapRefused("the receiver's writer did not turn to the spool")
+            held.enter_context(self.database.pause_cursors())
+            if self._cancelled.is_set():
+                return None
+            cur = self._cursor = self.database.cursor()
+            rollups.refresh(cur)
+            if not checkpoint(cur):
+                raise SwapRefused("the database could not be checkpointed before the copy")
+            stamp = _stamp(path)
+            if stamp[3]:
+                raise SwapRefused("the WAL was not empty after a checkpoint")
+            run_id = write_copy(cur, copy, before)
+            _fsync(copy)
+            self._cursor = None
+            if self._cancelled.is_set():
+                return None
+            swap_started = time.perf_counter()
+            self.database.swap(copy, lambda: _stamp(path) == stamp, _is_copy(run_id, before))
+            swapped = time.perf_counter() - swap_started
+        done = Compaction(before, path.stat().st_size, time.perf_counter() - started, True, swapped)
+        self.last = done
+        log.info("%s", done.describe())
+        return done
 
 
 def compact_at_start(db_path: Path, memory_limit: str | None = None) -> Compaction | None:

@@ -32,11 +32,11 @@ from callstatus.core.jobs import PeriodicJob
 from callstatus.core.rollups import RollupJob
 from callstatus.core.settings import Settings
 from callstatus.privacy import archive
+from callstatus.privacy.compaction import LiveCompactor
 from callstatus.privacy.maintenance import rollups_paused, settle
 
 log = logging.getLogger("callstatus.retention")
 
-RUN_EVERY_S = 86_400.0
 # The keys (A-leg UUIDs) of the calls a run removes, in a temporary table of the run's cursor.
 KEYS = "retention_keys"
 # A webhook row goes when it came before the horizon or belongs to a call that started before
@@ -65,9 +65,10 @@ class Horizons:
         if settings.retention_days is None:
             return None
         days = settings.aggregate_retention_days
+        day = settings.retention_day_s
         return cls(
-            now - timedelta(days=settings.retention_days),
-            now - timedelta(days=days) if days is not None else None,
+            now - timedelta(seconds=settings.retention_days * day),
+            now - timedelta(seconds=days * day) if days is not None else None,
         )
 
 
@@ -293,20 +294,25 @@ def last_run(cur: duckdb.DuckDBPyConnection) -> tuple[datetime, datetime] | None
 
 class RetentionJob:
     """Runs retention at start (within a minute of `serve` starting) and then daily, in its own
-    thread, pausing the rollup job while it deletes."""
+    thread, pausing the rollup job while it deletes; then, given a compactor, compacts the file
+    when retention removed enough since the last compaction (callstatus/privacy/compaction.py)."""
 
     def __init__(
         self,
         database: Database,
         settings: Settings,
         rollup_job: RollupJob | None,
-        interval_s: float = RUN_EVERY_S,
+        interval_s: float | None = None,
+        compactor: LiveCompactor | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
         self.rollup_job = rollup_job
+        self.compactor = compactor
         self.last: RetentionRun | None = None
-        self.loop = PeriodicJob("retention", self.run, interval_s, run_at_stop=False)
+        # A day (CALLSTATUS_RETENTION_DAY_SECONDS shortens it for tests and benchmarks).
+        every = settings.retention_day_s if interval_s is None else interval_s
+        self.loop = PeriodicJob("retention", self.run, every, run_at_stop=False)
 
     def run(self) -> RetentionRun | None:
         started = time.perf_counter()
@@ -316,10 +322,15 @@ class RetentionJob:
         self.last = run
         if run is not None:
             log.info("%s in %.1f s", run.describe(), time.perf_counter() - started)
+            # Outside the pause above: the compactor takes the rollup job's lock itself.
+            if self.compactor is not None and run.removed.get("webhook_events"):
+                self.compactor.run()
         return run
 
     def start(self) -> None:
         self.loop.start()
 
     def stop(self) -> None:
+        if self.compactor is not None:
+            self.compactor.cancel()
         self.loop.stop()

@@ -13,6 +13,12 @@ Around that, between batches:
 - if the database file is removed or replaced under the running server (checked after every
   commit and every HOUSEKEEPING_S), whatever is written from then on would vanish at stop: the
   writer stops acknowledging, every webhook gets 503 and /healthz says why, until a restart.
+
+While the database file is compacted (callstatus/privacy/compaction.py) the writer is diverted
+(`divert`, `undivert`): it touches the database no more, every webhook goes to the spool (fsynced,
+acknowledged as 'spooled'), refused requests wait in memory; once the file is swapped for its
+copy, it drops its appender (a cursor of the old instance) and replays the spool into the new
+file.
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ CHECKPOINT_THRESHOLD_FACTOR = 2
 CHECKPOINT_RETRY_S = 5.0
 CHECKPOINT_WARN_EVERY_S = 60.0
 
+# Refused requests kept in memory while the writer is diverted, written once it is back.
+MAX_HELD_REJECTED = 10_000
+
 # What a refused webhook is told once the database file is gone (no paths: anyone may ask).
 LOST_REPLY = (
     "the database file was removed or replaced while the server ran; webhooks are refused "
@@ -73,6 +82,8 @@ Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
 Item = tuple[EventRecord | RejectedRecord, Waiter | None]
 # Put on a writer's queue to end its thread once what is queued before it is written.
 STOP = object()
+# Put on the embedded writer's queue to wake it when it is diverted or brought back.
+WAKE = object()
 
 
 class Writer:
@@ -109,6 +120,10 @@ class Writer:
         self._housekeeping_at = 0.0
         self._checkpoint_at = 0.0
         self._checkpoint_warned_at = float("-inf")
+        # Asked by a compaction (set) and done by the writer thread (set once it is diverted).
+        self._divert = threading.Event()
+        self._diverted = threading.Event()
+        self._held_rejected: list[RejectedRecord] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,6 +170,42 @@ class Writer:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    # -- compaction ---------------------------------------------------------------------------
+    def divert(self, timeout_s: float) -> bool:
+        """Send every webhook to the spool and touch the database no more, from the end of the
+        batch being written; True once the writer thread says so (False after `timeout_s`:
+        call `undivert` all the same)."""
+        if not self._thread.is_alive():
+            return False
+        self._divert.set()
+        self._queue.put(WAKE)
+        return self._diverted.wait(timeout_s)
+
+    def undivert(self) -> None:
+        """Back to the database (a new generation of it, after a swap): the spool is replayed."""
+        self._divert.clear()
+        self._queue.put(WAKE)
+
+    @property
+    def diverted(self) -> bool:
+        return self._diverted.is_set()
+
+    def _follow_divert(self) -> None:
+        """In the writer thread, between batches: become diverted or come back as asked."""
+        if self._divert.is_set() == self._diverted.is_set():
+            return
+        if self._divert.is_set():
+            # The appender belongs to a cursor of the instance about to be closed.
+            self._inbox = None
+            self._diverted.set()
+            log.info("webhooks go to the spool while the database file is compacted")
+            return
+        self._diverted.clear()
+        held, self._held_rejected = self._held_rejected, []
+        self._store_rejected(held)
+        if self._spool_pending:
+            self._replay_at = 0.0
+
     # -- request side -------------------------------------------------------------------------
     async def store(self, record: EventRecord) -> str:
         """Return 'stored' or 'spooled' once the record (or, for a repeat counted instead of
@@ -175,6 +226,7 @@ class Writer:
     def _run(self) -> None:
         stopping = False
         while not stopping:
+            self._follow_divert()
             try:
                 if self._replay_due():
                     first = self._queue.get_nowait()
@@ -184,9 +236,13 @@ class Writer:
                 first = None
             if first is STOP:
                 break
-            if first is not None:
+            if first is not None and first is not WAKE:
                 batch, stopping = take_batch(self._queue, first)
-                self._write(batch)
+                batch = [item for item in batch if item is not WAKE]
+                if batch:
+                    self._write(batch)
+            if self._diverted.is_set():
+                continue  # no housekeeping, no replay: the database is being swapped
             self._housekeeping()
             if not stopping and self._replay_due():
                 self._replay_step()
@@ -195,6 +251,9 @@ class Writer:
         events = [record for record, _ in batch if isinstance(record, EventRecord)]
         rejected = [record for record, _ in batch if isinstance(record, RejectedRecord)]
         waiters = [waiter for _, waiter in batch if waiter is not None]
+        if self._diverted.is_set():
+            self._write_diverted(events, rejected, waiters)
+            return
         if self.lost is not None:
             self._refuse(events, waiters)
             return
@@ -236,6 +295,33 @@ class Writer:
             metrics.WEBHOOKS.labels(kind, "repeat" if error is None else "failed").inc(count)
             if error is None:
                 metrics.REPEATS_NOT_STORED.labels(kind).inc(count)
+        settle(waiters, outcome, error)
+
+    def _write_diverted(
+        self,
+        events: Sequence[EventRecord],
+        rejected: Sequence[RejectedRecord],
+        waiters: Sequence[Waiter],
+    ) -> None:
+        """While the file is compacted: webhooks to the spool, refused requests kept."""
+        stored, repeats = self.duplicates.admit(events)
+        counts = self._pending_repeats.copy()
+        counts.update((five_minutes(r.received_at), r.kind) for r in repeats)
+        outcome, error = self._spool(stored)
+        if error is None:
+            self._pending_repeats = counts
+            if events:
+                self.last_event_at = max(
+                    (r.received_at for r in events), default=self.last_event_at
+                )
+        else:
+            self.duplicates.release(stored)
+        self._held_rejected.extend(rejected[: MAX_HELD_REJECTED - len(self._held_rejected)])
+        result = outcome if error is None else "failed"
+        for kind, count in Counter(record.kind for record in stored).items():
+            metrics.WEBHOOKS.labels(kind, result).inc(count)
+        for kind, count in Counter(record.kind for record in repeats).items():
+            metrics.WEBHOOKS.labels(kind, "repeat" if error is None else "failed").inc(count)
         settle(waiters, outcome, error)
 
     def _commit(
