@@ -266,7 +266,7 @@ ROLLUP_PAIRS = {
 A_LEG_JOIN = """
 SELECT l.b_leg_uuid, coalesce(l.answered_at, l.ended_at, c.started_at) AS leg_at,
        c.started_at AS a_started_at, c.outcome AS a_outcome, c.direction AS a_direction,
-       c.from_number AS a_from, c.to_number AS a_to
+       c.from_number AS a_from, c.to_number AS a_to, c.answered_at AS a_answered_at
 FROM dial_legs l LEFT JOIN calls c ON c.call_uuid = l.a_leg_uuid ORDER BY l.b_leg_uuid
 """
 

@@ -14,6 +14,12 @@ WAL once it passed CHECKPOINT_BYTES.
 webhook_counts (webhooks per 5-minute bucket of received_at, kind, duplicate and signature)
 shares the rollups' watermark; its counts only ever grow, so a refresh adds the new rows' counts.
 
+The hourly aggregates (migration 0015: calls_hourly, dials_hourly, legs_hourly, timings_hourly)
+share it too. They are GROUP BYs of the rollups per UTC hour: a refresh notes the hours of every
+rollup row it deletes or inserts (and of the Dials and B legs whose A leg it recomputed), and
+recomputes those hours only, from the rollups, after them. A full rebuild recomputes every hour
+from the oldest the rollups hold: older hours (whose raw rows retention removed) are kept.
+
 A refresh never UPDATEs (nor upserts, which DuckDB runs as updates): rows that change are deleted
 and inserted again. Once a transaction with updates commits while an older read transaction is
 still open, DuckDB can run no checkpoint, automatic or not, until that reader ends; with the
@@ -26,8 +32,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 
@@ -113,15 +120,182 @@ ROLLUPS = (
 )
 # Webhooks per 5-minute bucket of received_at (migration 0005), refreshed with the rollups.
 COUNTS = "webhook_counts"
-TABLES = (*(r.table for r in ROLLUPS), COUNTS)
-# dial_legs_rollup's columns beyond the view's (migration 0004): the leg's time as the dashboard
-# defines it and its A leg's columns, taken from calls_rollup (refreshed before it).
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """An hourly aggregate (migration 0015): its table, the rollup and time column it groups
+    (for the oldest hour a rebuild recomputes), and its rows for the hours in [$lo, $hi)."""
+
+    table: str
+    source: str
+    time: str
+    select: str
+
+
+# The A leg's our number and far-end country on calls `c` (the sidebar's slices).
+OUR_NUMBER = "CASE WHEN c.direction = 'outbound' THEN c.from_number ELSE c.to_number END"
+FAR_COUNTRY = "CASE WHEN c.direction = 'outbound' THEN c.to_country ELSE c.from_country END"
+HOUR = "time_bucket(INTERVAL 1 HOUR, {})"
+# Timing measures (callstatus/dashboard/queries/timing.py defines them; docs/data.md, "Timing").
+PDD = "post-dial delay"
+RING = "ring time"
+B_ANSWER = "B leg: time to answer"
+B_GIVE_UP = "B leg: time to give up"
+# The A/B legs page's ring times: from the A leg's start to the B leg's answer or hangup.
+A_TO_ANSWER = "time to answer"
+A_TO_GIVE_UP = "ring time, not answered"
+# A histogram bin's lower bound in ms, from a duration in microseconds (clamped at 0): 100 ms
+# wide under 10 s, 1 s wide under 10 minutes, 1 minute wide above. Bounds from 10 s are whole
+# seconds: a whole number of seconds per bin (the ring times' 5 s) re-bins them exactly.
+HISTOGRAM_BIN = """CASE WHEN {us} < 10000000 THEN {us} // 100000 * 100
+     WHEN {us} < 600000000 THEN {us} // 1000000 * 1000 ELSE {us} // 60000000 * 60000 END"""
+HISTOGRAM_WIDTH_MS = """CASE WHEN {ms} < 10000 THEN 100 WHEN {ms} < 600000 THEN 1000
+     ELSE 60000 END"""
+
+
+def _us(end: str, start: str) -> str:
+    """Microseconds from start to end, 0 when negative. greatest() skips NULLs: a missing time
+    counts 0, as in the Timing page's queries."""
+    return f"greatest(epoch_us({end}) - epoch_us({start}), 0)"
+
+
+def _timed(measure: str, t: str, destination: str, us: str, source: str, where: str) -> str:
+    return (
+        f"SELECT {HOUR.format(t)} AS hour, '{measure}' AS measure, {destination} AS destination,"
+        f" {HISTOGRAM_BIN.format(us=us)} AS bin_ms FROM {source}"
+        f" WHERE {t} >= $lo AND {t} < $hi AND {where}"
+    )
+
+
+_OUTBOUND = "direction = 'outbound' AND (rang_at IS NOT NULL OR answered_at IS NOT NULL)"
+_DIAL_AT = "coalesce(a_answered_at, a_started_at)"
+_B_TO = "coalesce(b_leg_to, '(unknown)')"
+# The A/B legs page's ring times leave out legs without a time (no greatest() there).
+_RUNG = (
+    "outcome NOT IN ('lost-race', 'in-progress') AND a_started_at IS NOT NULL"
+    " AND epoch_us(CASE WHEN answered THEN answered_at ELSE ended_at END) IS NOT NULL"
+)
+_COUNTRY = "coalesce(to_country, '(unknown)')"
+_LEGS = "dial_legs_rollup"
+TIMINGS = " UNION ALL ".join(
+    [
+        _timed(
+            PDD,
+            "started_at",
+            _COUNTRY,
+            _us("least(rang_at, answered_at)", "started_at"),
+            "calls_rollup",
+            _OUTBOUND,
+        ),
+        _timed(
+            RING,
+            "started_at",
+            _COUNTRY,
+            _us("coalesce(answered_at, ended_at)", "coalesce(rang_at, started_at)"),
+            "calls_rollup",
+            _OUTBOUND,
+        ),
+        _timed(B_ANSWER, "leg_at", _B_TO, _us("answered_at", _DIAL_AT), _LEGS, "answered"),
+        _timed(
+            B_GIVE_UP,
+            "leg_at",
+            _B_TO,
+            _us("ended_at", _DIAL_AT),
+            _LEGS,
+            "NOT answered AND outcome NOT IN ('lost-race', 'in-progress')",
+        ),
+        _timed(
+            A_TO_ANSWER,
+            "leg_at",
+            _B_TO,
+            _us("answered_at", "a_started_at"),
+            _LEGS,
+            f"answered AND {_RUNG}",
+        ),
+        _timed(
+            A_TO_GIVE_UP,
+            "leg_at",
+            _B_TO,
+            _us("ended_at", "a_started_at"),
+            _LEGS,
+            f"answered IS NOT TRUE AND {_RUNG}",
+        ),
+    ]
+)
+AGGREGATES = (
+    Aggregate(
+        "calls_hourly",
+        "calls_rollup",
+        "started_at",
+        f"""SELECT {HOUR.format("c.started_at")} AS hour, c.direction, {OUR_NUMBER} AS our_number,
+       {FAR_COUNTRY} AS country, c.outcome, c.answered, c.source, c.hangup_cause_code,
+       c.hangup_cause_name, c.hangup_cause, c.hangup_source, count(*) AS calls,
+       sum(c.duration_s) AS duration_sum, count(c.duration_s) AS duration_n
+FROM calls_rollup c WHERE c.started_at >= $lo AND c.started_at < $hi GROUP BY ALL""",
+    ),
+    # Dials join their A leg among the calls started within a day (the rollups' assumption).
+    Aggregate(
+        "dials_hourly",
+        "dials_rollup",
+        "received_at",
+        f"""SELECT {HOUR.format("d.received_at")} AS hour, c.call_uuid IS NOT NULL AS a_known,
+       c.direction, {OUR_NUMBER} AS our_number, {FAR_COUNTRY} AS country,
+       coalesce(d.dial_status = 'completed', false) AS completed, count(*) AS dials
+FROM dials_rollup d LEFT JOIN (
+    SELECT call_uuid, direction, from_number, to_number, to_country, from_country
+    FROM calls_rollup
+    WHERE started_at >= $lo - INTERVAL 1 DAY AND started_at < $hi + INTERVAL 1 DAY) c
+    ON c.call_uuid = d.a_leg_uuid
+WHERE d.received_at >= $lo AND d.received_at < $hi GROUP BY ALL""",
+    ),
+    Aggregate(
+        "legs_hourly",
+        "dial_legs_rollup",
+        "leg_at",
+        f"""SELECT {HOUR.format("l.leg_at")} AS hour, l.a_direction AS direction,
+       CASE WHEN l.a_direction = 'outbound' THEN l.a_from ELSE l.a_to END AS our_number,
+       n.country, l.b_leg_to, l.b_leg_to_country, l.b_leg_to_line_type, l.position, l.outcome,
+       l.answered, l.a_outcome, l.hangup_cause_code, l.hangup_cause_name, l.hangup_cause,
+       l.hangup_source, count(*) AS legs, sum(l.duration_s) AS duration_sum,
+       count(l.duration_s) AS duration_n
+FROM dial_legs_rollup l LEFT JOIN number_destinations n
+    ON n.number = CASE WHEN l.a_direction = 'outbound' THEN l.a_to ELSE l.a_from END
+WHERE l.leg_at >= $lo AND l.leg_at < $hi GROUP BY ALL""",
+    ),
+    Aggregate(
+        "timings_hourly",
+        "calls_rollup",  # and dial_legs_rollup: the older of the two is taken
+        "started_at",
+        f"SELECT hour, measure, destination, bin_ms, count(*) AS legs FROM ({TIMINGS})"
+        " GROUP BY ALL",
+    ),
+)
+TABLES = (*(r.table for r in ROLLUPS), COUNTS, *(a.table for a in AGGREGATES))
+# The hours of the rollup rows the new webhooks touch (their calls, Dials, B legs, and the Dials
+# and B legs of their calls): the hours whose aggregates a refresh recomputes (SQL).
+TOUCHED_HOURS = f"""
+SELECT {HOUR.format("started_at")} AS hour FROM calls_rollup WHERE call_uuid IN ({{calls}})
+UNION SELECT {HOUR.format("received_at")} FROM dials_rollup
+    WHERE params_hash IN ({{dials}}) OR a_leg_uuid IN ({{calls}})
+UNION SELECT {HOUR.format("leg_at")} FROM dial_legs_rollup
+    WHERE b_leg_uuid IN ({{legs}}) OR a_leg_uuid IN ({{calls}})"""
+# dial_legs_rollup's columns beyond the view's (migrations 0004, 0015): the leg's time as the
+# dashboard defines it and its A leg's columns, taken from calls_rollup (refreshed before it).
 A_LEG_COLUMNS = """
     coalesce(l.answered_at, l.ended_at, c.started_at) AS leg_at,
     c.started_at AS a_started_at, c.outcome AS a_outcome, c.direction AS a_direction,
-    c.from_number AS a_from, c.to_number AS a_to"""
+    c.from_number AS a_from, c.to_number AS a_to, c.answered_at AS a_answered_at"""
 ALL_TIME = "'-infinity'::TIMESTAMPTZ"
-EXTRA_COLUMNS = ("leg_at", "a_started_at", "a_outcome", "a_direction", "a_from", "a_to")
+EXTRA_COLUMNS = (
+    "leg_at",
+    "a_started_at",
+    "a_outcome",
+    "a_direction",
+    "a_from",
+    "a_to",
+    "a_answered_at",
+)
 VIEWS = {"calls": "calls_rollup", "dials": "dials_rollup", "dial_legs": "dial_legs_rollup"}
 
 
@@ -215,6 +389,52 @@ def _rebuild(cur: duckdb.DuckDBPyConnection) -> None:
         )
     cur.execute(f"DELETE FROM {COUNTS}")
     _count_webhooks(cur, -1, last_rowid(cur))
+    _rebuild_aggregates(cur)
+
+
+def _rebuild_aggregates(cur: duckdb.DuckDBPyConnection) -> None:
+    """Every hour from the oldest one the rollups hold; older hours are kept (retention removed
+    their rollup rows: aggregates stay until CALLSTATUS_AGGREGATE_RETENTION_DAYS)."""
+    (row,) = cur.execute(
+        "SELECT time_bucket(INTERVAL 1 HOUR, least((SELECT min(started_at) FROM calls_rollup),"
+        " (SELECT min(received_at) FROM dials_rollup),"
+        " (SELECT min(leg_at) FROM dial_legs_rollup)))"
+    ).fetchall()
+    if row[0] is None:
+        return
+    bounds = {"lo": row[0], "hi": datetime.max.replace(tzinfo=UTC)}
+    for a in AGGREGATES:
+        cur.execute(f"DELETE FROM {a.table} WHERE hour >= $lo", {"lo": bounds["lo"]})
+        cur.execute(f"INSERT INTO {a.table} BY NAME {a.select} ORDER BY hour", bounds)
+
+
+def _touched_hours(cur: duckdb.DuckDBPyConnection, params: dict[str, int]) -> set[datetime]:
+    sql = TOUCHED_HOURS.format(
+        calls=ROLLUPS[0].touched, legs=ROLLUPS[1].touched, dials=ROLLUPS[2].touched
+    )
+    rows = cur.execute(sql, params).fetchall()
+    # In UTC: hours are then added as elapsed time whatever the session's zone.
+    return {row[0].astimezone(UTC) for row in rows if row[0] is not None}
+
+
+def _runs(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """Sorted hours as [lo, hi) runs of consecutive hours."""
+    runs: list[tuple[datetime, datetime]] = []
+    for hour in sorted(hours):
+        if runs and runs[-1][1] == hour:
+            runs[-1] = (runs[-1][0], hour + timedelta(hours=1))
+        else:
+            runs.append((hour, hour + timedelta(hours=1)))
+    return runs
+
+
+def _recompute_hours(cur: duckdb.DuckDBPyConnection, hours: set[datetime]) -> None:
+    """Recompute every aggregate's rows of these hours from the rollups."""
+    for lo, hi in _runs(hours):
+        for a in AGGREGATES:
+            bounds = {"lo": lo, "hi": hi}
+            cur.execute(f"DELETE FROM {a.table} WHERE hour >= $lo AND hour < $hi", bounds)
+            cur.execute(f"INSERT INTO {a.table} BY NAME {a.select} ORDER BY hour", bounds)
 
 
 def _count_webhooks(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
@@ -261,6 +481,7 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
         return
     since = row[0] - WINDOW
     params = {"mark": mark, "top": top}
+    hours = _touched_hours(cur, params)
     for r in ROLLUPS:
         cur.execute(f"DELETE FROM {r.table} WHERE {r.key} IN ({r.touched})", params)
         cur.execute(
@@ -282,7 +503,7 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
             "INSERT INTO dial_legs_rollup BY NAME"
             " SELECT l.* REPLACE (coalesce(l.answered_at, l.ended_at, c.started_at) AS leg_at,"
             "  c.started_at AS a_started_at, c.outcome AS a_outcome, c.direction AS a_direction,"
-            "  c.from_number AS a_from, c.to_number AS a_to)"
+            "  c.from_number AS a_from, c.to_number AS a_to, c.answered_at AS a_answered_at)"
             " FROM dial_legs_rollup l JOIN calls_rollup c ON c.call_uuid = l.a_leg_uuid"
             " WHERE l.rowid IN (SELECT unnest($ids)) ORDER BY leg_at",
             {"ids": ids},
@@ -290,6 +511,7 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
         cur.execute(
             "DELETE FROM dial_legs_rollup WHERE rowid IN (SELECT unnest($ids))", {"ids": ids}
         )
+    _recompute_hours(cur, hours | _touched_hours(cur, params))
 
 
 def _set_watermark(cur: duckdb.DuckDBPyConnection, top: int) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries import facts
 from callstatus.dashboard.queries.base import BUCKET, BUCKET_END, T5, Result, run, with_
+from callstatus.dashboard.queries.facts import count
 from callstatus.dashboard.queries.relations import Relations
-from callstatus.dashboard.queries.scopes import scoped_calls, scoped_dials, scoped_legs
+from callstatus.dashboard.queries.scopes import scoped_calls, scoped_dials, scoped_legs, sliced
 
 KPI_BODY = """
 , c AS (
@@ -42,12 +44,53 @@ FROM c, d, l
 """
 
 
+# KPI_BODY on the hourly aggregates (queries/facts.py).
+KPI_FACTS = f"""
+, c AS (
+    SELECT {count()} AS calls,
+           {count("direction = 'inbound'")} AS inbound_calls,
+           {count("direction = 'outbound'")} AS outbound_calls,
+           {count("outcome <> 'in-progress'")} AS ended_calls,
+           {count("outcome <> 'in-progress' AND answered")} AS answered_calls,
+           {facts.mean_duration("answered")} AS acd_s,
+           {count("outcome = 'busy'")} AS busy_calls,
+           {count("outcome = 'no-answer'")} AS no_answer_calls,
+           {count("outcome = 'failed'")} AS failed_calls,
+           {count("source = 'cdr'")} AS records_only_calls
+    FROM call_facts
+), d AS (
+    SELECT {count()} AS dials, {count("completed")} AS dials_completed FROM dial_facts
+), l AS (
+    SELECT {count()} AS b_legs, {count("answered")} AS b_answered,
+           {count("outcome = 'lost-race'")} AS b_lost_race
+    FROM leg_facts
+)
+SELECT c.*, d.*, l.*,
+       answered_calls / nullif(ended_calls, 0) AS call_answer_rate,
+       dials_completed / nullif(dials, 0) AS dial_answer_rate,
+       b_answered / nullif(b_legs, 0) AS b_leg_answer_rate,
+       b_lost_race / nullif(b_legs, 0) AS b_lost_race_share,
+       busy_calls / nullif(ended_calls, 0) AS busy_share,
+       no_answer_calls / nullif(ended_calls, 0) AS no_answer_share,
+       failed_calls / nullif(ended_calls, 0) AS failed_share,
+       records_only_calls / nullif(calls, 0) AS records_only_share
+FROM c, d, l
+"""
+
+
 def _scopes(rel: Relations, f: Filters) -> str:
     return with_(scoped_calls(rel), scoped_dials(rel, f), scoped_legs(rel, f, a_leg=False))
 
 
+def _facts(f: Filters) -> str:
+    return with_(facts.call_facts(), facts.dial_facts(sliced(f)), facts.leg_facts())
+
+
 def kpis(rel: Relations, f: Filters) -> Result:
     """One row: every KPI tile's figure for the range (ARCHITECTURE, Metrics)."""
+    h = facts.hours(rel, f, zone=False, bucket=False)
+    if h is not None:
+        return run(_facts(f) + KPI_FACTS, {**f.params(), **h})
     return run(_scopes(rel, f) + KPI_BODY, f.params())
 
 
@@ -86,6 +129,16 @@ def rates_over_time(rel: Relations, f: Filters) -> Result:
 
 
 def outcomes_over_time(rel: Relations, f: Filters) -> Result:
+    h = facts.hours(rel, f)
+    if h is not None:
+        sql = (
+            with_(facts.call_facts())
+            + f"""
+    SELECT {BUCKET} AS bucket, {BUCKET_END}, outcome, {count()} AS calls
+    FROM call_facts GROUP BY ALL ORDER BY bucket, outcome
+    """
+        )
+        return run(sql, {**f.params(), **h})
     sql = (
         with_(scoped_calls(rel))
         + f"""
@@ -98,6 +151,30 @@ def outcomes_over_time(rel: Relations, f: Filters) -> Result:
 
 def answer_heatmap(rel: Relations, f: Filters, metric: str) -> Result:
     """Answer rate by weekday and hour (in the chosen zone); metric is 'dial' or 'call'."""
+    h = facts.hours(rel, f, bucket=False)
+    if h is not None:
+        if metric == "dial":
+            cte = facts.dial_facts(sliced(f))
+            body = "SELECT t, completed AS ok, true AS counted, n FROM dial_facts"
+        else:
+            cte = facts.call_facts()
+            body = (
+                "SELECT t, answered AS ok, outcome <> 'in-progress' AS counted, n FROM call_facts"
+            )
+        sql = (
+            with_(cte)
+            + f"""
+    , facts AS ({body})
+    SELECT isodow(timezone($tz, t)) AS weekday_no,
+           strftime(timezone($tz, t), '%a') AS weekday,
+           hour(timezone($tz, t)) AS hour,
+           {count("counted")} AS total,
+           {count("counted AND ok")} AS answered,
+           {count("counted AND ok")} / nullif({count("counted")}, 0) AS answer_rate
+    FROM facts GROUP BY ALL ORDER BY weekday_no, hour
+    """
+        )
+        return run(sql, {**f.params(), **h})
     if metric == "dial":
         body = """SELECT t, dial_status = 'completed' AS ok, true AS counted FROM scoped_dials"""
         cte = scoped_dials(rel, f)

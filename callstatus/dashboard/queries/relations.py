@@ -28,6 +28,9 @@ class Relations:
     # 0004), and webhook_counts (migration 0005) the webhooks per 5 minutes, kind, duplicate
     # and signature, kept by the same refresh.
     stored: bool
+    # The hourly aggregates (migration 0015, queries/facts.py) are read where they answer the
+    # filters: they share the rollups' watermark, so they are current exactly when those are.
+    aggregates: bool = False
 
     def __post_init__(self) -> None:
         # These names are put into SQL text: only fixed identifiers, never input.
@@ -38,5 +41,13 @@ class Relations:
 
 VIEWS = Relations("calls", "dials", "dial_legs", stored=False)
 ROLLUPS = Relations(
+    rollups.VIEWS["calls"],
+    rollups.VIEWS["dials"],
+    rollups.VIEWS["dial_legs"],
+    stored=True,
+    aggregates=True,
+)
+# The rollups without the aggregates: what the aggregates are checked against.
+ROLLUPS_ONLY = Relations(
     rollups.VIEWS["calls"], rollups.VIEWS["dials"], rollups.VIEWS["dial_legs"], stored=True
 )
