@@ -7,6 +7,7 @@ query reads either through the same SQL (`leg` is 'a' or 'b').
 from __future__ import annotations
 
 from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries import facts
 from callstatus.dashboard.queries.base import BUCKET, BUCKET_END, ROW_LIMIT, Result, run, with_
 from callstatus.dashboard.queries.relations import Relations
 from callstatus.dashboard.queries.scopes import (
@@ -33,36 +34,57 @@ def _leg(rel: Relations, leg: str, f: Filters, a_leg: bool = False) -> tuple[str
     return cte, LEG_RELATIONS[leg]
 
 
+def _facts(
+    rel: Relations, f: Filters, leg: str, bucketed: bool
+) -> tuple[str, str, dict[str, object]] | None:
+    """The hourly aggregates' CTE, its name and its parameters when they answer, else None.
+    Their rows count `n` legs each."""
+    h = facts.hours(rel, f, zone=bucketed, bucket=bucketed, legs=leg == "b")
+    if h is None:
+        return None
+    if leg == "a":
+        return facts.call_facts(), "call_facts", h
+    return facts.leg_facts(), "leg_facts", h
+
+
 def by_cause(rel: Relations, f: Filters, leg: str, with_answered: bool = True) -> Result:
     """Legs per Plivo cause code/name beside the telephony cause name, split by outcome."""
     cte, name = _leg(rel, leg, f)
+    counted, params = "count(*)", {**f.params(), "with_answered": with_answered}
+    if (found := _facts(rel, f, leg, bucketed=False)) is not None:
+        cte, name, h = found
+        counted, params = facts.count(), {**params, **h}
     sql = (
         with_(cte)
         + f"""
     , grouped AS (
         SELECT {CAUSE_LABEL} AS cause, hangup_cause_code AS code,
                hangup_cause_name AS plivo_name, hangup_cause AS telephony_cause, outcome,
-               count(*) AS legs
+               {counted} AS legs
         FROM {name} WHERE ($with_answered OR outcome <> 'answered') GROUP BY ALL)
     SELECT *, sum(legs) OVER (PARTITION BY cause) AS cause_legs
     FROM grouped ORDER BY cause_legs DESC, cause, legs DESC
     """
     )
-    return run(sql, {**f.params(), "with_answered": with_answered})
+    return run(sql, params)
 
 
 def by_source(rel: Relations, f: Filters, leg: str, with_answered: bool = True) -> Result:
     """Legs per hangup source, split by outcome."""
     cte, name = _leg(rel, leg, f)
+    counted, params = "count(*)", {**f.params(), "with_answered": with_answered}
+    if (found := _facts(rel, f, leg, bucketed=False)) is not None:
+        cte, name, h = found
+        counted, params = facts.count(), {**params, **h}
     sql = (
         with_(cte)
         + f"""
-    SELECT coalesce(hangup_source, '(none)') AS source, outcome, count(*) AS legs
+    SELECT coalesce(hangup_source, '(none)') AS source, outcome, {counted} AS legs
     FROM {name} WHERE ($with_answered OR outcome <> 'answered')
     GROUP BY ALL ORDER BY source, outcome
     """
     )
-    return run(sql, {**f.params(), "with_answered": with_answered})
+    return run(sql, params)
 
 
 def over_time(
@@ -70,10 +92,14 @@ def over_time(
 ) -> Result:
     """Legs per bucket and cause; causes beyond the `top` most frequent become 'other'."""
     cte, name = _leg(rel, leg, f)
+    counted, params = "count(*)", {**f.params(), "with_answered": with_answered, "top": top}
+    if (found := _facts(rel, f, leg, bucketed=True)) is not None:
+        cte, name, h = found
+        counted, params = facts.count(), {**params, **h}
     sql = (
         with_(cte)
         + f"""
-    , labelled AS (SELECT {BUCKET} AS bucket, {CAUSE_LABEL} AS cause, count(*) AS legs
+    , labelled AS (SELECT {BUCKET} AS bucket, {CAUSE_LABEL} AS cause, {counted} AS legs
                    FROM {name} WHERE ($with_answered OR outcome <> 'answered') GROUP BY ALL)
     , ranked AS (SELECT cause, row_number() OVER (ORDER BY sum(legs) DESC, cause) AS rank
                  FROM labelled GROUP BY cause)
@@ -83,7 +109,7 @@ def over_time(
     FROM labelled l JOIN ranked r USING (cause) GROUP BY ALL ORDER BY bucket, cause
     """
     )
-    return run(sql, {**f.params(), "with_answered": with_answered, "top": top})
+    return run(sql, params)
 
 
 def legs_with_cause(

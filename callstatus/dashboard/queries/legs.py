@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from callstatus.core import rollups
 from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries import facts
 from callstatus.dashboard.queries.base import ROW_LIMIT, Result, run, with_
+from callstatus.dashboard.queries.facts import count
 from callstatus.dashboard.queries.relations import Relations
 from callstatus.dashboard.queries.scopes import LEG_DESTINATIONS, listed_legs, scoped_legs, sliced
 
@@ -57,6 +60,22 @@ def winners_by_position(rel: Relations, f: Filters) -> Result:
 
 def destinations(rel: Relations, f: Filters) -> Result:
     """Per B number: legs, answered, lost races and answer rate (lost races shown apart)."""
+    h = facts.hours(rel, f, zone=False, bucket=False, legs=True)
+    if h is not None:
+        answered, lost = count("answered"), count("outcome = 'lost-race'")
+        sql = (
+            with_(facts.leg_facts())
+            + f"""
+    SELECT coalesce(b_leg_to, '(unknown)') AS b_leg_to, {count()} AS b_legs,
+           {answered} AS answered, {lost} AS lost_race,
+           {count("NOT answered AND outcome <> 'lost-race'")} AS not_answered,
+           {answered} / {count()} AS answer_rate,
+           {answered} / nullif({count("outcome <> 'lost-race'")}, 0)
+               AS answer_rate_excl_lost_race
+    FROM leg_facts GROUP BY ALL ORDER BY b_legs DESC LIMIT 100
+    """
+        )
+        return run(sql, {**f.params(), **h})
     sql = (
         with_(scoped_legs(rel, f, a_leg=False))
         + """
@@ -76,6 +95,17 @@ def destinations(rel: Relations, f: Filters) -> Result:
 
 def outcome_matrix(rel: Relations, f: Filters) -> Result:
     """Pairings counted by the A leg's outcome and the B leg's outcome."""
+    h = facts.hours(rel, f, zone=False, bucket=False, legs=True)
+    if h is not None:
+        sql = (
+            with_(facts.leg_facts())
+            + f"""
+    SELECT coalesce(a_outcome, '(A leg not seen)') AS a_outcome, outcome AS b_outcome,
+           {count()} AS pairs
+    FROM leg_facts GROUP BY ALL ORDER BY pairs DESC
+    """
+        )
+        return run(sql, {**f.params(), **h})
     sql = (
         with_(scoped_legs(rel, f, a_leg=True))
         + """
@@ -93,7 +123,28 @@ def ring_times(rel: Relations, f: Filters, bin_s: int = 5, cap_s: int = 120) -> 
     Callbacks carry no timestamps, so these are arrival times: a second or so of slack.
     Seconds come from epoch_us: subtracting two TIMESTAMPTZ values takes calendar arithmetic,
     about five times as slow over 2 million legs (same seconds under a day; the cap hides more).
+
+    On the hourly aggregates (no direction, number or country slice; whole seconds per bin, a
+    cap within 10 minutes) from the histograms of these times: their bins below 10 minutes hold
+    values of one whole second, so these counts are exact.
     """
+    h = None if sliced(f) else facts.hours(rel, f, zone=False, bucket=False, legs=True)
+    if h is not None and bin_s >= 1 and cap_s <= 600:
+        sql = (
+            with_(facts.timing_facts())
+            + f"""
+    SELECT measure,
+           CAST(least(greatest(floor(bin_ms / 1000 / $bin) * $bin, 0), $cap) AS INTEGER)
+               AS seconds,
+           {count()} AS legs
+    FROM timing_facts
+    WHERE measure IN ('{rollups.A_TO_ANSWER}', '{rollups.A_TO_GIVE_UP}')
+      AND (len(CAST($destinations AS VARCHAR[])) = 0
+           OR list_contains(CAST($destinations AS VARCHAR[]), destination))
+    GROUP BY ALL ORDER BY measure, seconds
+    """
+        )
+        return run(sql, {**f.params(), **h, "bin": bin_s, "cap": cap_s})
     sql = (
         with_(scoped_legs(rel, f, a_leg=True))
         + """

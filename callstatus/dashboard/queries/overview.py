@@ -99,7 +99,28 @@ def rates_over_time(rel: Relations, f: Filters) -> Result:
 
     Each relation is first counted per 5 minutes UTC (`t5`): a 5-minute bucket always falls in
     one bucket of the chosen zone (webhook_counts, docs/data.md), and converting a few thousand
-    buckets to local time instead of every row saves most of the query's time."""
+    buckets to local time instead of every row saves most of the query's time. On the hourly
+    aggregates each relation's hours are bucketed as they are."""
+    h = facts.hours(rel, f)
+    if h is not None:
+        sql = (
+            _facts(f)
+            + f"""
+    , c AS (SELECT {BUCKET} AS bucket, {count()} AS calls,
+                   {count("outcome <> 'in-progress' AND answered")}
+                   / nullif({count("outcome <> 'in-progress'")}, 0) AS call_answer_rate
+            FROM call_facts GROUP BY bucket)
+    , d AS (SELECT {BUCKET} AS bucket, {count("completed")} / {count()} AS dial_answer_rate
+            FROM dial_facts GROUP BY bucket)
+    , l AS (SELECT {BUCKET} AS bucket, {count("answered")} / {count()} AS b_leg_answer_rate
+            FROM leg_facts GROUP BY bucket)
+    SELECT bucket, {BUCKET_END}, coalesce(c.calls, 0) AS calls, call_answer_rate,
+           dial_answer_rate, b_leg_answer_rate
+    FROM c FULL JOIN d USING (bucket) FULL JOIN l USING (bucket)
+    ORDER BY bucket
+    """
+        )
+        return run(sql, {**f.params(), **h})
     sql = (
         _scopes(rel, f)
         + f"""

@@ -31,6 +31,14 @@ def data_span(rel: Relations) -> tuple[datetime, datetime] | None:
 
 def our_numbers(rel: Relations) -> list[str]:
     """Our numbers, most called first."""
+    if rel.aggregates:
+        frame = run(
+            """
+        SELECT our_number AS number, sum(calls) AS calls FROM calls_hourly
+        WHERE our_number IS NOT NULL GROUP BY number ORDER BY calls DESC LIMIT 200
+        """
+        ).frame
+        return [str(n) for n in frame["number"]]
     frame = run(
         f"""
         SELECT CASE WHEN direction = 'outbound' THEN from_number ELSE to_number END AS number,
@@ -43,6 +51,14 @@ def our_numbers(rel: Relations) -> list[str]:
 
 def destinations_list(rel: Relations) -> list[str]:
     """The B numbers dialled, most dialled first."""
+    if rel.aggregates:
+        frame = run(
+            """
+        SELECT b_leg_to, sum(legs) AS legs FROM legs_hourly WHERE b_leg_to IS NOT NULL
+        GROUP BY b_leg_to ORDER BY legs DESC LIMIT 200
+        """
+        ).frame
+        return [str(n) for n in frame["b_leg_to"]]
     frame = run(
         f"""
         SELECT b_leg_to, count(*) AS legs FROM {rel.dial_legs} WHERE b_leg_to IS NOT NULL
