@@ -54,7 +54,9 @@ def erase_in_server(rt: Runtime, target: Target, dry_run: bool) -> Erasure:
         cur = rt.database.cursor()
         with rollups_paused(rt.rollups):
             rollups.refresh(cur)
-            done = erase(cur, rt.settings, target, dry_run=dry_run, trigger="server")
+            done = erase(
+                cur, rt.settings, target, dry_run=dry_run, trigger="server", spool=rt.intake.spool
+            )
         if not dry_run and rt.snapshot is not None:
             renew_snapshot(rt.snapshot)
             done.snapshot = "rewritten"

@@ -16,6 +16,7 @@ from callstatus.core.errors import CommandError, UsageError
 from callstatus.core.settings import Settings
 from callstatus.core.snapshot import write_snapshot
 from callstatus.privacy.erase import Erasure, NotANumber, Target, erase, target_for
+from callstatus.receiver.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ def _here(database: Database, settings: Settings, target: Target, dry_run: bool)
     """No server holds the file: erase in this process, then rewrite the snapshot if any."""
     cur = database.cursor()
     rollups.refresh(cur)
-    done = erase(cur, settings, target, dry_run=dry_run, trigger="file")
+    spool = Spool(settings.spool_dir)
+    done = erase(cur, settings, target, dry_run=dry_run, trigger="file", spool=spool)
     if not dry_run and settings.snapshot_path.exists():
         write_snapshot(cur, settings.snapshot_path)
         done.snapshot = "rewritten"

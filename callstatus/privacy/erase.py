@@ -6,6 +6,10 @@ columns, in any form Plivo sends (with or without "+", "00", inside a SIP URI or
 or as its pseudonym in masked mode. A call goes whole: every webhook, call record and PHLO
 report of an A leg that mentions the number anywhere (its Dials' and B legs' rows included), so
 the rollups, which lose the same calls, still equal the views afterwards.
+
+Webhooks waiting in the spool (written while the database could not take them, or while the
+file was compacted) are erased too, before the database: the lines that mention the number and
+the other lines of the same calls (`SpooledLines`, the receiver's spool).
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import duckdb
 
 from callstatus.core.numbers import NumberMasker, normalise, pseudonym
 from callstatus.core.settings import Settings
+from callstatus.core.typed import typed_values
 from callstatus.privacy import archive
 from callstatus.privacy.maintenance import settle
 
@@ -41,6 +48,19 @@ TABLES = (
     "dial_legs_rollup",
     "rejected_webhooks",
 )
+
+
+# The typed columns that name a call (its A leg, a B leg) in a spooled webhook.
+SPOOL_KEYS = ("dial_a_leg_uuid", "call_uuid", "dial_b_leg_uuid")
+
+
+class SpooledLines(Protocol):
+    """The spool as an erasure uses it (callstatus/receiver/spool.py): `doomed` is given every
+    spooled line (JSON) and picks those to remove, by index."""
+
+    def drop_lines(
+        self, doomed: Callable[[Sequence[str]], set[int]], *, dry_run: bool = False
+    ) -> int: ...
 
 
 class NotANumber(ValueError):
@@ -140,12 +160,28 @@ def erase(
     *,
     dry_run: bool,
     trigger: str,
+    spool: SpooledLines | None = None,
 ) -> Erasure:
-    """Remove (or count) every call mentioning the target on this cursor's database, then the
-    archive's rows, and record the erasure. The caller refreshed the rollups and pauses their
-    job (callstatus/privacy/maintenance.py), and writes the new snapshot."""
+    """Remove (or count) every call mentioning the target from the spool, then from this
+    cursor's database, then the archive's rows, and record the erasure. The caller refreshed
+    the rollups and pauses their job (callstatus/privacy/maintenance.py), and writes the new
+    snapshot."""
     done = Erasure(target.pseudonym, target.keyed, dry_run, trigger, datetime.now(UTC))
     p = {"re": target.pattern}
+    spooled = None
+    spool_keys: set[str] = set()
+    if spool is not None:
+        # First: a line replayed after the database's rows went would bring the number back.
+        (row,) = cur.execute(
+            f"SELECT list(DISTINCT k) FILTER (WHERE k IS NOT NULL) FROM (SELECT unnest(["
+            f"{ROW_KEY}, call_uuid, dial_b_leg_uuid]) AS k FROM webhook_rows"
+            f" WHERE regexp_matches({ROW_TEXT}, $re))",
+            p,
+        ).fetchall()
+        spool_keys.update(row[0] or [])
+        zone = ZoneInfo(settings.plivo_timezone)
+        # Gains the calls found in the spool: their stored rows go below too.
+        spooled = spool.drop_lines(_spool_picker(target, spool_keys, zone), dry_run=dry_run)
     cur.execute("BEGIN")
     try:
         cur.execute(
@@ -154,6 +190,11 @@ def erase(
             f" FROM webhook_rows WHERE regexp_matches({ROW_TEXT}, $re)) WHERE k IS NOT NULL",
             p,
         )
+        if spool_keys:
+            cur.execute(
+                f"INSERT INTO {KEYS} SELECT unnest($k) EXCEPT SELECT k FROM {KEYS}",
+                {"k": sorted(spool_keys)},
+            )
         keys = f"IN (SELECT k FROM {KEYS})"
         where = {
             "webhook_events": f"webhook_rows WHERE {ROW_KEY} {keys}"
@@ -178,6 +219,8 @@ def erase(
             counts[table] = int(row[0])
         counts["webhook_events"] += counts.pop("webhook_inbox")
         done.counts = {t: counts[t] for t in (*TABLES, "number_destinations") if t in counts}
+        if spooled is not None:
+            done.counts["spool"] = spooled
         cur.execute(f"DROP TABLE {KEYS}")
         if settings.archive_dir is not None:
             done.archive = _archive(cur, settings.archive_dir, target, dry_run)
@@ -200,6 +243,29 @@ def erase(
     if not dry_run and any(done.counts.values()):
         settle(cur)
     return done
+
+
+def _spool_picker(
+    target: Target, keys: set[str], zone: ZoneInfo
+) -> Callable[[Sequence[str]], set[int]]:
+    """Which spooled lines go: those mentioning the target, and every other line of a call that
+    one of them, or a stored webhook mentioning the target (`keys`), belongs to. The calls of
+    the lines mentioning the target are added to `keys`."""
+    pattern = re.compile(target.pattern)
+
+    def calls(line: str) -> set[str]:
+        record = json.loads(line)
+        params = json.loads(record["params"])
+        typed = typed_values(params, zone)
+        return {str(typed[k]) for k in SPOOL_KEYS if typed.get(k)}
+
+    def pick(lines: Sequence[str]) -> set[int]:
+        doomed = {i for i, line in enumerate(lines) if pattern.search(line)}
+        for i in doomed:
+            keys.update(calls(lines[i]))
+        return doomed | {i for i, line in enumerate(lines) if line.strip() and calls(line) & keys}
+
+    return pick
 
 
 def _exists(cur: duckdb.DuckDBPyConnection, table: str) -> bool:

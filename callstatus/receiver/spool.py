@@ -8,6 +8,10 @@ in one transaction, skipping event_ids already stored; only then are the files i
 removed (and the folder entry fsynced). How far a file is replayed is kept in memory: after a
 crash a file is replayed from its start again, and what is already stored is skipped, so
 nothing is lost or stored twice.
+
+An erasure (`callstatus erase`) removes the lines about a number (`drop_lines`): each file that
+holds one is written anew without it (fsynced, renamed over the old one), replayed lines too,
+so that a replay from the start after a crash cannot bring an erased webhook back.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
+        # A replay step and an erasure's rewrite, one at a time.
+        self._replay_lock = threading.Lock()
         # file name -> (byte offset, lines) of its beginning already in the database
         self._done: dict[str, tuple[int, int]] = {}
 
@@ -140,6 +146,15 @@ class Spool:
     ) -> int:
         """`replay_some` into any store: `store` must make the records durable (skipping those
         already stored) before it returns, or raise, in which case the spool stays as it was."""
+        with self._replay_lock:
+            return self._replay_with(store, limit, committed)
+
+    def _replay_with(
+        self,
+        store: Callable[[Sequence[EventRecord]], None],
+        limit: int,
+        committed: Callable[[], None] | None,
+    ) -> int:
         records: list[EventRecord] = []
         finished: list[Path] = []
         progress: dict[str, tuple[int, int]] = {}
@@ -181,6 +196,55 @@ class Spool:
             _fsync_dir(self.folder)
         log.info("replayed %d spooled webhooks (%d files finished)", len(records), len(finished))
         return len(records) or len(finished)
+
+    def drop_lines(
+        self, doomed: Callable[[Sequence[str]], set[int]], *, dry_run: bool = False
+    ) -> int:
+        """Remove the spooled lines `doomed` picks (by their index among every line of every
+        file, oldest file first, replayed lines included); how many (counted only, with
+        `dry_run`). Each file losing a line is rewritten: fsynced, renamed over the old one."""
+        with self._replay_lock, self._lock:
+            contents: list[tuple[Path, list[bytes]]] = []
+            for path in self.files():
+                try:
+                    contents.append((path, path.read_bytes().splitlines(keepends=True)))
+                except FileNotFoundError:
+                    continue
+            flat = [line.decode("utf-8") for _, lines in contents for line in lines]
+            drop = doomed(flat)
+            if dry_run or not drop:
+                return len(drop)
+            first = 0
+            for path, lines in contents:
+                mine = {i - first for i in drop if first <= i < first + len(lines)}
+                first += len(lines)
+                if mine:
+                    self._rewrite(path, lines, mine)
+            _fsync_dir(self.folder)
+        log.info("removed %d spooled webhooks (erasure)", len(drop))
+        return len(drop)
+
+    def _rewrite(self, path: Path, lines: list[bytes], drop: set[int]) -> None:
+        """`path` without the lines at `drop`; what is replayed of it kept in step."""
+        done = self._done.get(path.name, (0, 0))[1]
+        kept = [line for i, line in enumerate(lines) if i not in drop]
+        before = [line for i, line in enumerate(lines[:done]) if i not in drop]
+        if not kept:
+            path.unlink(missing_ok=True)
+            self._done.pop(path.name, None)
+            return
+        partial = path.with_suffix(".partial")
+        try:
+            with partial.open("wb") as handle:
+                handle.writelines(kept)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        if path.name in self._done:
+            self._done[path.name] = (sum(len(line) for line in before), len(before))
 
     def replay(self, cur: duckdb.DuckDBPyConnection, plivo_timezone: str) -> int:
         """Move every spooled webhook into webhook_events, skipping any already stored."""
