@@ -2,7 +2,9 @@
 
 Rows go through the receiver's own path (`make_record`, `DuplicateTracker`, `insert_events`), so
 seeded and received calls read the same in every view; `received_at` is the webhook's call time
-plus the model's delivery delay.
+plus the model's delivery delay. In masked mode (CALLSTATUS_NUMBERS=masked) the numbers are
+masked as the receiver masks them (`NumberMasker.mask_params`) before anything is written, so a
+seeded file, like the demo's history, holds pseudonyms only.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pyarrow as pa
 from callstatus.core import rollups
 from callstatus.core.db import Database, held_by_another_process
 from callstatus.core.duplicates import DuplicateTracker, mark_duplicates
+from callstatus.core.numbers import NumberMasker
 from callstatus.core.progress import Progress
 from callstatus.core.records import make_record
 from callstatus.core.settings import Settings
@@ -36,6 +39,18 @@ from callstatus.simulator.traffic import TrafficModel
 BATCH_RECORDS = 50_000
 CHUNK_CALLS = 2_000
 PARALLEL_FROM_CALLS = 20_000
+
+
+# What builds the masker of masked mode (CALLSTATUS_NUMBER_KEY, our own numbers): a masker
+# itself, with its caches, does not travel to worker processes.
+MaskWith = tuple[str, tuple[str, ...]]
+
+
+def mask_with(settings: Settings) -> MaskWith | None:
+    """The masking of these settings; None when numbers are kept in clear."""
+    if not settings.masked or not settings.number_key:
+        return None
+    return settings.number_key, tuple(settings.own_numbers)
 
 
 class DatabaseBusy(Exception):
@@ -77,8 +92,10 @@ def seed_calls(
     progress: Progress | None = None,
     first_index: int = 0,
     workers: int | None = None,
+    mask: MaskWith | None = None,
 ) -> SeedResult:
-    """Store one simulated call per start time, in batches of one transaction each."""
+    """Store one simulated call per start time, in batches of one transaction each; with
+    `mask` (`mask_with(settings)`), their numbers masked."""
     cur = db.cursor()
     tracker = DuplicateTracker()
     tracker.warm(cur)
@@ -89,7 +106,7 @@ def seed_calls(
     )
     batch: list[pa.Table] = []
     pending_calls = pending_rows = 0
-    chunks = _table_chunks(model, starts, signature, plivo_timezone, first_index, workers)
+    chunks = _table_chunks(model, starts, signature, plivo_timezone, first_index, workers, mask)
     for calls, table in chunks:
         batch.append(table)
         pending_calls += calls
@@ -111,31 +128,39 @@ def _table(
     starts: Sequence[float],
     signature: str,
     plivo_timezone: str,
+    masker: NumberMasker | None = None,
 ) -> pa.Table:
     """The finished rows of these calls, as the receiver's writer would build them."""
     records = []
     for index, started_at in enumerate(starts, first_index):
         for hook in model.call(index, started_at).webhooks:
             received_at = datetime.fromtimestamp(hook.delivered_at, UTC)
-            records.append(
-                make_record(hook.kind, hook.method, hook.params(), signature, received_at)
-            )
+            params = hook.params()
+            if masker is not None:  # as the receiver does, after the signature check
+                params = masker.mask_params(hook.kind, params)
+            records.append(make_record(hook.kind, hook.method, params, signature, received_at))
     return records_table(records, plivo_timezone)
 
 
+def _masker(mask: MaskWith | None) -> NumberMasker | None:
+    return NumberMasker(mask[0], mask[1]) if mask is not None else None
+
+
 _Chunk = tuple[int, Sequence[float]]
-_worker_state: tuple[TrafficModel, str, str] | None = None
+_worker_state: tuple[TrafficModel, str, str, NumberMasker | None] | None = None
 
 
-def _init_worker(model: TrafficModel, signature: str, plivo_timezone: str) -> None:
+def _init_worker(
+    model: TrafficModel, signature: str, plivo_timezone: str, mask: MaskWith | None
+) -> None:
     global _worker_state
-    _worker_state = (model, signature, plivo_timezone)
+    _worker_state = (model, signature, plivo_timezone, _masker(mask))
 
 
 def _worker_chunk(chunk: _Chunk) -> pa.Table:
     assert _worker_state is not None
-    model, signature, plivo_timezone = _worker_state
-    return _table(model, chunk[0], chunk[1], signature, plivo_timezone)
+    model, signature, plivo_timezone, masker = _worker_state
+    return _table(model, chunk[0], chunk[1], signature, plivo_timezone, masker)
 
 
 def _table_chunks(
@@ -145,6 +170,7 @@ def _table_chunks(
     plivo_timezone: str,
     first_index: int,
     workers: int | None,
+    mask: MaskWith | None = None,
 ) -> Iterator[tuple[int, pa.Table]]:
     """(calls, their rows) chunk by chunk, in call order. Building rows is most of the work,
     so large seeds build them in worker processes while this one inserts."""
@@ -153,12 +179,13 @@ def _table_chunks(
     ]
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers <= 1 or len(starts) < PARALLEL_FROM_CALLS:
+        masker = _masker(mask)
         for first, part in chunks:
-            yield len(part), _table(model, first, part, signature, plivo_timezone)
+            yield len(part), _table(model, first, part, signature, plivo_timezone, masker)
         return
     # spawn, not fork: this process has DuckDB's threads running, and a fork copies their locks.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, _init_worker, (model, signature, plivo_timezone)) as pool:
+    with context.Pool(workers, _init_worker, (model, signature, plivo_timezone, mask)) as pool:
         todo = iter(chunks)
         # A bounded window of chunks in flight: memory stays flat however many calls.
         window: deque[tuple[int, AsyncResult[pa.Table]]] = deque()
@@ -242,6 +269,7 @@ def seed_database(
         signature=signature_for(settings),
         plivo_timezone=settings.plivo_timezone,
         progress=progress,
+        mask=mask_with(settings),
     )
     progress.close()
     # Built once here, so the dashboard reads the seeded file from its rollups at once.
