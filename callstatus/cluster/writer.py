@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-import psycopg
 from prometheus_client import Gauge
 
 from callstatus.cluster import inbox
@@ -229,14 +228,14 @@ class PgWriter:
         rejected = [record for record, _ in batch if isinstance(record, RejectedRecord)]
         waiters = [waiter for _, waiter in batch if waiter is not None]
         started = time.perf_counter()
-        admitted: inbox.Admitted | None = None
+        done: inbox.Stored | None = None
         if lane.con is not None or self._connect(lane):
             try:
-                admitted = self._commit(lane, events)
+                done = self._commit(lane, events)
             except Exception as exc:
                 self._failed(lane, exc)
                 log.error("PostgreSQL write failed, spooling %d webhooks: %s", len(events), exc)
-        if admitted is None:
+        if done is None:
             outcome, error = self._spool(events)
             for kind, count in Counter(record.kind for record in events).items():
                 metrics.WEBHOOKS.labels(kind, outcome if error is None else "failed").inc(count)
@@ -244,7 +243,7 @@ class PgWriter:
             metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(batch))
             outcome, error = "stored", None
-            self._count(admitted)
+            self._count(done)
             self._store_rejected(lane, rejected)
         if events and error is None:
             newest = max(r.received_at for r in events)
@@ -255,33 +254,30 @@ class PgWriter:
 
     def _commit(
         self, lane: _Lane, records: Sequence[EventRecord], *, replay: bool = False
-    ) -> inbox.Admitted:
-        """Store a batch in one transaction; with `replay`, skip event_ids already stored."""
+    ) -> inbox.Stored:
+        """Store a batch in one statement, its own transaction (the lanes' connections are in
+        autocommit); with `replay`, skip event_ids already stored."""
         con = lane.con
         if con is None:
             raise WriteFailed(self.last_error or "not connected to PostgreSQL")
-        try:
-            if replay:
-                stored = inbox.existing_ids(con, records)
-                records = [r for r in records if r.event_id not in stored]
-            admitted = inbox.admit(con, records, max_stored=self.max_stored, window_s=self.window_s)
-            # One round trip for the rest: the rows, the repeats counted and the commit.
-            with con.pipeline():
-                inbox.insert_events(con, admitted.stored, self.zone, self.receiver)
-                inbox.add_repeats(con, inbox.repeat_counts(admitted.repeats))
-                con.commit()
-        except BaseException:
-            _rollback(con)
-            raise
+        stored = inbox.store(
+            con,
+            records,
+            self.zone,
+            self.receiver,
+            max_stored=self.max_stored,
+            window_s=self.window_s,
+            replay=replay,
+        )
         with self._lock:
-            self.stored += len(admitted.stored)
+            self.stored += stored.stored.total()
             self.last_error = None
-        return admitted
+        return stored
 
-    def _count(self, admitted: inbox.Admitted) -> None:
-        for kind, count in Counter(r.kind for r in admitted.stored).items():
+    def _count(self, stored: inbox.Stored) -> None:
+        for kind, count in stored.stored.items():
             metrics.WEBHOOKS.labels(kind, "stored").inc(count)
-        for kind, count in Counter(r.kind for r in admitted.repeats).items():
+        for kind, count in stored.repeats.items():
             metrics.WEBHOOKS.labels(kind, "repeat").inc(count)
             metrics.REPEATS_NOT_STORED.labels(kind).inc(count)
 
@@ -290,9 +286,7 @@ class PgWriter:
             return
         try:
             inbox.insert_rejected(lane.con, rejected, self.receiver)
-            lane.con.commit()
         except Exception as exc:  # losing a refused request's record must not fail the batch
-            _rollback(lane.con)
             log.warning("could not record %d refused requests: %s", len(rejected), exc)
 
     def _spool(self, events: Sequence[EventRecord]) -> tuple[str, Exception | None]:
@@ -322,7 +316,8 @@ class PgWriter:
                     if applied:
                         log.info("PostgreSQL store migrated: %s", ", ".join(applied))
                     self._migrated = True
-            con = connect(self.url)
+            # Autocommit: a batch is one statement, its own transaction (inbox.store).
+            con = connect(self.url, autocommit=True)
             con.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
             if self.last_event_at is None:
                 row = con.execute(
@@ -330,7 +325,6 @@ class PgWriter:
                     (self.receiver,),
                 ).fetchone()
                 self.last_event_at = row[0] if row else None  # type: ignore[assignment]
-            con.commit()
         except Exception as exc:
             lane.retry_later()
             error = f"PostgreSQL unreachable: {_one_line(exc)}"
@@ -373,7 +367,6 @@ class PgWriter:
                     self.stored,
                 ),
             )
-            con.commit()
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
             self._failed(self._main, exc)
@@ -385,11 +378,9 @@ class PgWriter:
             return
         try:
             pruned = inbox.prune_fingerprints(con, self.fingerprint_keep_s, PRUNE_ROWS)
-            con.commit()
         except Exception as exc:
             log.warning("pruning old fingerprints failed, will retry: %s", exc)
             self._prune_at = time.monotonic() + PRUNE_EVERY_S
-            _rollback(con)
             if con.closed or con.broken:
                 self._failed(self._main, exc)
             return
@@ -413,8 +404,7 @@ class PgWriter:
 
         def store(records: Sequence[EventRecord]) -> None:
             nonlocal read
-            admitted = self._commit(self._main, records, replay=True)
-            self._count(admitted)
+            self._count(self._commit(self._main, records, replay=True))
             read = len(records)
 
         try:
@@ -437,8 +427,3 @@ class PgWriter:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _rollback(con: inbox.Connection) -> None:
-    with contextlib.suppress(psycopg.Error):
-        con.rollback()

@@ -7,15 +7,18 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
-from callstatus.cluster import pg
+from callstatus.cluster import inbox, pg
 from callstatus.cluster.writer import PgWriter
+from callstatus.core.duplicates import DuplicateTracker, five_minutes
 from callstatus.core.records import EventRecord, make_record
 from callstatus.receiver.rejected import refusal
 from callstatus.receiver.spool import Spool
@@ -317,3 +320,45 @@ def test_old_fingerprints_are_pruned_and_a_late_copy_is_a_first_copy(
         " GROUP BY 1",
     )
     assert dict(rows) == {"last-week": [False, False], "today": [False, True]}
+
+
+def test_one_statement_decides_each_copy_as_the_embedded_tracker_does(url: str) -> None:
+    """Batches mixing new webhooks and copies (several in one batch) against
+    core.duplicates.DuplicateTracker, the embedded store's rules: the same copies stored, the
+    same `duplicate` flags, the same repeats counted, in the same 5-minute buckets."""
+    tracker = DuplicateTracker()
+    at = datetime(2026, 11, 26, 10, 4, 59, tzinfo=UTC)
+    names = ["a", "b", "a", "a", "c", "a", "b", "a", "b", "b", "b", "d"]
+    batches = [names[:3], names[3:4], names[4:9], names[9:]]
+    expected_stored: list[tuple[str, bool]] = []
+    expected_repeats: Counter[tuple[datetime, str]] = Counter()
+    got_stored = 0
+    with pg.connect(url, autocommit=True) as con:
+        for index, batch in enumerate(batches):
+            moment = at + timedelta(seconds=index)
+            ours = [hangup(n, moment) for n in batch]
+            theirs = [hangup(n, moment) for n in batch]
+            stored, repeats = tracker.admit(theirs)
+            expected_stored += [(r.params["CallUUID"], r.duplicate) for r in stored]  # type: ignore[misc]
+            expected_repeats.update((five_minutes(r.received_at), r.kind) for r in repeats)
+            done = inbox.store(con, ours, ZoneInfo("UTC"), "r:1")
+            assert done.stored.total() == len(stored)
+            assert done.repeats.total() == len(repeats)
+            got_stored += done.stored.total()
+    rows = query(url, "SELECT params::json->>'CallUUID', duplicate FROM webhook_inbox ORDER BY seq")
+    assert rows == expected_stored and len(rows) == got_stored
+    repeats = query(url, "SELECT bucket, kind, repeats FROM webhook_repeats ORDER BY 1, 2")
+    assert repeats == sorted((b, k, n) for (b, k), n in expected_repeats.items())
+    assert {b for b, _, _ in repeats} == {datetime(2026, 11, 26, 10, 5, tzinfo=UTC)}
+
+
+def test_a_field_holding_a_separator_travels_as_arrays_intact(url: str) -> None:
+    """A batch travels as one text cut by ASCII separators, which JSON escapes: a short field
+    holding one (not something Plivo sends) goes the other way, and is stored as it was."""
+    odd = make_record("hangup", "POST", {"CallUUID": "odd"}, "valid\x1fx\x1e", datetime.now(UTC))
+    plain = hangup("plain")
+    with pg.connect(url, autocommit=True) as con:
+        done = inbox.store(con, [odd, plain], ZoneInfo("UTC"), "r:1")
+    assert done.stored == Counter({"hangup": 2})
+    rows = query(url, "SELECT signature FROM webhook_inbox ORDER BY seq")
+    assert rows == [("valid\x1fx\x1e",), ("valid",)]
