@@ -271,15 +271,73 @@ WHERE l.leg_at >= $lo AND l.leg_at < $hi GROUP BY ALL""",
         " GROUP BY ALL",
     ),
 )
+# Concurrent legs (callstatus/dashboard/queries/concurrency.py), per hour and series: the steps
+# (+1 at a leg's start, -1 at its end, summed per instant) inside the hour, as `net` (their sum:
+# the level at the next hour's start less the level at this one's), `top` (the highest level
+# held in the hour less the level at its start, from its first step on, or 0 if the hour starts
+# before any step) and `top_at` (the first instant it was held), and `area` (the integral over
+# the hour of the level less the level at its start, in leg-microseconds). A legs run from
+# started_at to ended_at, B legs from their A leg's answer (its start while unanswered) to their
+# hangup, else their A leg's end; a leg with no end counts for 6 hours (MAX_OPEN there). Legs
+# that started over a day before the hour are not read (the page's LOOKBACK).
+MAX_OPEN = "INTERVAL 6 HOUR"
+A_SERIES, B_SERIES = "calls", "B legs"
+CONCURRENCY = f"""
+WITH a AS (
+    SELECT started_at AS s, coalesce(ended_at, started_at + {MAX_OPEN}) AS e FROM calls_rollup
+    WHERE started_at >= $lo - INTERVAL 1 DAY AND started_at < $hi
+), b AS (
+    SELECT coalesce(c.answered_at, c.started_at) AS s,
+           coalesce(l.ended_at, c.ended_at,
+                    coalesce(c.answered_at, c.started_at) + {MAX_OPEN}) AS e
+    FROM dial_legs_rollup l JOIN calls_rollup c ON c.call_uuid = l.a_leg_uuid
+    WHERE c.started_at >= $lo - INTERVAL 1 DAY AND c.started_at < $hi
+      AND l.a_started_at >= $lo - INTERVAL 1 DAY AND l.a_started_at < $hi
+), legs AS (
+    SELECT '{A_SERIES}' AS series, s, e FROM a WHERE s < e
+    UNION ALL SELECT '{B_SERIES}', s, e FROM b WHERE s < e
+), steps AS (
+    SELECT series, ts, sum(d) AS d FROM (
+        SELECT series, s AS ts, 1 AS d FROM legs WHERE s >= $lo AND s < $hi
+        UNION ALL SELECT series, e, -1 FROM legs WHERE e >= $lo AND e < $hi)
+    GROUP BY ALL
+), levels AS (
+    SELECT series, {HOUR.format("ts")} AS hour, ts, d,
+           sum(d) OVER (PARTITION BY series, {HOUR.format("ts")} ORDER BY ts
+                        ROWS UNBOUNDED PRECEDING) AS rel,
+           lead(ts) OVER (PARTITION BY series, {HOUR.format("ts")} ORDER BY ts) AS next_at
+    FROM steps
+)
+SELECT hour, series, CAST(sum(d) AS BIGINT) AS net,
+       CAST(CASE WHEN min(ts) > hour THEN greatest(max(rel), 0) ELSE max(rel) END AS BIGINT)
+           AS top,
+       CASE WHEN min(ts) > hour AND max(rel) <= 0 THEN hour
+            ELSE arg_min(ts, (-rel, ts)) END AS top_at,
+       sum(rel * (epoch_us(coalesce(next_at, hour + INTERVAL 1 HOUR)) - epoch_us(ts)))
+           AS area
+FROM levels GROUP BY hour, series"""
+AGGREGATES = (
+    *AGGREGATES,
+    Aggregate("concurrency_hourly", "calls_rollup", "started_at", CONCURRENCY),
+)
 TABLES = (*(r.table for r in ROLLUPS), COUNTS, *(a.table for a in AGGREGATES))
 # The hours of the rollup rows the new webhooks touch (their calls, Dials, B legs, and the Dials
 # and B legs of their calls): the hours whose aggregates a refresh recomputes (SQL).
+# For concurrency also the hours where their legs start and end.
 TOUCHED_HOURS = f"""
-SELECT {HOUR.format("started_at")} AS hour FROM calls_rollup WHERE call_uuid IN ({{calls}})
+SELECT unnest([{HOUR.format("started_at")}, {HOUR.format("answered_at")},
+               {HOUR.format("ended_at")}, {HOUR.format("started_at + {open}")},
+               {HOUR.format("answered_at + {open}")}]) AS hour
+FROM calls_rollup WHERE call_uuid IN ({{calls}})
 UNION SELECT {HOUR.format("received_at")} FROM dials_rollup
     WHERE params_hash IN ({{dials}}) OR a_leg_uuid IN ({{calls}})
-UNION SELECT {HOUR.format("leg_at")} FROM dial_legs_rollup
-    WHERE b_leg_uuid IN ({{legs}}) OR a_leg_uuid IN ({{calls}})"""
+UNION SELECT unnest([{HOUR.format("leg_at")}, {HOUR.format("ended_at")},
+                     {HOUR.format("coalesce(a_answered_at, a_started_at)")},
+                     {HOUR.format("coalesce(a_answered_at, a_started_at) + {open}")}])
+    FROM dial_legs_rollup
+    WHERE b_leg_uuid IN ({{legs}}) OR a_leg_uuid IN ({{calls}})
+UNION SELECT {HOUR.format("ended_at")} FROM calls_rollup
+    WHERE call_uuid IN (SELECT a_leg_uuid FROM dial_legs_rollup WHERE b_leg_uuid IN ({{legs}}))"""
 # dial_legs_rollup's columns beyond the view's (migrations 0004, 0015): the leg's time as the
 # dashboard defines it and its A leg's columns, taken from calls_rollup (refreshed before it).
 A_LEG_COLUMNS = """
@@ -410,7 +468,7 @@ def _rebuild_aggregates(cur: duckdb.DuckDBPyConnection) -> None:
 
 def _touched_hours(cur: duckdb.DuckDBPyConnection, params: dict[str, int]) -> set[datetime]:
     sql = TOUCHED_HOURS.format(
-        calls=ROLLUPS[0].touched, legs=ROLLUPS[1].touched, dials=ROLLUPS[2].touched
+        calls=ROLLUPS[0].touched, legs=ROLLUPS[1].touched, dials=ROLLUPS[2].touched, open=MAX_OPEN
     )
     rows = cur.execute(sql, params).fetchall()
     # In UTC: hours are then added as elapsed time whatever the session's zone.

@@ -27,6 +27,7 @@ from callstatus.core.records import make_record
 from callstatus.dashboard.filters import Filters
 from callstatus.dashboard.queries import (
     causes,
+    concurrency,
     destinations,
     facts,
     legs,
@@ -155,6 +156,8 @@ EXACT: dict[str, QueryFn] = {
     "outcome_matrix": legs.outcome_matrix,
     "ring_times": lambda r, f: legs.ring_times(r, f, cap_s=120),
     "ring_times by 1 s": lambda r, f: legs.ring_times(r, f, bin_s=1, cap_s=60),
+    "concurrency A": lambda r, f: concurrency.over_time(r, f, concurrency.A_LEGS),
+    "concurrency B": lambda r, f: concurrency.over_time(r, f, concurrency.B_LEGS),
 }
 
 

@@ -76,6 +76,19 @@ CREATE TABLE timings_hourly (
     legs         BIGINT NOT NULL
 );
 
+-- Concurrent legs per hour and series ('calls', 'B legs'), for unsliced views: the steps of
+-- the hour summed (net), the highest level over the hour's start level (top) and when first
+-- held (top_at), and the integral of the level over the start level (area, leg-microseconds);
+-- see callstatus/core/rollups.py, CONCURRENCY. An hour without a step has no row.
+CREATE TABLE concurrency_hourly (
+    hour    TIMESTAMPTZ NOT NULL,
+    series  VARCHAR NOT NULL,
+    net     BIGINT NOT NULL,
+    top     BIGINT NOT NULL,
+    top_at  TIMESTAMPTZ NOT NULL,
+    area    DOUBLE NOT NULL
+);
+
 -- The A leg's AnswerTime beside its start, so that B legs' times from the Dial's start need no
 -- join (the Dial starts when the A leg is answered).
 ALTER TABLE dial_legs_rollup ADD COLUMN a_answered_at TIMESTAMPTZ;

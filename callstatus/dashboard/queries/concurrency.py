@@ -20,14 +20,16 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from callstatus.core import rollups
 from callstatus.dashboard.filters import Filters, ceil_minute
+from callstatus.dashboard.queries import facts
 from callstatus.dashboard.queries.base import BUCKET, BUCKET_END, Result, run, with_
 from callstatus.dashboard.queries.relations import Relations
-from callstatus.dashboard.queries.scopes import DIAL_SLICE, LEG_DESTINATIONS
+from callstatus.dashboard.queries.scopes import DIAL_SLICE, LEG_DESTINATIONS, sliced
 
-A_LEGS = "calls"
-B_LEGS = "B legs"
-MAX_OPEN = "INTERVAL 6 HOUR"
+A_LEGS = rollups.A_SERIES
+B_LEGS = rollups.B_SERIES
+MAX_OPEN = rollups.MAX_OPEN
 # Calls last hours at most: a leg up in the range started at most a day before it.
 LOOKBACK = "INTERVAL 1 DAY"
 
@@ -91,9 +93,59 @@ SEGMENTS = """
 )"""
 
 
+def _piece(rel: Relations, series: str, start: str, end: str) -> str:
+    """The segments (t, level, us) of the sweep over [start, end) (two parameters' names)."""
+    sql = with_(_intervals(rel, series)) + SEGMENTS + " SELECT t, level, us FROM segments"
+    return sql.replace("$start", start).replace("$end", end)
+
+
+# The whole hours [h0, h1) from concurrency_hourly (migration 0015): the level at h0 is the sum
+# of every earlier hour's steps, each hour's from the ones before it; an hour's peak is its
+# start level plus its `top`, its level-time its start level for the hour plus its `area`.
+HOURLY = """
+grid AS (
+    SELECT g.hour, coalesce(c.net, 0) AS net, coalesce(c.top, 0) AS top,
+           coalesce(c.top_at, g.hour) AS top_at, coalesce(c.area, 0) AS area
+    FROM (SELECT unnest(generate_series($h0::TIMESTAMPTZ, $h1::TIMESTAMPTZ - INTERVAL 1 HOUR,
+                                        INTERVAL 1 HOUR)) AS hour) g
+    LEFT JOIN concurrency_hourly c ON c.hour = g.hour AND c.series = $series
+), leveled AS (
+    SELECT hour, top, top_at, area,
+           (SELECT coalesce(sum(net), 0) FROM concurrency_hourly
+            WHERE series = $series AND hour < $h0)
+           + coalesce(sum(net) OVER (ORDER BY hour ROWS BETWEEN UNBOUNDED PRECEDING
+                                     AND 1 PRECEDING), 0) AS base
+    FROM grid
+), pieces AS (
+    SELECT hour AS t, base + top AS peak, top_at AS peak_at,
+           base * 3600e6 + area AS level_us, 3600e6 AS us
+    FROM leveled
+    UNION ALL
+    SELECT t, level, t, level * us, us FROM ({head})
+    UNION ALL
+    SELECT t, level, t, level * us, us FROM ({tail})
+)"""
+
+
 def over_time(rel: Relations, f: Filters, series: str = A_LEGS) -> Result:
     """Per bucket, for `series` (A legs or B legs): the peak, when it was first reached
-    (`peak_at`, in the chosen zone) and the time-weighted mean number of legs up at once."""
+    (`peak_at`, in the chosen zone) and the time-weighted mean number of legs up at once.
+
+    Without slices, the whole hours of the range come from concurrency_hourly and only its cut
+    ends are swept: the same levels, so the same figures."""
+    h = None if sliced(f) else facts.hours(rel, f)
+    if h is not None:
+        hourly = HOURLY.format(
+            head=_piece(rel, series, "$start", "$h0"), tail=_piece(rel, series, "$h1", "$end")
+        )
+        sql = f"""WITH {hourly}
+    SELECT {BUCKET} AS bucket, {BUCKET_END}, $series AS series,
+           CAST(max(peak) AS BIGINT) AS peak,
+           timezone($tz, arg_min(peak_at, (-peak, peak_at))) AS peak_at,
+           sum(level_us) / sum(us) AS mean
+    FROM pieces GROUP BY ALL ORDER BY bucket
+    """
+        return run(sql, {**f.params(), **h, "series": series})
     sql = (
         with_(_intervals(rel, series))
         + SEGMENTS
