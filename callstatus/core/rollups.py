@@ -223,7 +223,7 @@ TIMINGS = " UNION ALL ".join(
         ),
     ]
 )
-AGGREGATES = (
+AGGREGATES: tuple[Aggregate, ...] = (
     Aggregate(
         "calls_hourly",
         "calls_rollup",
