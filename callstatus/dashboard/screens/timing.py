@@ -35,6 +35,11 @@ HELP = {
         "start (the A leg's AnswerTime) to the leg's hangup. Lost races are left out."
     ),
 }
+RESOLUTION_HELP = (
+    "Medians and 90th percentiles without a direction, number or country filter are read from "
+    f"hourly histograms ({timing.RESOLUTION}): within one such bin of the exact value; the "
+    "counts are exact. With one of those filters they are exact."
+)
 CONCURRENCY_HELP = (
     "Concurrent calls = legs whose [start, end) covers an instant, computed exactly from start "
     "and end times (no sampling): the peak is the most legs up at once in a bucket, the mean "
@@ -51,7 +56,9 @@ def render() -> None:
     st.caption(controls.describe(f))
     _tiles(rel, f)
 
-    st.subheader("Post-dial delay and ring time", help="\n\n".join(HELP.values()))
+    st.subheader(
+        "Post-dial delay and ring time", help="\n\n".join([*HELP.values(), RESOLUTION_HELP])
+    )
     measure = st.segmented_control(
         "Measure", list(timing.MEASURES), default=timing.PDD, key="timing_measure", required=True
     )
