@@ -4,6 +4,7 @@ database. The number travels in the JSON body, never in the URL (access logs kee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from fastapi import FastAPI
@@ -45,18 +46,30 @@ def add_erase_route(api: FastAPI, rt: Runtime) -> None:
             done = await asyncio.to_thread(erase_in_server, rt, target, request.dry_run)
         except NotStarted:
             return error_response(409, "no_database", NO_DATABASE)
+        except RuntimeError as exc:
+            # Clustered mode (callstatus.cluster.deletions.PostgresUnreachable): nothing removed.
+            if type(exc).__name__ != "PostgresUnreachable":
+                raise
+            return error_response(503, "postgres_unreachable", str(exc))
         return JSONResponse(done.as_json())
 
 
 def erase_in_server(rt: Runtime, target: Target, dry_run: bool) -> Erasure:
-    """The rollups refreshed and paused, the erasure, then the snapshot written anew."""
+    """The rollups refreshed and paused, the erasure, then the snapshot written anew. In
+    clustered mode the rows go from PostgreSQL too (callstatus.cluster.deletions)."""
     with _ONE_AT_A_TIME:
         cur = rt.database.cursor()
-        with rollups_paused(rt.rollups):
+        mirror = rt.replica.mirrored() if rt.replica is not None and not dry_run else None
+        with (
+            mirror if mirror is not None else contextlib.nullcontext() as mirrored,
+            rollups_paused(rt.rollups),
+        ):
             rollups.refresh(cur)
             done = erase(
                 cur, rt.settings, target, dry_run=dry_run, trigger="server", spool=rt.intake.spool
             )
+        if mirrored is not None:
+            done.counts.update(mirrored.as_counts())
         if not dry_run and rt.snapshot is not None:
             renew_snapshot(rt.snapshot)
             done.snapshot = "rewritten"

@@ -160,9 +160,7 @@ class Runtime:
             compactor = None
             if self.role == "all" and not self.settings.clustered:
                 compactor = LiveCompactor(database, self.writer, self._writers_to_pause)
-            self.retention = RetentionJob(
-                database, self.settings, self.rollups, compactor=compactor
-            )
+            self.retention = self._retention_job(database, compactor)
             self.retention.start()
         server.install(
             ServerHandle(
@@ -249,6 +247,14 @@ class Runtime:
             "reconcile@" + receiver_name(host, port),
             self.replica.sync_now,
         )
+
+    def _retention_job(self, database: Database, compactor: LiveCompactor | None) -> RetentionJob:
+        """Clustered mode: what a run removes from the replica goes from PostgreSQL too."""
+        if self.replica is None:
+            return RetentionJob(database, self.settings, self.rollups, compactor=compactor)
+        from callstatus.cluster.retention_job import MirroredRetentionJob
+
+        return MirroredRetentionJob(database, self.settings, self.rollups, self.replica)
 
     def _stop_replica_sync(self) -> None:
         """Stops what `_start_replica_sync` started, before the database closes."""

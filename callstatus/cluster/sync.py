@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import BinaryIO
 import duckdb
 import psycopg
 
-from callstatus.cluster import pg
+from callstatus.cluster import deletions, pg
 from callstatus.core.db import Database
 from callstatus.core.jobs import PeriodicJob
 
@@ -451,20 +452,7 @@ class SyncJob:
         """One step now, after the one running if any (reconciliation's records are read back
         right after they are stored); raises when PostgreSQL cannot be read."""
         with self._lock:
-            try:
-                if self._con is None or self._con.closed:
-                    self._con = pg.connect(self.url, autocommit=True)
-                self.folder.mkdir(parents=True, exist_ok=True)
-                result = sync_once(
-                    self._con, self.database.cursor(), progress=self._progress, folder=self.folder
-                )
-            except (psycopg.Error, ReplicaMismatch) as exc:
-                self._failed(exc)
-                raise
-            if self.last_error is not None:
-                log.info("replica: PostgreSQL reachable again")
-            self.last_error = None
-            self.last = result
+            result = self._sync_locked()
         if result.webhooks > 10_000 or result.took_s > 1.0:
             log.info(
                 "replica: %d webhooks copied from PostgreSQL in %.2f s",
@@ -472,6 +460,58 @@ class SyncJob:
                 result.took_s,
             )
         return result
+
+    def _sync_locked(self) -> SyncResult:
+        try:
+            if self._con is None or self._con.closed:
+                self._con = pg.connect(self.url, autocommit=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            result = sync_once(
+                self._con, self.database.cursor(), progress=self._progress, folder=self.folder
+            )
+        except (psycopg.Error, ReplicaMismatch) as exc:
+            self._failed(exc)
+            raise
+        if self.last_error is not None:
+            log.info("replica: PostgreSQL reachable again")
+        self.last_error = None
+        self.last = result
+        self._flush_deletions()
+        return result
+
+    def _flush_deletions(self) -> None:
+        """Deletions left waiting for PostgreSQL (callstatus.cluster.deletions), tried again."""
+        path = deletions.pending_path(self.database.absolute_path)
+        if not path.exists():
+            return
+        try:
+            counts = deletions.flush_pending(self.url, path)
+        except psycopg.Error as exc:
+            log.warning("replica: deletions still waiting for PostgreSQL in %s: %s", path, exc)
+            return
+        log.info("replica: deletions that waited are done in PostgreSQL: %s", counts)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No step runs meanwhile; one runs first (raising PostgresUnreachable when PostgreSQL
+        cannot be read), so the replica holds what PostgreSQL had."""
+        with self._lock:
+            try:
+                self._sync_locked()
+            except (psycopg.Error, ReplicaMismatch) as exc:
+                raise deletions.PostgresUnreachable(
+                    f"clustered mode removes rows from PostgreSQL too, and it cannot be read "
+                    f"now ({type(exc).__name__}: {' '.join(str(exc).split())}): nothing was "
+                    "removed; try again once PostgreSQL is reachable"
+                ) from exc
+            yield
+
+    def mirrored(self) -> AbstractContextManager[deletions.Mirrored]:
+        """Around an erasure or a retention run on the replica: the sync held, then what it
+        removed deleted in PostgreSQL too (callstatus.cluster.deletions)."""
+        return deletions.mirrored(
+            self.database.cursor(), self.url, self.database.absolute_path, hold=self.held
+        )
 
     def _progress(self, table: str, rows: int) -> None:
         # A rebuild from millions of rows takes a while: say how far it is now and then.
