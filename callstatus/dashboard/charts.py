@@ -178,6 +178,22 @@ def _periods(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[~previous], frame[previous]
 
 
+def _filled_totals(previous: pd.DataFrame, value: str, current: Any) -> pd.DataFrame:
+    """The previous range's total per bucket, 0 in its buckets without rows (a step line would
+    otherwise hold the last total across them), from its first bucket with data to the last
+    bucket shown. Buckets are local wall-clock times: a regular grid even across DST."""
+    totals = previous.groupby("bucket")[value].sum()
+    step = (previous["bucket_end"] - previous["bucket"]).min() if "bucket_end" in previous else None
+    if step is None or pd.isna(step) or step <= pd.Timedelta(0):
+        return totals.reset_index().assign(period="previous range")
+    last = totals.index.max()
+    if isinstance(current, pd.DataFrame) and not current.empty:
+        last = max(last, current["bucket"].max())
+    grid = pd.date_range(totals.index.min(), last, freq=step, name="bucket")
+    filled = totals.reindex(grid.union(totals.index), fill_value=0)
+    return filled.reset_index().assign(period="previous range")
+
+
 def _with_previous_total(
     bars: alt.Chart, previous: pd.DataFrame, value: str
 ) -> alt.Chart | alt.LayerChart:
@@ -185,7 +201,7 @@ def _with_previous_total(
     dashed line the legend names (none when the previous range has no rows)."""
     if previous.empty:
         return bars
-    totals = previous.groupby("bucket", as_index=False)[value].sum().assign(period="previous range")
+    totals = _filled_totals(previous, value, bars.data)
     line = (
         alt.Chart(totals)
         .mark_line(color="#444444", interpolate="step-after")
@@ -196,7 +212,9 @@ def _with_previous_total(
                 "period:N",
                 title=None,
                 scale=alt.Scale(domain=["previous range"], range=[[5, 4]]),
-                legend=alt.Legend(orient="top", labelExpr="'previous range, total (dashed)'"),
+                legend=alt.Legend(
+                    orient="top", labelExpr="'previous range (dashed), in all'", labelLimit=0
+                ),
             ),
             tooltip=[alt.Tooltip("bucket:T", title="from"), f"{value}:Q", "period:N"],
         )

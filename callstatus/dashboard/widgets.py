@@ -21,8 +21,13 @@ def chart(result: Result, figure: Figure, name: str) -> None:
     provenance(result, name)
 
 
+# A missing value (no answered leg to time, no dial to rate) in a table, instead of "None".
+MISSING = "—"
+
+
 def table(result: Result, name: str, **kwargs: Any) -> Any:
     """A table of a query's rows, with CSV and SQL; returns st.dataframe's value."""
+    kwargs.setdefault("placeholder", MISSING)
     value = st.dataframe(result.frame, hide_index=True, width="stretch", **kwargs)
     provenance(result, name)
     return value

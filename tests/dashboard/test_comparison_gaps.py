@@ -143,3 +143,26 @@ def test_pages_say_the_previous_range_has_no_data(sample_db: Path, page: str) ->
     at = _page(page)
     notes = [c.value for c in at.caption if c.value.startswith("No data for the previous range")]
     assert notes, [c.value for c in at.caption]
+
+
+def test_the_previous_total_is_zero_in_its_buckets_without_rows() -> None:
+    # Previous rows at 10:00 and 13:00 only (moved onto this range), this range until 14:00:
+    # the dashed step line must come down to 0 at 11:00 and 12:00 and 14:00, not hold 3.
+    hour = pd.Timedelta(hours=1)
+    at = [pd.Timestamp("2026-11-02 10:00"), pd.Timestamp("2026-11-02 13:00")]
+    previous = pd.DataFrame(
+        {"bucket": at, "bucket_end": [t + hour for t in at], "cause": "x", "legs": [3, 2]}
+    ).assign(period=comparison.PREVIOUS)
+    now = [pd.Timestamp("2026-11-02 09:00") + i * hour for i in range(6)]
+    current = pd.DataFrame(
+        {"bucket": now, "bucket_end": [t + hour for t in now], "cause": "x", "legs": 1}
+    ).assign(period=comparison.CURRENT)
+    figure = charts.causes_over_time(pd.concat([current, previous]), "UTC")
+    drawn = [r for r in _chart_rows(figure) if r.get("period") == comparison.PREVIOUS]
+    assert [(r["bucket"][11:16], r["legs"]) for r in drawn] == [
+        ("10:00", 3),
+        ("11:00", 0),
+        ("12:00", 0),
+        ("13:00", 2),
+        ("14:00", 0),
+    ]

@@ -91,9 +91,17 @@ def render() -> None:
 
     st.subheader("Destinations and agents")
     st.caption(
-        "One row per B destination (number or SIP URI) dialled in the range; click a column to "
-        "sort, and a destination to see its calls. Time to answer from the Dial's start (the A "
-        "leg's AnswerTime, see Timing and load); talk time of its answered legs."
+        "One row per B destination (number or SIP URI) dialled in the range; click a column's "
+        "header to sort, and a row's 'calls ↗' to list its calls in a new tab (the table takes "
+        "its first click to select a cell: click again). Answer (s): the median time to answer "
+        "from the Dial's start (the A leg's AnswerTime, see Timing and load); talk time of its "
+        "answered legs."
+        + (
+            " The Country filter picks calls by their far end: the destinations they dialled "
+            "may be elsewhere."
+            if f.countries
+            else ""
+        )
     )
     _destinations_table(destinations.per_destination(rel, f))
 
@@ -114,30 +122,82 @@ def calls_link(destination: str) -> str:
     return "calls?" + urlencode(pairs)
 
 
+# Pixel widths of the table's columns: it fits the page at 1440 px, and each column keeps its
+# place whatever the data (a browser test clicks the headers).
+DESTINATION_WIDTHS = {
+    "destination": 180,
+    "calls": 52,
+    "country": 130,
+    "line_type": 110,
+    "dialled": 64,
+    "answered": 70,
+    "lost_races": 70,
+    "answer_rate": 80,
+    "median_answer_s": 76,
+    "talk_s": 64,
+    "mean_talk_s": 76,
+}
+UNKNOWN_LABEL = "unknown"
+# phonenumbers' line types as a person reads them (the CSV keeps the stored values).
+LINE_TYPE_LABELS = {"fixed_line_or_mobile": "fixed or mobile", "sip": "SIP"}
+
+
 def _destination_columns() -> dict[str, Any]:
-    return {
+    columns: dict[str, Any] = {
+        "destination": st.column_config.TextColumn("destination"),
         "calls": st.column_config.LinkColumn(
             "calls", display_text="calls ↗", help="The Calls page, filtered to this destination"
         ),
-        "country": st.column_config.TextColumn("country"),
+        "country": st.column_config.TextColumn(
+            "country", help="From the number; SIP: a SIP endpoint without a number in its URI"
+        ),
         "line_type": st.column_config.TextColumn("line type"),
-        "lost_races": RATE("lost races"),
+        "dialled": RATE("dialled", help="B legs dialled to this destination"),
+        "answered": RATE("answered"),
+        "lost_races": RATE("lost races", help="B legs that lost the race (code 9000)"),
         "answer_rate": RATE("answer rate", format="percent", help=definitions.B_LEG_ANSWER_RATE),
-        "median_answer_s": RATE("time to answer, median (s)", format="%.1f"),
-        "talk_s": RATE("talk time (s)", format="%d"),
-        "mean_talk_s": RATE("mean talk (s)", format="%.0f"),
+        "median_answer_s": RATE(
+            "answer (s)",
+            format="%.1f",
+            help="Median time to answer of its answered legs, from the Dial's start (the A "
+            "leg's AnswerTime); — when none answered",
+        ),
+        "talk_s": RATE("talk (s)", format="%d", help="Talk time of its answered legs, in all"),
+        "mean_talk_s": RATE("mean talk (s)", format="%.0f", help="Mean talk time per answer"),
     }
+    for name, column in columns.items():
+        column["width"] = DESTINATION_WIDTHS[name]
+    return columns
+
+
+def destination_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows as the table shows them: a country's name beside its code, and a label where
+    the country or line type is not known (a SIP endpoint without a number: 'SIP')."""
+    shown = frame.copy()
+    sip = shown["line_type"] == "sip"
+    shown["country"] = [
+        f"{c} · {country_name(str(c))}" if not pd.isna(c) else ("SIP" if s else UNKNOWN_LABEL)
+        for c, s in zip(shown["country"], sip, strict=True)
+    ]
+    shown["line_type"] = [
+        UNKNOWN_LABEL if pd.isna(t) else LINE_TYPE_LABELS.get(str(t), str(t).replace("_", " "))
+        for t in shown["line_type"]
+    ]
+    return shown
 
 
 def _destinations_table(rows: Result) -> None:
-    """The rows with a link to each destination's calls and its country's name; the CSV keeps
+    """The rows with a link to each destination's calls and readable labels; the CSV keeps
     the query's own rows."""
-    frame = rows.frame.copy()
-    frame["country"] = [
-        "" if pd.isna(c) else f"{c} · {country_name(str(c))}" for c in frame["country"]
-    ]
+    frame = destination_labels(rows.frame)
     frame.insert(1, "calls", [calls_link(str(d)) for d in frame["destination"]])
-    st.dataframe(frame, hide_index=True, width="stretch", column_config=_destination_columns())
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        column_config=_destination_columns(),
+        placeholder=widgets.MISSING,
+    )
     widgets.provenance(rows, "destinations")
 
 
