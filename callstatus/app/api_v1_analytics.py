@@ -27,8 +27,8 @@ router = APIRouter(prefix="/api/v1", tags=[TAG], responses=ERRORS)
 def timing(rel: Rel, asked: Slice, bucket: params.BucketSize = "auto") -> Timing:
     """Post-dial delay and ring time of outbound API calls, B legs' time to answer and to give
     up, as median and 90th percentile over the range, per bucket and per destination (the
-    Timing and load page). Outbound calls are timed in the bucket they started in, B legs in
-    their A leg's. Definitions: docs/data.md, "Timing"."""
+    Timing and load page). Outbound calls count in the bucket they started in, B legs in the
+    one they answered in (else ended in). Definitions: docs/data.md, "Timing"."""
     from callstatus.app import api_v1_analytics_answers as answers
 
     return answers.timing_figures(rel, params.bucketed(asked.filters, bucket))
