@@ -115,7 +115,14 @@ def over_time(
 def legs_with_cause(
     rel: Relations, f: Filters, leg: str, cause: str, limit: int = ROW_LIMIT
 ) -> Result:
-    """The calls (A) or B legs behind one cause label, newest first."""
+    """The calls (A) or B legs behind one cause label, newest first. The hourly aggregates
+    narrow the range to the hours holding the newest `limit` of them (facts.newest)."""
+    where = f"{CAUSE_LABEL} = $cause"
+    if leg == "b":
+        where += f" AND {facts.LEG_DESTINATIONS}"
+    table = "calls_hourly" if leg == "a" else "legs_hourly"
+    if leg in LEG_RELATIONS:
+        f = facts.newest(rel, f, table, where, limit, {"cause": cause})
     cte, name = _leg(rel, leg, f, a_leg=True)
     if leg == "b":
         # With nothing to match on the A leg, only the newest B legs with this cause are joined.

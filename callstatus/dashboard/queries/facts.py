@@ -17,12 +17,15 @@ Counts are summed (`n`); a mean is a summed total over a summed count.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from callstatus.core import rollups
 from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.queries.base import run
 from callstatus.dashboard.queries.relations import Relations
 
 HOUR = timedelta(hours=1)
@@ -168,3 +171,26 @@ def percentiles(histogram: str, keys: str, shares: dict[str, float]) -> str:
                    sum(n) OVER (PARTITION BY {keys}) AS total
             FROM {histogram})
         GROUP BY {keys})"""
+
+
+def newest(
+    rel: Relations, f: Filters, table: str, where: str, limit: int, params: dict[str, Any]
+) -> Filters:
+    """The filters narrowed, for a newest-first listing of at most `limit` rows, to the whole
+    hours from the newest back to the first that holds `limit` rows of `table` (calls_hourly or
+    legs_hourly) meeting `where` (on its columns, aliased `l`; `params` binds it): the listing's
+    rows all lie in them, and the rollups' zone maps skip the rest of the range. Unchanged when
+    the aggregates cannot say (fewer rows, or a filter they cannot answer)."""
+    h = hours(rel, f, zone=False, bucket=False, legs=table == "legs_hourly")
+    if h is None:
+        return f
+    counted = "calls" if table == "calls_hourly" else "legs"
+    sql = f"""
+    SELECT max(hour) FILTER (WHERE cum >= $limit) AS since FROM (
+        SELECT hour, sum(n) OVER (ORDER BY hour DESC ROWS UNBOUNDED PRECEDING) AS cum FROM (
+            SELECT hour, sum({counted}) AS n FROM {table} l
+            WHERE hour >= $h0 AND hour < $h1 AND {SLICES} AND {where} GROUP BY hour))"""
+    since = run(sql, {**f.params(), **params, **h, "limit": limit}).frame["since"].iloc[0]
+    if since is None or since != since:  # None or NaT
+        return f
+    return replace(f, start=max(f.start, since.to_pydatetime()))

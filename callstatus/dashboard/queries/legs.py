@@ -191,7 +191,13 @@ def pairings(
     search: str = "",
     limit: int = ROW_LIMIT,
 ) -> Result:
-    """A/B pairings, newest first, optionally narrowed by B outcome, position and text."""
+    """A/B pairings, newest first, optionally narrowed by B outcome, position and text. Without
+    a text, the hourly aggregates narrow the range to the hours holding the newest `limit`
+    (facts.newest)."""
+    if not search.strip():
+        choices = {"b_outcomes": list(b_outcomes), "positions": list(positions)}
+        where = f"{facts.LEG_DESTINATIONS} AND {LEG_CHOICES}"
+        f = facts.newest(rel, f, "legs_hourly", where, limit, choices)
     # With nothing to match on the A leg, only the newest B legs are joined to their A leg.
     where = f"{LEG_DESTINATIONS} AND {LEG_CHOICES}"
     ctes = listed_legs(rel, f, where, only_newest=not sliced(f) and not search.strip())
