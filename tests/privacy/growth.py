@@ -3,6 +3,7 @@ written straight into the inbox by one SQL statement, as many days as a test nee
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from callstatus.core import rollups
@@ -70,3 +71,45 @@ def add_day(
     cur.execute(DAY_SQL, {"start": start, "gap": 86_000.0 / calls, "n": calls})
     if refresh:
         rollups.refresh(cur)
+
+
+def live_call(call: str, n: int, now: datetime) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(path, kind, parameters) of an inbound call's answer and hangup as Plivo posts them, for
+    tests and benchmarks that send signed webhooks to a running server."""
+    caller = f"+1415{n % 10_000_000:07d}"
+    common = [
+        ("CallUUID", call),
+        ("From", caller),
+        ("To", "+18005550199"),
+        ("Direction", "inbound"),
+        ("CallerName", f"+{caller[1:]}"),
+        ("BillRate", "0.0085"),
+        ("ParentAuthID", "MAXXXXXXXXXXXXXXXXXX"),
+        ("RequestUUID", str(uuid.uuid4())),
+        ("STIRAttestation", "Not Applicable"),
+        ("STIRVerification", "Not Applicable"),
+        ("SessionStart", now.strftime("%Y-%m-%d %H:%M:%S.%f")),
+    ]
+    start = now.strftime("%Y-%m-%d %H:%M:%S")
+    return [
+        ("/plivo/answer", "answer", [*common, ("CallStatus", "ringing"), ("Event", "StartApp")]),
+        (
+            "/plivo/hangup",
+            "hangup",
+            [
+                *common,
+                ("CallStatus", "completed"),
+                ("Event", "Hangup"),
+                ("Duration", "42"),
+                ("BillDuration", "60"),
+                ("HangupCause", "NORMAL_CLEARING"),
+                ("HangupCauseCode", "4000"),
+                ("HangupCauseName", "Normal Hangup"),
+                ("HangupSource", "Callee"),
+                ("StartTime", start),
+                ("AnswerTime", start),
+                ("EndTime", (now + timedelta(seconds=42)).strftime("%Y-%m-%d %H:%M:%S")),
+                ("TotalCost", "0.00850"),
+            ],
+        ),
+    ]
