@@ -380,9 +380,11 @@ def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
     return chart
 
 
-def missed_share_per_day(frame: pd.DataFrame, tz: str) -> alt.Chart:
+def missed_share_per_day(frame: pd.DataFrame, tz: str) -> Figure:
     """Per day (`day`: local midnight), the share of calls known only from Plivo's call
-    records, one bar a day; the counts behind it on hover."""
+    records, one bar a day; the counts behind it on hover. Compared (a `period` column), the
+    previous range's share of the same day as a dashed tick over the bar."""
+    frame, previous = _periods(frame)
     if frame.empty:
         return empty()
     # `day` is a local time without zone: Vega reads it as the browser's local time and
@@ -411,4 +413,25 @@ def missed_share_per_day(frame: pd.DataFrame, tz: str) -> alt.Chart:
         )
         .properties(height=170)
     )
-    return chart
+    if previous.empty:
+        return chart
+    ticks = (
+        alt.Chart(previous)
+        .mark_tick(color="#444444", thickness=2, strokeDash=[5, 4])
+        .encode(
+            x=alt.X("yearmonthdate(day):O"),
+            y=alt.Y("missed_share:Q"),
+            strokeDash=alt.StrokeDash(
+                "period:N",
+                title=None,
+                scale=alt.Scale(domain=["previous range"], range=[[5, 4]]),
+                legend=alt.Legend(orient="top", labelExpr=PERIOD_LABEL),
+            ),
+            tooltip=[
+                alt.Tooltip("yearmonthdate(compared_bucket):T", title="day", format="%a %d %b"),
+                alt.Tooltip("missed_share:Q", title="missed share", format=".1%"),
+                "period:N",
+            ],
+        )
+    )
+    return alt.LayerChart(layer=[chart, ticks])

@@ -166,3 +166,50 @@ def test_the_previous_total_is_zero_in_its_buckets_without_rows() -> None:
         ("13:00", 2),
         ("14:00", 0),
     ]
+
+
+def test_the_missed_share_per_day_draws_the_previous_days_as_dashed_ticks() -> None:
+    # Receiver health's completeness chart: this range's days as bars, the previous range's
+    # same days as ticks; without previous rows, bars only.
+    days = [pd.Timestamp("2026-11-02"), pd.Timestamp("2026-11-03")]
+    current = pd.DataFrame(
+        {"day": days, "missed_share": [0.25, 0.5], "added": [1, 2], "calls": [4, 4]}
+    ).assign(period=comparison.CURRENT, compared_bucket=days)
+    previous = pd.DataFrame(
+        {"day": days, "missed_share": [0.1, 0.0], "added": [1, 0], "calls": [10, 3]}
+    ).assign(period=comparison.PREVIOUS, compared_bucket=[d - pd.Timedelta(days=2) for d in days])
+    figure = charts.missed_share_per_day(pd.concat([current, previous]), "UTC")
+    ticks = figure.to_dict()["layer"][1]
+    assert ticks["mark"]["type"] == "tick" and ticks["encoding"]["strokeDash"]["field"] == "period"
+    drawn = [r for r in _chart_rows(figure) if r.get("period") == comparison.PREVIOUS]
+    assert [r["missed_share"] for r in drawn] == [0.1, 0.0]  # a real 0 is drawn
+    alone = charts.missed_share_per_day(current.drop(columns=["period"]), "UTC")
+    assert "layer" not in alone.to_dict()
+
+
+def test_receiver_health_compares_its_completeness_chart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.dashboard.completeness_sample import DAY0, store_sample
+
+    path = tmp_path / "records.duckdb"
+    database = Database(path)
+    store_sample(database, DAY0)
+    rollups.refresh(database.cursor())
+    database.close()
+    monkeypatch.setenv("CALLSTATUS_DB", str(path))
+    settings_module.get_settings.cache_clear()
+    try:
+        at = _page("screens/health.py")
+    finally:
+        settings_module.get_settings.cache_clear()
+    # "All time" is the sample's span (15:00 to 21:01 the next day): the range before it is
+    # covered only from its first call, for the webhooks (hour buckets, 30 hours back) and the
+    # completeness chart (day buckets: one day back).
+    notes = [c.value for c in at.caption if c.value.startswith("The previous range (")]
+    assert notes == [
+        "The previous range (2026-11-01 15:00 to 2026-11-02 21:01) has data only from "
+        "2026-11-02 15:00, the first stored call: its line starts there.",
+        "The previous range (2026-11-01 09:00 to 2026-11-02 15:01) has data only from "
+        "2026-11-02 15:00, the first stored call: its line starts there.",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -10,9 +11,10 @@ import pandas as pd
 import streamlit as st
 
 from callstatus.core.settings import Settings
-from callstatus.dashboard import charts, context, tiles, widgets
+from callstatus.dashboard import charts, comparison, context, controls, tiles, widgets
 from callstatus.dashboard.filters import Filters
 from callstatus.dashboard.queries import completeness as queries
+from callstatus.dashboard.queries.base import Result
 from callstatus.dashboard.queries.relations import Relations
 from callstatus.dashboard.text import code, plain
 
@@ -98,8 +100,22 @@ def render(rel: Relations, f: Filters) -> None:
     widgets.provenance(total, "completeness")
     days = queries.per_day(rel, f)
     # The table needs the page's width for its seven columns; the chart shows the same rows.
-    st.altair_chart(charts.missed_share_per_day(days.frame, f.tz), width="stretch")
+    if controls.comparing() and f.end - f.start >= timedelta(days=1):
+        compared = comparison.overlay(_days_as_buckets, rel, replace(f, bucket="1 day"))
+        shown = compared.frame.rename(columns={"bucket": "day"})
+        st.altair_chart(charts.missed_share_per_day(shown, f.tz), width="stretch")
+        note = compared.params.get(comparison.NOTE)
+        if note:
+            st.caption(str(note))
+    else:
+        st.altair_chart(charts.missed_share_per_day(days.frame, f.tz), width="stretch")
     widgets.table(days, "completeness-per-day", column_config=COLUMNS)
+
+
+def _days_as_buckets(rel: Relations, f: Filters) -> Result:
+    """The per-day figures with their day as `bucket`, for comparison.overlay."""
+    days = queries.per_day(rel, f)
+    return Result(days.frame.rename(columns={"day": "bucket"}), days.sql, days.params)
 
 
 def not_reconciled(settings: Settings) -> str:
