@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -475,6 +475,16 @@ def _touched_hours(cur: duckdb.DuckDBPyConnection, params: dict[str, int]) -> se
     return {row[0].astimezone(UTC) for row in rows if row[0] is not None}
 
 
+def hours_holding(
+    cur: duckdb.DuckDBPyConnection, calls: str, legs: str, params: Mapping[str, object]
+) -> set[datetime]:
+    """The hours whose aggregates count the rollup rows of these calls and B legs (SQL
+    subqueries of their keys, with their parameters): what `recompute_hours` must redo after
+    those rows are removed."""
+    sql = TOUCHED_HOURS.format(calls=calls, legs=legs, dials="SELECT NULL", open=MAX_OPEN)
+    return {row[0].astimezone(UTC) for row in cur.execute(sql, dict(params)).fetchall() if row[0]}
+
+
 def _runs(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
     """Sorted hours as [lo, hi) runs of consecutive hours."""
     runs: list[tuple[datetime, datetime]] = []
@@ -486,7 +496,7 @@ def _runs(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
     return runs
 
 
-def _recompute_hours(cur: duckdb.DuckDBPyConnection, hours: set[datetime]) -> None:
+def recompute_hours(cur: duckdb.DuckDBPyConnection, hours: set[datetime]) -> None:
     """Recompute every aggregate's rows of these hours from the rollups."""
     for lo, hi in _runs(hours):
         for a in AGGREGATES:
@@ -569,7 +579,7 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
         cur.execute(
             "DELETE FROM dial_legs_rollup WHERE rowid IN (SELECT unnest($ids))", {"ids": ids}
         )
-    _recompute_hours(cur, hours | _touched_hours(cur, params))
+    recompute_hours(cur, hours | _touched_hours(cur, params))
 
 
 def _set_watermark(cur: duckdb.DuckDBPyConnection, top: int) -> None:

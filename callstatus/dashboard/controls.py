@@ -201,14 +201,20 @@ def describe(f: Filters) -> str:
 
 def retention_note(f: Filters, settings: Settings, now: datetime) -> str | None:
     """When the range reaches past CALLSTATUS_RETENTION_DAYS: what is gone before when (calls
-    and webhooks; webhook counts stay until the aggregate horizon). None otherwise."""
+    and webhooks; the hourly aggregates and webhook counts stay until the aggregate horizon).
+    None otherwise."""
     days = settings.retention_days
     if days is None or f.start >= now - timedelta(days=days):
         return None
     horizon = (now - timedelta(days=days)).astimezone(ZoneInfo(f.tz)).strftime("%Y-%m-%d %H:%M")
     kept = settings.aggregate_retention_days
-    counts = f"webhook counts {kept} days" if kept is not None else "webhook counts for good"
+    if kept is not None and f.start < now - timedelta(days=kept):
+        return (
+            f"**calls before {horizon} are no longer stored** (retention: calls {days} days, "
+            f"hourly totals {kept} days): figures before then are missing, not zero"
+        )
+    totals = f"{kept} days" if kept is not None else "for good"
     return (
-        f"**calls before {horizon} are no longer stored** (retention: calls {days} days, "
-        f"{counts}): figures before then are missing, not zero"
+        f"**calls before {horizon} are no longer stored** (retention: calls {days} days, hourly "
+        f"totals {totals}): before then only hourly totals remain, so call lists are empty"
     )

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from callstatus.core import rollups
 from callstatus.core.numbers import NumberMasker, normalise, pseudonym
 from callstatus.core.settings import Settings
 from callstatus.core.typed import typed_values
@@ -40,6 +41,13 @@ INBOX_TEXT = "concat_ws(' ', params::VARCHAR, typed::VARCHAR)"
 REJECTED_TEXT = "concat_ws(' ', params::VARCHAR, headers::VARCHAR, checked_url)"
 CALL_TEXT = "concat_ws(' ', from_number, to_number)"
 LEG_TEXT = "concat_ws(' ', b_leg_to, b_leg_from, a_from, a_to)"
+# The hourly aggregates' columns that hold numbers (B destinations, our numbers).
+HOURLY_TEXT = {
+    "calls_hourly": "coalesce(our_number, '')",
+    "dials_hourly": "coalesce(our_number, '')",
+    "legs_hourly": "concat_ws(' ', our_number, b_leg_to)",
+    "timings_hourly": "destination",
+}
 # The order counts are printed in.
 TABLES = (
     "webhook_events",
@@ -212,13 +220,24 @@ def erase(
             # Its row holds the number itself; the calls that used it go above.
             where["number_destinations"] = "number_destinations WHERE regexp_matches(number, $re)"
         verb = "SELECT count(*) FROM" if dry_run else "DELETE FROM"
+        # The hourly aggregates that count the rows going: recomputed once they are gone.
+        hours = rollups.hours_holding(
+            cur,
+            f"SELECT k FROM {KEYS} UNION SELECT call_uuid FROM calls_rollup"
+            f" WHERE regexp_matches({CALL_TEXT}, $re)",
+            f"SELECT k FROM {KEYS} UNION SELECT b_leg_uuid FROM dial_legs_rollup"
+            f" WHERE regexp_matches({LEG_TEXT}, $re)",
+            p,
+        )
         counts = {}
         for table, sql in where.items():
             used = p if "$re" in sql else {}
             (row,) = cur.execute(f"{verb} {sql}", used).fetchall()
             counts[table] = int(row[0])
         counts["webhook_events"] += counts.pop("webhook_inbox")
-        done.counts = {t: counts[t] for t in (*TABLES, "number_destinations") if t in counts}
+        counts["hourly_aggregates"] = _hourly(cur, hours, p, dry_run)
+        order = (*TABLES, "number_destinations", "hourly_aggregates")
+        done.counts = {t: counts[t] for t in order if t in counts}
         if spooled is not None:
             done.counts["spool"] = spooled
         cur.execute(f"DROP TABLE {KEYS}")
@@ -243,6 +262,27 @@ def erase(
     if not dry_run and any(done.counts.values()):
         settle(cur)
     return done
+
+
+def _hourly(
+    cur: duckdb.DuckDBPyConnection, hours: set[datetime], p: dict[str, str], dry_run: bool
+) -> int:
+    """The hourly aggregates (migration 0015) after the rollups lost the erased calls: their
+    hours recomputed from the rollups, then the rows still naming the number removed (hours
+    whose calls retention already removed, which no recompute can redo). Returns how many rows
+    named the number before (the same in a dry run)."""
+    if not _exists(cur, "legs_hourly"):
+        return 0
+    naming = {t: f"{t} WHERE regexp_matches({columns}, $re)" for t, columns in HOURLY_TEXT.items()}
+    total = sum(
+        int(cur.execute(f"SELECT count(*) FROM {sql}", p).fetchall()[0][0])
+        for sql in naming.values()
+    )
+    if not dry_run:
+        rollups.recompute_hours(cur, hours)
+        for sql in naming.values():
+            cur.execute(f"DELETE FROM {sql}", p)
+    return total
 
 
 def _spool_picker(

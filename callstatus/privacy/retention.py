@@ -6,8 +6,9 @@ legs, their call records and PHLO reports) that started before the horizon is re
 rows in the rollups, even a hangup or a call record received after the horizon; a call that
 started after it keeps all its rows. So the rollups still equal the views after a run, and no
 call is left half there. Refused requests and repeat counts go by their own time; webhook_counts
-(webhooks per 5 minutes) is kept until the aggregate horizon (forever without one), so the
-dashboard's long ranges still have their counts.
+(webhooks per 5 minutes) and the hourly aggregates (calls_hourly … concurrency_hourly, migration
+0015) are kept until the aggregate horizon (forever without one), so the dashboard's long ranges
+still have their totals.
 
 One run: refresh the rollups (with their job paused), record the run as 'running', then in one
 transaction archive and delete, and record it 'ok'; then checkpoint, so that the freed blocks are
@@ -256,9 +257,9 @@ def _remove(
         if _exists(cur, "number_destinations"):
             removed["number_destinations"] = _delete(cur, UNUSED_NUMBERS, {})
         if horizons.aggregates is not None:
-            removed["webhook_counts"] = _delete(
-                cur, "webhook_counts WHERE bucket_at < $a", {"a": horizons.aggregates}
-            )
+            a = {"a": horizons.aggregates}
+            removed["webhook_counts"] = _delete(cur, "webhook_counts WHERE bucket_at < $a", a)
+            removed.update(_delete_hourly(cur, horizons.aggregates))
         cur.execute(f"DROP TABLE {KEYS}")
         run.removed = removed
         run.status, run.finished_at = "ok", datetime.now(UTC)
@@ -267,6 +268,35 @@ def _remove(
     except BaseException:
         cur.execute("ROLLBACK")
         raise
+
+
+def _delete_hourly(cur: duckdb.DuckDBPyConnection, horizon: datetime) -> dict[str, int]:
+    """The hourly aggregates' hours before the aggregate horizon removed. concurrency_hourly's
+    level at an hour is the sum of every earlier hour's steps (`net`): the removed hours' sum is
+    kept as one carry row (no peak, no area) in the hour before the first kept one, so a leg up
+    across the horizon still ends at the level it started from."""
+    removed: dict[str, int] = {}
+    for aggregate in rollups.AGGREGATES:
+        table = aggregate.table
+        if not _exists(cur, table):
+            continue
+        if table == "concurrency_hourly":
+            cur.execute(
+                "CREATE OR REPLACE TEMP TABLE retention_carry AS SELECT series, sum(net) AS net"
+                " FROM concurrency_hourly WHERE hour < $a GROUP BY series",
+                {"a": horizon},
+            )
+        removed[table] = _delete(cur, f"{table} WHERE hour < $a", {"a": horizon})
+        if table == "concurrency_hourly":
+            cur.execute(
+                "INSERT INTO concurrency_hourly (hour, series, net, top, top_at, area)"
+                " SELECT h, series, net, 0, h, 0 FROM retention_carry,"
+                " (SELECT time_bucket(INTERVAL 1 HOUR, $a::TIMESTAMPTZ) - INTERVAL 1 HOUR AS h)"
+                " WHERE net <> 0",
+                {"a": horizon},
+            )
+            cur.execute("DROP TABLE retention_carry")
+    return removed
 
 
 def _exists(cur: duckdb.DuckDBPyConnection, table: str) -> bool:

@@ -194,8 +194,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 assert page.status_code == 200, page.text
                 return [c["call_uuid"] for c in page.json()["calls"]]
 
-            # The API reads the rollups, a refresh behind the webhooks.
-            wait_until(lambda: len(api_calls()) > 0, timeout=30)
+            # The API reads the rollups, a refresh (or more, on a busy host) behind the
+            # webhooks: every call that dialled the agent is there once they caught up.
+            dialled = {
+                p.call.call_uuid
+                for p in kept
+                if any(h.params().get("DialBLegTo") == agent for h in p.sent)
+            }
+            wait_until(lambda: set(api_calls()) >= dialled, timeout=60)
             found = api_calls()
             files_running = _files(data)
         finally:

@@ -42,7 +42,9 @@ def test_a_page_right_after_the_start_reads_what_the_warm_up_cached(started: Run
     rel = connection.relations()
     # Emptied behind the cache's back (no webhook arrives, so the data's version stays): a
     # read from the database now finds no call, a read from the warm-up's cache all of them.
-    started.database.cursor().execute("DELETE FROM calls_rollup")
+    cur = started.database.cursor()
+    cur.execute("DELETE FROM calls_rollup")
+    cur.execute("DELETE FROM calls_hourly")
     now = datetime.now(UTC)
     unread = Filters(start=now - timedelta(days=30), end=now)
     assert int(overview.kpis(rel, unread).frame["calls"].iloc[0]) == 0

@@ -1,4 +1,5 @@
-"""The overview's figures for a range, read by the dashboard's own query functions on a file."""
+"""The overview's and the concurrency's figures for a range, read by the dashboard's own query
+functions on a file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from callstatus.core import settings as settings_module
 from callstatus.dashboard import connection
 from callstatus.dashboard.filters import Filters
-from callstatus.dashboard.queries import base, overview
+from callstatus.dashboard.queries import base, concurrency, overview
 
 
 def charts(db: Path, f: Filters, monkeypatch: pytest.MonkeyPatch) -> list[pd.DataFrame]:
@@ -23,6 +24,8 @@ def charts(db: Path, f: Filters, monkeypatch: pytest.MonkeyPatch) -> list[pd.Dat
             overview.kpis(rel, f).frame,
             overview.rates_over_time(rel, f).frame,
             overview.outcomes_over_time(rel, f).frame,
+            concurrency.over_time(rel, f, concurrency.A_LEGS).frame,
+            concurrency.over_time(rel, f, concurrency.B_LEGS).frame,
         ]
     finally:
         settings_module.get_settings.cache_clear()

@@ -233,3 +233,51 @@ def test_masked_numbers_are_found_by_their_pseudonym(tmp_path: Path) -> None:
         assert_rollups_equal_views(db)
     finally:
         db.close()
+
+
+def test_the_hourly_aggregates_lose_the_number_and_count_what_remains(
+    db: Database, tmp_path: Path
+) -> None:
+    """A B-leg number (an agent's) erased: no hourly aggregate row names it, the hours whose calls
+    went count what remains (as a full rebuild counts it), and the hours retention already
+    emptied of calls keep their totals without the number."""
+    cur = db.cursor()
+    (agent,) = cur.execute(
+        "SELECT b_leg_to FROM dial_legs_rollup WHERE regexp_matches(b_leg_to, '^[0-9]+$')"
+        " GROUP BY ALL ORDER BY count(*) DESC, b_leg_to LIMIT 1"
+    ).fetchall()[0]
+    naming = {
+        "legs_hourly": f"SELECT count(*) FROM legs_hourly WHERE b_leg_to = '{agent}'",
+        "timings_hourly": f"SELECT count(*) FROM timings_hourly WHERE destination = '{agent}'",
+    }
+    horizon = T0 - timedelta(days=1)
+    past = f" AND hour < '{horizon.isoformat()}'"
+    run_retention(
+        cur, make_settings(tmp_path, CALLSTATUS_RETENTION_DAYS=1), now=horizon + timedelta(days=1)
+    )
+    # Past the horizon the calls are gone but the aggregates still name the agent.
+    assert cur.execute(naming["legs_hourly"] + past).fetchall()[0][0] > 0
+    assert (
+        cur.execute(naming["legs_hourly"]).fetchall()[0][0]
+        > cur.execute(naming["legs_hourly"] + past).fetchall()[0][0]
+    )
+    total_before = cur.execute("SELECT sum(calls) FROM calls_hourly").fetchall()[0][0]
+    settings = make_settings(tmp_path)
+    target = target_for(f"+{agent}", settings)
+    dry = erase(cur, settings, target, dry_run=True, trigger="file")
+    done = erase(cur, settings, target, dry_run=False, trigger="file")
+    assert done.counts["hourly_aggregates"] == dry.counts["hourly_aggregates"] > 0
+    assert done.counts["calls_rollup"] > 0
+    for sql in naming.values():
+        assert cur.execute(sql).fetchall() == [(0,)]
+    assert cur.execute("SELECT sum(calls) FROM calls_hourly").fetchall()[0][0] == (
+        total_before - done.counts["calls_rollup"]
+    )
+    # What the erase left equals what a full rebuild computes from the rollups.
+    for a in rollups.AGGREGATES:
+        cur.execute(f"CREATE TEMP TABLE kept_{a.table} AS SELECT * FROM {a.table}")
+    rollups.refresh(cur, full=True)
+    for a in rollups.AGGREGATES:
+        for left, right in ((a.table, f"kept_{a.table}"), (f"kept_{a.table}", a.table)):
+            differ = cur.execute(f"SELECT * FROM {left} EXCEPT SELECT * FROM {right}").fetchall()
+            assert differ == [], a.table

@@ -208,10 +208,21 @@ def test_the_overview_of_the_kept_days_is_unchanged(
     shutil.copyfile(path, purged)
     db = Database(purged)
     run_retention(db.cursor(), make_settings(tmp_path, CALLSTATUS_RETENTION_DAYS=DAYS), now=NOW)
+    assert db.cursor().execute("SELECT min(started_at) FROM calls").fetchall()[0][0] >= HORIZON
     db.close()
     assert_same(before, charts(purged, kept, monkeypatch))
-    # Past the horizon the figures did change (else this test compares nothing).
-    assert int(charts(purged, everything, monkeypatch)[0].iloc[0]["calls"]) < int(
+    # Without an aggregate horizon the hourly aggregates keep the older days' totals.
+    assert_same(all_before, charts(purged, everything, monkeypatch))
+    # With one at the raw horizon, past it the figures did change (else this test compares
+    # nothing), and the kept days' still did not: concurrency's level carried over the cut.
+    again = tmp_path / "aggregates.duckdb"
+    shutil.copyfile(path, again)
+    db = Database(again)
+    both = {"CALLSTATUS_RETENTION_DAYS": DAYS, "CALLSTATUS_AGGREGATE_RETENTION_DAYS": DAYS}
+    run_retention(db.cursor(), make_settings(tmp_path, **both), now=NOW)
+    db.close()
+    assert_same(before, charts(again, kept, monkeypatch))
+    assert int(charts(again, everything, monkeypatch)[0].iloc[0]["calls"]) < int(
         all_before[0].iloc[0]["calls"]
     )
 
@@ -264,6 +275,17 @@ def test_aggregates_go_at_their_own_horizon(seeded: Database, tmp_path: Path) ->
         NOW - timedelta(days=5)
     )
     assert cur.execute("SELECT repeats FROM webhook_repeats").fetchall() == [(4,)]
+    for aggregate in rollups.AGGREGATES:
+        (oldest,) = cur.execute(f"SELECT min(hour) FROM {aggregate.table}").fetchall()[0]
+        assert oldest >= NOW - timedelta(days=5, hours=1), aggregate.table
+        assert run.removed[aggregate.table] > 0, aggregate.table
+    # concurrency's steps before the horizon kept as one carry per series: its levels sum to
+    # those of the legs up across the horizon.
+    carry = cur.execute(
+        "SELECT series, net, top, area FROM concurrency_hourly WHERE hour < ? ORDER BY 1",
+        [NOW - timedelta(days=5)],
+    ).fetchall()
+    assert all(top == 0 and area == 0 for _, _, top, area in carry)
 
 
 def test_archive_holds_exactly_what_was_removed(seeded: Database, tmp_path: Path) -> None:
@@ -399,6 +421,8 @@ def test_every_stored_table_is_either_purged_or_kept_on_purpose(seeded: Database
         "webhook_repeats",
         "webhook_counts",
         "number_destinations",  # the numbers no webhook holds any more
+        # Aggregates, at the aggregate horizon (test_aggregates_go_at_their_own_horizon).
+        *(a.table for a in rollups.AGGREGATES),
     }
     # No personal data: settings, runs, alert state and deliveries, migrations.
     kept = {

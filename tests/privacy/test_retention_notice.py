@@ -32,7 +32,14 @@ def test_the_note_names_the_horizon_only_past_it(tmp_path: Path) -> None:
     both = make_settings(
         tmp_path, CALLSTATUS_RETENTION_DAYS=30, CALLSTATUS_AGGREGATE_RETENTION_DAYS=400
     )
-    assert "webhook counts 400 days" in str(retention_note(past, both, NOW))
+    within = str(retention_note(past, both, NOW))
+    assert "hourly totals 400 days" in within and "only hourly totals remain" in within
+    # Past the aggregate horizon too: nothing at all is left there.
+    short = make_settings(
+        tmp_path, CALLSTATUS_RETENTION_DAYS=30, CALLSTATUS_AGGREGATE_RETENTION_DAYS=60
+    )
+    beyond = str(retention_note(past, short, NOW))
+    assert "hourly totals 60 days" in beyond and "missing, not zero" in beyond
 
 
 @pytest.fixture(scope="module")
