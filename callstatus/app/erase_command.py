@@ -1,15 +1,19 @@
 """`callstatus erase --number N [--dry-run]`: every call mentioning one number removed. Through
-the running server when one holds the database (POST /api/erase), else on the file itself."""
+the running server when one holds the database (POST /api/erase), else on the file itself: in
+clustered mode (CALLSTATUS_POSTGRES_URL) the file is a replica, synced first, and what goes
+from it goes from PostgreSQL too, as the server's erasure does (callstatus.cluster.deletions);
+when PostgreSQL cannot be read, nothing is removed."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
 import requests
 
-from callstatus.app.reconcile_command import _message, _server
+from callstatus.app.reconcile_command import _message, _server, replica_sync
 from callstatus.core import rollups
 from callstatus.core.db import Database, held_by_another_process
 from callstatus.core.errors import CommandError, UsageError
@@ -17,6 +21,11 @@ from callstatus.core.settings import Settings
 from callstatus.core.snapshot import write_snapshot
 from callstatus.privacy.erase import Erasure, NotANumber, Target, erase, target_for
 from callstatus.receiver.spool import Spool
+
+if TYPE_CHECKING:
+    from callstatus.cluster.sync import SyncJob
+
+REMOVES_FROM_POSTGRES = "clustered mode removes the rows from PostgreSQL too"
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,45 @@ def run_erase(options: EraseOptions, settings: Settings) -> int:
 def _here(database: Database, settings: Settings, target: Target, dry_run: bool) -> Erasure:
     """No server holds the file: erase in this process, then rewrite the snapshot if any."""
     cur = database.cursor()
-    rollups.refresh(cur)
     spool = Spool(settings.spool_dir)
-    done = erase(cur, settings, target, dry_run=dry_run, trigger="file", spool=spool)
+    with replica_sync(database, settings, REMOVES_FROM_POSTGRES, "nothing was removed") as replica:
+        if replica is None:
+            rollups.refresh(cur)
+            done = erase(cur, settings, target, dry_run=dry_run, trigger="file", spool=spool)
+        else:
+            done = _mirrored(replica, settings, target, dry_run, spool)
     if not dry_run and settings.snapshot_path.exists():
         write_snapshot(cur, settings.snapshot_path)
         done.snapshot = "rewritten"
+    return done
+
+
+def _mirrored(
+    replica: SyncJob, settings: Settings, target: Target, dry_run: bool, spool: Spool
+) -> Erasure:
+    """Clustered mode: as the server's erasure (callstatus.app.erase_api), with the replica's
+    sync held; a dry run counts on the replica as synced."""
+    from callstatus.cluster.deletions import PostgresUnreachable
+
+    cur = replica.database.cursor()
+    try:
+        if dry_run:
+            with replica.held():
+                rollups.refresh(cur)
+                return erase(cur, settings, target, dry_run=True, trigger="file", spool=spool)
+        with replica.mirrored() as mirrored:
+            rollups.refresh(cur)
+            done = erase(cur, settings, target, dry_run=False, trigger="file", spool=spool)
+    except PostgresUnreachable as exc:
+        raise CommandError(str(exc)) from exc
+    done.counts.update(mirrored.as_counts())
+    if mirrored.pending is not None:
+        print(
+            f"callstatus: removed from the replica, not yet from PostgreSQL ({mirrored.error}):"
+            f" the keys wait in {mirrored.pending}; the next sync of this file (this command"
+            " again, or `callstatus serve` on it) deletes them there",
+            file=sys.stderr,
+        )
     return done
 
 

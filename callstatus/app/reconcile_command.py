@@ -1,13 +1,18 @@
 """`callstatus reconcile`: Plivo's call records of a window, stored where new. Through the running
-server when one holds the database (POST /api/reconcile), else in this process."""
+server when one holds the database (POST /api/reconcile), else in this process: in clustered
+mode (CALLSTATUS_POSTGRES_URL) the records then go to PostgreSQL as the server stores them, and
+the local file, a replica, is synced from it first and after each commit (`replica_sync`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import requests
@@ -19,6 +24,9 @@ from callstatus.core.progress import Progress
 from callstatus.core.settings import Settings
 from callstatus.reconcile.client import CallApi, CallApiError
 from callstatus.reconcile.run import Summary, Window, close_interrupted, reconcile, window_for
+
+if TYPE_CHECKING:
+    from callstatus.cluster.sync import SyncJob
 
 LABEL = "reconcile"
 NOT_CONFIGURED = (
@@ -76,13 +84,35 @@ def _moment(text: str | None, flag: str) -> datetime | None:
 
 
 def _here(database: Database, settings: Settings, window: Window) -> Summary:
-    """No server holds the file: run in this process, then bring the rollups up to date."""
+    """No server holds the file: run in this process, then bring the rollups up to date. In
+    clustered mode the records are stored in PostgreSQL and copied into the replica at once,
+    as the server's job does (callstatus.cluster.replica_records)."""
     cur = database.cursor()
     close_interrupted(cur)
+    with replica_sync(database, settings, STORES_IN_POSTGRES, "nothing was read") as replica:
+        summary = _run(cur, settings, window, replica)
+    rollups.refresh(cur)
+    return summary
+
+
+def _run(
+    cur: duckdb.DuckDBPyConnection, settings: Settings, window: Window, replica: SyncJob | None
+) -> Summary:
     try:
         api = CallApi.from_settings(settings)
     except CallApiError as exc:
         raise UsageError(str(exc)) from exc
+    store = None
+    if replica is not None:
+        from callstatus.cluster.replica_records import RecordStore
+
+        assert settings.postgres_url is not None
+        store = RecordStore(
+            settings.postgres_url,
+            settings.plivo_timezone,
+            f"reconcile-command@{socket.gethostname()}",
+            replica.sync_now,
+        )
     progress = Progress(window.chunks(api.chunk), LABEL)
     last = [0]
 
@@ -91,12 +121,76 @@ def _here(database: Database, settings: Settings, window: Window) -> Summary:
         last[0] = done
 
     try:
-        summary = reconcile(cur, api, window, settings, trigger="command", progress=advance)
+        return reconcile(
+            cur, api, window, settings, trigger="command", progress=advance, store=store
+        )
+    except Exception as exc:
+        if replica is None or not _postgres_failed(exc):
+            raise
+        raise CommandError(
+            f"PostgreSQL failed during the run ({_one_line(exc)}): the records it took before "
+            "stay stored there; run the command again once PostgreSQL is reachable"
+        ) from exc
     finally:
         api.close()
         progress.close()
-    rollups.refresh(cur)
-    return summary
+
+
+STORES_IN_POSTGRES = "clustered mode stores Plivo's call records in PostgreSQL"
+
+
+@contextlib.contextmanager
+def replica_sync(
+    database: Database, settings: Settings, why: str, nothing_done: str
+) -> Iterator[SyncJob | None]:
+    """Clustered mode without a server: the local file is a replica of PostgreSQL, brought up
+    to date here (PostgreSQL migrated first, then deletions left waiting for it done) before
+    the command reads it; the sync job given (its loop not started) does the command's later
+    steps. Refuses (CommandError) when PostgreSQL cannot be read. None in embedded mode."""
+    url = settings.postgres_url
+    if url is None:
+        yield None
+        return
+    # Clustered mode's modules (and psycopg) are imported only with CALLSTATUS_POSTGRES_URL.
+    import psycopg
+
+    from callstatus.cluster import deletions, pg
+    from callstatus.cluster.sync import ReplicaMismatch, SyncJob, sync_once
+
+    try:
+        pg.migrate(url)
+        with pg.connect(url, autocommit=True) as con:
+            sync_once(con, database.cursor())
+        # Deletions an earlier erasure left waiting for PostgreSQL, as a sync step does them.
+        deletions.flush_pending(url, deletions.pending_path(database.absolute_path))
+    except ReplicaMismatch as exc:
+        raise CommandError(f"{exc} ({nothing_done})") from exc
+    except psycopg.Error as exc:
+        raise CommandError(
+            f"{why}, and it cannot be read now ({_one_line(exc)}): {nothing_done}; try again "
+            "once PostgreSQL (CALLSTATUS_POSTGRES_URL) is reachable"
+        ) from exc
+    job = SyncJob(database, url)
+    job.loop.run_at_stop = False  # never started: stop() only closes its connection
+    try:
+        yield job
+    finally:
+        job.stop()
+
+
+def _postgres_failed(exc: BaseException) -> bool:
+    """PostgreSQL could not be reached or read (psycopg's errors), or the replica was built
+    from another PostgreSQL (callstatus.cluster.sync.ReplicaMismatch)."""
+    import psycopg
+
+    from callstatus.cluster.sync import ReplicaMismatch
+
+    return isinstance(exc, psycopg.Error | ReplicaMismatch)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _through_server(settings: Settings, options: ReconcileOptions) -> Summary:

@@ -218,6 +218,8 @@ class Runtime:
             Spool(self.settings.spool_dir / f"postgres-{port}"),
             self.settings.plivo_timezone,
             receiver_name(host, port),
+            # What the embedded writer left spooled before clustered mode was switched on.
+            adopt=self.settings.spool_dir,
         )
         writer.start()
         self.pg_writer = writer

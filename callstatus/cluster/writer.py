@@ -9,7 +9,9 @@ batch meanwhile goes straight to the spool instead of waiting for a connect time
 spool is replayed REPLAY_ROWS webhooks at a time between batches of new ones. A replayed
 webhook already in PostgreSQL (its commit succeeded though its reply was lost) is skipped by
 event_id, before its fingerprint is counted again. Between batches the writer also upserts the
-receiver's heartbeat (callstatus.cluster.heartbeat).
+receiver's heartbeat (callstatus.cluster.heartbeat). At start it adopts the spool files the
+embedded writer left (`adopt`, the embedded spool folder): webhooks spooled before clustered
+mode was switched on reach PostgreSQL, once each (replayed like its own, skipped by event_id).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Gauge
@@ -104,9 +107,12 @@ class PgWriter:
         heartbeat_s: float = HEARTBEAT_S,
         connections: int = CONNECTIONS,
         fingerprint_keep_s: float = FINGERPRINT_KEEP_S,
+        adopt: Path | None = None,
     ) -> None:
         self.url = url
         self.spool = spool
+        # The embedded writer's spool folder: its files are moved into `spool` at start.
+        self.adopt = adopt
         self.zone = ZoneInfo(plivo_timezone)
         self.receiver = receiver
         self.max_stored = max_stored
@@ -148,6 +154,15 @@ class PgWriter:
         """Open the connections (or go on without: webhooks are spooled until they open) and
         start the threads."""
         self.spool.clean_partials()
+        if self.adopt is not None:
+            adopted = self.spool.adopt(self.adopt)
+            if adopted:
+                log.warning(
+                    "%d spool files left in %s before clustered mode took over: replaying them"
+                    " into PostgreSQL",
+                    adopted,
+                    self.adopt,
+                )
         self._spool_depth = self.spool.depth()
         self._spool_pending = self._spool_depth > 0
         metrics.SPOOL_DEPTH.set(self._spool_depth)

@@ -12,6 +12,10 @@ nothing is lost or stored twice.
 An erasure (`callstatus erase`) removes the lines about a number (`drop_lines`): each file that
 holds one is written anew without it (fsynced, renamed over the old one), replayed lines too,
 so that a replay from the start after a crash cannot bring an erased webhook back.
+
+Clustered mode's writer (callstatus.cluster.writer) keeps its own spool in a folder inside this
+one, and at start adopts the files the embedded writer left here (`adopt`): webhooks spooled
+before CALLSTATUS_POSTGRES_URL was set are replayed into PostgreSQL.
 """
 
 from __future__ import annotations
@@ -76,6 +80,27 @@ class Spool:
             _fsync_dir(self.folder)
             log.warning("removed %d unfinished spool files (never acknowledged)", removed)
         return removed
+
+    def adopt(self, folder: Path) -> int:
+        """Move the spool files of `folder` into this spool (renamed: each file is taken by one
+        spool only, even when several processes adopt from the same folder at once), both
+        folder entries fsynced; how many. Their names keep them before newer files, so they are
+        replayed first; their lines keep their event_ids, so a replay skips what is stored."""
+        if not folder.is_dir() or folder.resolve() == self.folder.resolve():
+            return 0
+        moved = 0
+        with self._lock:
+            for path in sorted(folder.glob("spool-*.jsonl")):
+                self.folder.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rename(path, self.folder / path.name)
+                except FileNotFoundError:
+                    continue  # another process took it
+                moved += 1
+            if moved:
+                _fsync_dir(self.folder)
+                _fsync_dir(folder)
+        return moved
 
     def write(self, records: Sequence[EventRecord]) -> Path:
         """Write records durably: the file and its folder entry are fsynced before return. A
