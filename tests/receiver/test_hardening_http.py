@@ -180,6 +180,10 @@ class HealthProbe(threading.Thread):
             self.done.wait(0.05)
 
     def assert_answered_within(self, seconds: float, at_least: int) -> None:
+        # A short attack on a busy host may end before the probe's thread ran that often.
+        deadline = time.monotonic() + 5.0
+        while len(self.latencies) < at_least and self.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not self.failures, self.failures[:5]
         assert len(self.latencies) >= at_least, self.latencies
         assert max(self.latencies) < seconds, sorted(self.latencies)[-5:]
@@ -391,7 +395,7 @@ def test_oversized_heads_are_refused_quickly(target: Target) -> None:
             assert time.monotonic() - started < 0.5, name
             assert_error(reply, 403, "bad_signature")
         send_webhook(target, "after-oversized-heads")
-    probe.assert_answered_within(1.0, at_least=3)
+        probe.assert_answered_within(1.0, at_least=3)
     assert len(b"X-Big: " + b"a" * 100_000) > MAX_HEAD_BYTES
 
 
