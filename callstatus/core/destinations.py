@@ -115,17 +115,17 @@ def destination(value: str | None) -> Destination:
     return _of_number(text)
 
 
-# Every number of the webhooks rowid > $mark and rowid <= $top that number_destinations lacks.
+# Every number of the webhooks seq > $mark and seq <= $top that number_destinations lacks.
 _UNSEEN = """
 SELECT DISTINCT n FROM (
     SELECT unnest([to_number, from_number, dial_b_leg_to]) AS n
-    FROM webhook_rows WHERE rowid > $mark AND rowid <= $top
+    FROM webhook_rows WHERE seq > $mark AND seq <= $top
 ) WHERE n IS NOT NULL AND n NOT IN (SELECT number FROM number_destinations)
 """
 
 
 def learn(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> int:
-    """Add the numbers of webhooks mark < rowid <= top to number_destinations, each with its
+    """Add the numbers of webhooks mark < seq <= top to number_destinations, each with its
     country and line type; return how many were new. Runs inside the caller's transaction."""
     numbers = [str(row[0]) for row in cur.execute(_UNSEEN, {"mark": mark, "top": top}).fetchall()]
     if not numbers:

@@ -1,8 +1,9 @@
 """Rollup tables: the rows of calls, dials and dial_legs kept in tables, refreshed as data comes.
 
 Each refresh first moves the receiver's inbox into webhook_rows (`move_inbox`, migration 0006).
-webhook_rows is append-only and only that move appends to it, so its `rowid` grows with every
-append: a rollup that has read every row up to a watermark only needs the rows after it. A
+webhook_rows is append-only and only that move appends to it, giving each row the next `seq`
+(migration 0016; a rowid would not do, DuckDB renumbers rows after deletions): a rollup that has
+read every row up to a watermark only needs the rows after it. A
 refresh finds the legs those rows touch, and in one transaction deletes them from each rollup and
 inserts them again from the views' table macros (`calls_since` …), which only read the webhooks
 received since a day before the oldest new row: a leg's webhooks all arrive within a day
@@ -38,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from callstatus.core import destinations
+from callstatus.core import destinations, storage
 from callstatus.core.db import Database
 from callstatus.core.jobs import PeriodicJob
 from callstatus.core.storage import move_inbox
@@ -68,7 +69,7 @@ CHECKPOINT_BYTES = 4 * 2**20
 
 
 # The webhooks a refresh reads: those moved to webhook_rows since the last one (SQL).
-NEW_ROWS = "webhook_rows WHERE rowid > $mark AND rowid <= $top"
+NEW_ROWS = "webhook_rows WHERE seq > $mark AND seq <= $top"
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,7 @@ VIEWS = {"calls": "calls_rollup", "dials": "dials_rollup", "dial_legs": "dial_le
 
 
 def watermark(cur: duckdb.DuckDBPyConnection) -> int | None:
-    """The rowid up to which every rollup has read webhook_rows; None before the first
+    """The `seq` up to which every rollup has read webhook_rows; None before the first
     refresh (or when a rollup was never built, e.g. a rollup added by a later migration)."""
     names = ", ".join("?" for _ in TABLES)
     # fetchall throughout: a result left unread keeps its read transaction open.
@@ -370,10 +371,9 @@ def watermark(cur: duckdb.DuckDBPyConnection) -> int | None:
     return int(row[0])
 
 
-def last_rowid(cur: duckdb.DuckDBPyConnection) -> int:
-    """The rowid of the newest webhook moved to webhook_rows (-1 when there is none)."""
-    (row,) = cur.execute("SELECT coalesce(max(rowid), -1) FROM webhook_rows").fetchall()
-    return int(row[0])
+def last_seq(cur: duckdb.DuckDBPyConnection) -> int:
+    """The `seq` of the newest webhook moved to webhook_rows (-1 when there is none)."""
+    return storage.last_seq(cur)
 
 
 def is_current(cur: duckdb.DuckDBPyConnection) -> bool:
@@ -383,7 +383,7 @@ def is_current(cur: duckdb.DuckDBPyConnection) -> bool:
     cur.execute("BEGIN")
     try:
         mark = watermark(cur)
-        if mark is None or mark != last_rowid(cur):
+        if mark is None or mark != last_seq(cur):
             return False
         (row,) = cur.execute("SELECT count(*) FROM webhook_inbox").fetchall()
     except duckdb.CatalogException:
@@ -406,7 +406,7 @@ def refresh(cur: duckdb.DuckDBPyConnection, *, full: bool = False) -> int:
     cur.execute("BEGIN")
     try:
         # One transaction, one snapshot: the rows counted here are exactly the rows read below.
-        top = last_rowid(cur)
+        top = last_seq(cur)
         mark = watermark(cur)
         new = top - (-1 if mark is None else mark)
         # new < 0: rows were removed behind our back (never by callstatus); start over.
@@ -446,7 +446,7 @@ def _rebuild(cur: duckdb.DuckDBPyConnection) -> None:
             f" ORDER BY {r.order_by}"
         )
     cur.execute(f"DELETE FROM {COUNTS}")
-    _count_webhooks(cur, -1, last_rowid(cur))
+    _count_webhooks(cur, -1, last_seq(cur))
     _rebuild_aggregates(cur)
 
 
@@ -506,12 +506,12 @@ def recompute_hours(cur: duckdb.DuckDBPyConnection, hours: set[datetime]) -> Non
 
 
 def _count_webhooks(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
-    """Add the webhooks mark < rowid <= top to webhook_counts, to the rows of their buckets:
+    """Add the webhooks mark < seq <= top to webhook_counts, to the rows of their buckets:
     those rows are deleted and inserted again with the sums (no upsert: see above)."""
     new = (
         "SELECT time_bucket(INTERVAL 5 MINUTE, received_at) AS bucket_at, kind, duplicate,"
         "  signature, count(*) AS webhooks"
-        " FROM webhook_rows WHERE rowid > $mark AND rowid <= $top GROUP BY ALL"
+        " FROM webhook_rows WHERE seq > $mark AND seq <= $top GROUP BY ALL"
     )
     params: dict[str, object] = {"mark": mark, "top": top}
     old = cur.execute(
@@ -537,7 +537,7 @@ def _count_webhooks(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None
 
 
 def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
-    """Recompute the legs that webhooks mark < rowid <= top belong to."""
+    """Recompute the legs that webhooks mark < seq <= top belong to."""
     # A call record arrives long after its call (reconciliation): its legs' webhooks are found
     # from the call's start, a webhook's from its arrival.
     (row,) = cur.execute(

@@ -151,18 +151,41 @@ def insert_table(cur: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     cur.execute(INSERT_SQL)
 
 
+# rollup_state's row holding the last `seq` given to a webhook_rows row (migration 0016).
+SEQ_NAME = "webhook_rows"
+
+
+def last_seq(cur: duckdb.DuckDBPyConnection) -> int:
+    """The `seq` of the newest webhook moved to webhook_rows, whether or not it was deleted
+    since (-1 before the first): numbers are never given twice."""
+    (row,) = cur.execute(
+        f"SELECT coalesce((SELECT watermark FROM rollup_state WHERE name = '{SEQ_NAME}'), -1)"
+    ).fetchall()
+    return int(row[0])
+
+
 def move_inbox(cur: duckdb.DuckDBPyConnection) -> int:
-    """Move every webhook in webhook_inbox to webhook_rows, typed, in arrival order; return how
-    many. One transaction: rows the receiver appends meanwhile stay for the next move."""
+    """Move every webhook in webhook_inbox to webhook_rows, typed, each with the next `seq`;
+    return how many. One transaction: rows the receiver appends meanwhile stay for the next
+    move."""
     cur.execute("BEGIN")
     try:
+        base = last_seq(cur)
         row = cur.execute(
-            "INSERT INTO webhook_rows BY NAME SELECT * FROM webhook_inbox_typed"
+            "INSERT INTO webhook_rows BY NAME SELECT *, $base + row_number() OVER () AS seq"
+            " FROM webhook_inbox_typed",
+            {"base": base},
         ).fetchone()
         moved = int(row[0]) if row else 0
         if moved:
             # Deletes exactly the rows this transaction saw, i.e. the rows just copied.
             cur.execute("DELETE FROM webhook_inbox")
+            # Deleted and inserted, never updated (callstatus/core/rollups.py says why).
+            cur.execute(f"DELETE FROM rollup_state WHERE name = '{SEQ_NAME}'")
+            cur.execute(
+                f"INSERT INTO rollup_state VALUES ('{SEQ_NAME}', $top, now())",
+                {"top": base + moved},
+            )
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")

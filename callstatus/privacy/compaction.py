@@ -46,7 +46,7 @@ import duckdb
 
 from callstatus.core import rollups
 from callstatus.core.db import Database, SwapRefused, connect
-from callstatus.privacy.maintenance import checkpoint, realign_watermark
+from callstatus.privacy.maintenance import checkpoint
 
 log = logging.getLogger("callstatus.compaction")
 
@@ -142,8 +142,7 @@ def compact(
         con.execute("CHECKPOINT")
         if not force and not worth_it(con, min_removed_share):
             return None
-        # Current rollups first: the copy renumbers webhook_rows, and its watermark is then
-        # set to the copy's last row (callstatus/privacy/maintenance.py).
+        # Current rollups first: the copy then holds no webhook they have not read.
         rollups.refresh(con)
         write_copy(con, copy, before)
     except BaseException:
@@ -164,9 +163,9 @@ def compact(
 
 
 def write_copy(con: duckdb.DuckDBPyConnection, copy: Path, bytes_before: int) -> int:
-    """The database of `con` copied into a fresh file at `copy`, its watermark realigned and
-    the compaction recorded in it; the run_id it is recorded under. The rollups must be current
-    and nothing may write to the database meanwhile."""
+    """The database of `con` copied into a fresh file at `copy` (webhook_rows' `seq` and the
+    rollups' watermark with it) and the compaction recorded in it; the run_id it is recorded
+    under. The rollups must be current and nothing may write to the database meanwhile."""
     (row,) = con.execute("SELECT current_database()").fetchall()
     source = '"' + str(row[0]).replace('"', '""') + '"'
     con.execute(f"ATTACH ? AS {COPY_ALIAS}", [str(copy)])
@@ -176,7 +175,6 @@ def write_copy(con: duckdb.DuckDBPyConnection, copy: Path, bytes_before: int) ->
         # two small tables would leave freed blocks inside the fresh file.
         con.execute(f"USE {COPY_ALIAS}")
         try:
-            realign_watermark(con)
             return _record(con, bytes_before)
         finally:
             con.execute(f"USE {source}")

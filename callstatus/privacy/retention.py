@@ -12,7 +12,7 @@ still have their totals.
 
 One run: refresh the rollups (with their job paused), record the run as 'running', then in one
 transaction archive and delete, and record it 'ok'; then checkpoint, so that the freed blocks are
-reused, and realign the rollups' watermark (callstatus/privacy/maintenance.py says why).
+reused (callstatus/privacy/maintenance.py).
 """
 
 from __future__ import annotations

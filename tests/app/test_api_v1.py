@@ -211,7 +211,8 @@ def _rollups_hold_everything() -> bool:
     assert handle is not None
     sql = (
         "SELECT (SELECT min(watermark) FROM rollup_state WHERE list_contains($names, name))"
-        " = (SELECT max(rowid) FROM webhook_rows) AND NOT EXISTS (SELECT 1 FROM webhook_inbox)"
+        " = (SELECT watermark FROM rollup_state WHERE name = 'webhook_rows')"
+        " AND NOT EXISTS (SELECT 1 FROM webhook_inbox)"
     )
     (row,) = handle.database.cursor().execute(sql, {"names": list(rollups.TABLES)}).fetchall()
     return bool(row[0])

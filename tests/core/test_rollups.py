@@ -169,12 +169,15 @@ def test_far_behind_rebuilds_in_full(db: Database, monkeypatch: pytest.MonkeyPat
     assert_rollups_equal_views(db)
 
 
-def test_rowid_grows_with_every_append_across_checkpoint_and_reopen(tmp_path: Path) -> None:
-    """The watermark's premise: appended rows get higher rowids than every stored row, no gaps."""
-    path = tmp_path / "rowid.duckdb"
+def test_seq_grows_with_every_append_across_checkpoint_reopen_and_deletion(
+    tmp_path: Path,
+) -> None:
+    """The watermark's premise: moved rows get higher seqs than every row moved before, no gaps,
+    even once the newest rows were deleted."""
+    path = tmp_path / "seq.duckdb"
     records = model_records(TrafficModel(4), [T0.timestamp() + 5.0 * i for i in range(60)])
     tracker = DuplicateTracker()
-    seen: list[int] = []
+    given = 0
     for step, batch in enumerate(split(records, 6, random.Random(4))):
         db = Database(path)
         cur = db.cursor()
@@ -184,17 +187,21 @@ def test_rowid_grows_with_every_append_across_checkpoint_and_reopen(tmp_path: Pa
             cur.execute("ROLLBACK")
         deliver(db, batch, tracker)
         move_inbox(cur)
-        rowids = [
+        seqs = [
             r[0]
             for r in cur.execute(
-                "SELECT rowid FROM webhook_rows WHERE rowid > ? ORDER BY rowid",
-                [seen[-1] if seen else -1],
+                "SELECT seq FROM webhook_rows WHERE seq >= ? ORDER BY seq", [given]
             ).fetchall()
         ]
-        assert rowids == list(range(len(seen), len(seen) + len(batch)))
-        seen += rowids
+        assert seqs == list(range(given, given + len(batch)))
+        given += len(batch)
         if step % 2:
             cur.execute("CHECKPOINT")
+        if step == 3:  # the newest rows deleted: their numbers are not given again
+            cur.execute("DELETE FROM webhook_rows WHERE seq >= ?", [given - 3])
+            given_before = given
+            cur.execute("CHECKPOINT")
+            assert rollups.last_seq(cur) == given_before - 1
         db.close()
 
 
@@ -218,13 +225,23 @@ def test_the_watermark_survives_a_restart(tmp_path: Path, monkeypatch: pytest.Mo
     db.close()
 
 
-def test_rows_removed_behind_its_back_mean_a_rebuild(db: Database) -> None:
-    deliver(db, sample_records("inbound_simultaneous_dial", T0), DuplicateTracker())
+def test_rows_removed_behind_its_back_do_not_wedge_the_rollups(db: Database) -> None:
+    tracker = DuplicateTracker()
+    deliver(db, sample_records("inbound_simultaneous_dial", T0), tracker)
     cur = db.cursor()
     rollups.refresh(cur)
-    # Never done by callstatus (webhook_rows is append-only), but must not wedge the rollups.
-    cur.execute("DELETE FROM webhook_rows WHERE rowid >= 3")
-    rollups.refresh(cur)
+    # Never done by callstatus outside retention and erasure (which fix the rollups themselves),
+    # but the newest rows removed must not wedge the refresh: later webhooks are still read,
+    # and a full refresh brings the rollups back to the views.
+    cur.execute("DELETE FROM webhook_rows WHERE seq >= 3")
+    assert rollups.refresh(cur) == 0
+    deliver(db, sample_records("busy_b_leg", T0 + timedelta(hours=1)), tracker)
+    assert rollups.refresh(cur) > 0
+    (read,) = cur.execute(
+        "SELECT count(*) FROM calls_rollup WHERE started_at >= ?", [T0 + timedelta(hours=1)]
+    ).fetchall()[0]
+    assert read > 0
+    rollups.refresh(cur, full=True)
     assert_rollups_equal_views(db)
 
 

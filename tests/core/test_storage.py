@@ -86,7 +86,7 @@ def test_a_move_keeps_arrival_order_and_later_webhooks_stay_in_the_inbox(db: Dat
         kind for kind, _ in AWKWARD
     ]
     move_inbox(cur)
-    rows = cur.execute("SELECT kind FROM webhook_rows ORDER BY rowid").fetchall()
+    rows = cur.execute("SELECT kind FROM webhook_rows ORDER BY seq").fetchall()
     assert [r[0] for r in rows] == [kind for kind, _ in AWKWARD]
 
 
