@@ -222,7 +222,7 @@ def _remove(
                     cur,
                     archive_dir,
                     "webhook_events",
-                    f"SELECT * FROM webhook_rows WHERE {DOOMED_ROWS}",
+                    f"SELECT * EXCLUDE (seq) FROM webhook_rows WHERE {DOOMED_ROWS}",
                     h,
                     run.run_id,
                 ),
