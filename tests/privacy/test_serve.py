@@ -178,9 +178,7 @@ def test_retention_erase_and_compaction_through_serve(
     baseline = Path(str(world["baseline"])).stat().st_size
     assert compacted <= baseline * 1.05 + 2 * 256 * 1024, (compacted, baseline)
     extra = (db.stat().st_size - baseline * 1.05) / (256 * 1024)
-    print(
-        f"live file {db.stat().st_size:,} B against the 30-day file {baseline:,} B: {extra:.1f} blocks"
-    )
+    print(f"live file {db.stat().st_size:,} B, the 30-day file {baseline:,} B: {extra:.1f} blocks")
     assert db.stat().st_size <= baseline * 1.05 + 8 * 256 * 1024, (db.stat().st_size, baseline)
     # A restart finds nothing left to compact: the copy recorded itself in retention_runs.
     server = start_server(db, {"CALLSTATUS_RETENTION_DAYS": "30"}, timeout=120)
