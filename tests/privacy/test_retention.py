@@ -296,7 +296,7 @@ def test_archive_holds_exactly_what_was_removed(seeded: Database, tmp_path: Path
     cur = seeded.cursor()
     doomed = doomed_events(seeded)
     removed_rows = cur.execute(
-        "SELECT * FROM webhook_rows WHERE event_id::VARCHAR IN (SELECT unnest(?))"
+        "SELECT * FROM webhook_events WHERE event_id::VARCHAR IN (SELECT unnest(?))"
         " ORDER BY event_id",
         [sorted(doomed)],
     ).fetchall()
