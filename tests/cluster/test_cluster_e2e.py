@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from callstatus.core.db import Database
 from callstatus.core.duplicates import DuplicateTracker
 from callstatus.simulator.traffic import Call, TrafficModel, Webhook
 from tests.factories import call_webhooks, deliver, signed_request
-from tests.postgres import PostgresServer, postgres_server
+from tests.postgres import PostgresServer
 from tests.servers import free_port
 
 TOKEN = "cluster-e2e-token"
@@ -190,12 +189,6 @@ def wait_until(done: Any, timeout: float, what: str) -> None:
     while not done():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as started:
-        yield started
 
 
 def rows(

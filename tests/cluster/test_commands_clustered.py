@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from callstatus.simulator.call_api import CallApiServer
 from callstatus.simulator.traffic import TrafficModel
 from tests.cluster.pg_rows import insert_rejected_pg
 from tests.factories import call_webhooks, make_settings
-from tests.postgres import PostgresServer, postgres_server, reset
 from tests.servers import free_port
 
 AUTH_ID = "MACLUSTERCOMMANDS001"
@@ -41,19 +40,6 @@ TOKEN = "cluster-commands-token"
 CALLS = 45
 NUMBER = "+447911222333"
 OTHER = "15550009999"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as started:
-        yield started
-
-
-@pytest.fixture
-def url(server: PostgresServer) -> str:
-    reset(server.url)
-    pg.migrate(server.url)
-    return server.url
 
 
 def nowhere() -> str:
@@ -241,11 +227,16 @@ def receiver(settings: Settings) -> Runtime:
     return rt
 
 
-def wait_until_replayed(rt: Runtime, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while rt.spool_depth() or rt.status().last_error is not None:
-        assert time.monotonic() < deadline, f"spool depth {rt.spool_depth()}"
-        time.sleep(0.05)
+def start_until_replayed(settings: Settings, timeout: float = 30) -> None:
+    """A receiver started, left until its spool is replayed, and stopped."""
+    rt = receiver(settings)
+    try:
+        deadline = time.monotonic() + timeout
+        while rt.spool_depth() or rt.status().last_error is not None:
+            assert time.monotonic() < deadline, f"spool depth {rt.spool_depth()}"
+            time.sleep(0.05)
+    finally:
+        rt.stop()
 
 
 def test_a_receiver_replays_the_spool_left_by_the_embedded_writer(url: str, tmp_path: Path) -> None:
@@ -263,11 +254,7 @@ def test_a_receiver_replays_the_spool_left_by_the_embedded_writer(url: str, tmp_
     ids = sorted(r.ensure_id() for r in spooled)
     stored = "SELECT event_id::text FROM webhook_inbox ORDER BY 1"
 
-    rt = receiver(settings)
-    try:
-        wait_until_replayed(rt)
-    finally:
-        rt.stop()
+    start_until_replayed(settings)
     assert [row[0] for row in in_pg(url, stored)] == ids
     assert legacy.files() == []
     assert list((settings.spool_dir / "postgres-8131").glob("spool-*")) == []
@@ -275,11 +262,7 @@ def test_a_receiver_replays_the_spool_left_by_the_embedded_writer(url: str, tmp_
     # A second start finds nothing to replay; and a file whose rows are already stored (a crash
     # after the commit, before the file was removed) is replayed without storing them twice.
     (settings.spool_dir / first.name).write_bytes(kept)
-    rt = receiver(settings)
-    try:
-        wait_until_replayed(rt)
-    finally:
-        rt.stop()
+    start_until_replayed(settings)
     assert [row[0] for row in in_pg(url, stored)] == ids
     assert legacy.files() == []
     rt = receiver(settings)

@@ -22,23 +22,9 @@ from callstatus.cluster import deletions, pg
 from callstatus.core import server as core_server
 from tests.cluster.pg_rows import insert_pg, insert_rejected_pg, traffic
 from tests.factories import make_settings
-from tests.postgres import PostgresServer, postgres_server, reset
 from tests.servers import free_port
 
 NUMBER = "+447911222333"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as started:
-        yield started
-
-
-@pytest.fixture
-def url(server: PostgresServer) -> str:
-    reset(server.url)
-    pg.migrate(server.url)
-    return server.url
 
 
 @pytest.fixture(autouse=True)

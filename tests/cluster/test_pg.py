@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from callstatus.cluster import pg
-from tests.postgres import PostgresServer, postgres_server, reset
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as started:
-        yield started
+from tests.postgres import PostgresServer, reset
 
 
 @pytest.fixture

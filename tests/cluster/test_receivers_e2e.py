@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.factories import signed_request
-from tests.postgres import PostgresServer, postgres_server
+from tests.postgres import PostgresServer
 from tests.servers import free_port
 
 TOKEN = "cluster-e2e-token"
@@ -146,12 +145,6 @@ class Load:
         for thread in self.threads:
             thread.join(timeout=30)
             assert not thread.is_alive()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as started:
-        yield started
 
 
 def stored(url: str) -> dict[str, tuple[int, set[str]]]:

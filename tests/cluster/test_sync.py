@@ -23,22 +23,9 @@ from callstatus.cluster.sync import ReplicaMismatch, SyncJob, state, sync_once
 from callstatus.core import rollups
 from callstatus.core.db import Database
 from tests.cluster.pg_rows import insert_pg, insert_rejected_pg, insert_truth, traffic
-from tests.postgres import PostgresServer, postgres_server, reset
+from tests.postgres import PostgresServer, reset
 
 Connection = Any  # psycopg.Connection[tuple[object, ...]]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as started:
-        yield started
-
-
-@pytest.fixture
-def url(server: PostgresServer) -> str:
-    reset(server.url)
-    pg.migrate(server.url)
-    return server.url
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
-import pytest
 
 from callstatus.cluster import inbox, pg
 from callstatus.cluster.writer import PgWriter
@@ -23,20 +22,7 @@ from callstatus.core.records import EventRecord, make_record
 from callstatus.receiver.rejected import refusal
 from callstatus.receiver.spool import Spool
 from tests.factories import wait_until
-from tests.postgres import PostgresServer, postgres_server, reset
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as started:
-        yield started
-
-
-@pytest.fixture
-def url(server: PostgresServer) -> str:
-    reset(server.url)
-    pg.migrate(server.url)
-    return server.url
+from tests.postgres import PostgresServer, reset
 
 
 def hangup(seq: str, at: datetime | None = None, **extra: str) -> EventRecord:

@@ -18,13 +18,7 @@ from callstatus.app.runtime import Role
 from callstatus.cli import main
 from callstatus.core.settings import SettingsError
 from tests.factories import make_settings, metric
-from tests.postgres import PostgresServer, postgres_server, reset
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as started:
-        yield started
+from tests.postgres import PostgresServer, reset
 
 
 @pytest.fixture
