@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import duckdb
 import requests
 
-from callstatus.app.reconcile_command import _message, _server, replica_sync
+from callstatus.app.reconcile_command import _message, _server
+from callstatus.app.replica_sync import replica_sync
 from callstatus.core import rollups
 from callstatus.core.db import Database, held_by_another_process
 from callstatus.core.errors import CommandError, UsageError

@@ -1,15 +1,14 @@
 """`callstatus reconcile`: Plivo's call records of a window, stored where new. Through the running
 server when one holds the database (POST /api/reconcile), else in this process: in clustered
 mode (CALLSTATUS_POSTGRES_URL) the records then go to PostgreSQL as the server stores them, and
-the local file, a replica, is synced from it first and after each commit (`replica_sync`)."""
+the local file, a replica, is synced from it first (callstatus.app.replica_sync) and after each
+commit."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import requests
 
+from callstatus.app.replica_sync import replica_sync
 from callstatus.core import rollups
 from callstatus.core.db import Database, held_by_another_process
-from callstatus.core.errors import CommandError, UsageError
+from callstatus.core.errors import CommandError, UsageError, exception_line
 from callstatus.core.progress import Progress
 from callstatus.core.settings import Settings
 from callstatus.reconcile.client import CallApi, CallApiError
@@ -128,7 +128,7 @@ def _run(
         if replica is None or not _postgres_failed(exc):
             raise
         raise CommandError(
-            f"PostgreSQL failed during the run ({_one_line(exc)}): the records it took before "
+            f"PostgreSQL failed during the run ({exception_line(exc)}): the records it took before "
             "stay stored there; run the command again once PostgreSQL is reachable"
         ) from exc
     finally:
@@ -139,45 +139,6 @@ def _run(
 STORES_IN_POSTGRES = "clustered mode stores Plivo's call records in PostgreSQL"
 
 
-@contextlib.contextmanager
-def replica_sync(
-    database: Database, settings: Settings, why: str, nothing_done: str
-) -> Iterator[SyncJob | None]:
-    """Clustered mode without a server: the local file is a replica of PostgreSQL, brought up
-    to date here (PostgreSQL migrated first, then deletions left waiting for it done) before
-    the command reads it; the sync job given (its loop not started) does the command's later
-    steps. Refuses (CommandError) when PostgreSQL cannot be read. None in embedded mode."""
-    url = settings.postgres_url
-    if url is None:
-        yield None
-        return
-    # Clustered mode's modules (and psycopg) are imported only with CALLSTATUS_POSTGRES_URL.
-    import psycopg
-
-    from callstatus.cluster import deletions, pg
-    from callstatus.cluster.sync import ReplicaMismatch, SyncJob, sync_once
-
-    try:
-        pg.migrate(url)
-        with pg.connect(url, autocommit=True) as con:
-            sync_once(con, database.cursor())
-        # Deletions an earlier erasure left waiting for PostgreSQL, as a sync step does them.
-        deletions.flush_pending(url, deletions.pending_path(database.absolute_path))
-    except ReplicaMismatch as exc:
-        raise CommandError(f"{exc} ({nothing_done})") from exc
-    except psycopg.Error as exc:
-        raise CommandError(
-            f"{why}, and it cannot be read now ({_one_line(exc)}): {nothing_done}; try again "
-            "once PostgreSQL (CALLSTATUS_POSTGRES_URL) is reachable"
-        ) from exc
-    job = SyncJob(database, url)
-    job.loop.run_at_stop = False  # never started: stop() only closes its connection
-    try:
-        yield job
-    finally:
-        job.stop()
-
-
 def _postgres_failed(exc: BaseException) -> bool:
     """PostgreSQL could not be reached or read (psycopg's errors), or the replica was built
     from another PostgreSQL (callstatus.cluster.sync.ReplicaMismatch)."""
@@ -186,11 +147,6 @@ def _postgres_failed(exc: BaseException) -> bool:
     from callstatus.cluster.sync import ReplicaMismatch
 
     return isinstance(exc, psycopg.Error | ReplicaMismatch)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _through_server(settings: Settings, options: ReconcileOptions) -> Summary:

@@ -34,6 +34,7 @@ from callstatus.cluster import inbox
 from callstatus.cluster.heartbeat import HEARTBEAT_S, Heartbeat, beat
 from callstatus.cluster.pg import connect, migrate
 from callstatus.core.duplicates import MAX_STORED_DELIVERIES, REPEAT_WINDOW_S
+from callstatus.core.errors import exception_line
 from callstatus.core.records import EventRecord
 from callstatus.receiver import metrics
 from callstatus.receiver.rejected import RejectedRecord
@@ -342,7 +343,7 @@ class PgWriter:
                 self.last_event_at = row[0] if row else None  # type: ignore[assignment]
         except Exception as exc:
             lane.retry_later()
-            error = f"PostgreSQL unreachable: {_one_line(exc)}"
+            error = f"PostgreSQL unreachable: {exception_line(exc)}"
             if error != self.last_error:
                 log.warning("%s (retrying with backoff up to %.0f s)", error, RECONNECT_MAX_S)
             self.last_error = error
@@ -362,7 +363,7 @@ class PgWriter:
     def _failed(self, lane: _Lane, exc: BaseException) -> None:
         lane.close()
         lane.retry_later()
-        self.last_error = f"PostgreSQL write failed: {_one_line(exc)}"
+        self.last_error = f"PostgreSQL write failed: {exception_line(exc)}"
         POSTGRES_UP.set(0)
 
     # -- between batches (the first lane) ----------------------------------------------------
@@ -437,8 +438,3 @@ class PgWriter:
             elif moved:
                 self._spool_depth = max(0, self._spool_depth - read)
             metrics.SPOOL_DEPTH.set(self._spool_depth)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

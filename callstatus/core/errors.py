@@ -20,3 +20,9 @@ def one_line(text: object) -> str:
     lines = [line.strip() for line in str(text).splitlines()]
     kept = [line for line in lines if line and set(line) != {"^"}]
     return "; ".join(kept) if kept else "(no message)"
+
+
+def exception_line(exc: BaseException) -> str:
+    """An exception as one line with its type: `OperationalError: connection refused …`."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
