@@ -262,6 +262,11 @@ def test_one_call_timeline_holds_every_webhook(sample: Path) -> None:
         "out-003",
         "out-004",
     ]
+    # A number typed in any common form finds the calls that stored it as "+15550001001" (the
+    # caller of in-001, the called number of out-001).
+    for typed in ("15550001001", "+1 555 000 1001", "001-555-000-1001", "(1) 555 0001001"):
+        found = calls.search_calls(rel(), typed, "UTC").frame
+        assert sorted(found["call_uuid"]) == ["in-001", "out-001"], typed
 
 
 def test_receiver_totals_count_duplicates(sample: Path) -> None:

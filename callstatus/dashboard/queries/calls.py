@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from callstatus.core.numbers import NumberMasker
+from callstatus.core.numbers import NumberMasker, normalise
 from callstatus.dashboard.queries.base import Result, run
 from callstatus.dashboard.queries.relations import Relations
 
@@ -14,9 +14,9 @@ from callstatus.dashboard.queries.relations import Relations
 def search_calls(
     rel: Relations, text: str, tz: str, limit: int = 200, masker: NumberMasker | None = None
 ) -> Result:
-    """Calls (over all time) whose UUID starts with, or whose numbers contain, the text. In
-    masked mode (`masker`) a clear number is looked up as its pseudonym, which the numbers
-    (a SIP URI's user too) contain."""
+    """Calls (over all time) whose UUID starts with, or whose numbers contain, the text (a phone
+    number in any common form as its digits). In masked mode (`masker`) a clear number is looked
+    up as its pseudonym, which the numbers (a SIP URI's user too) contain."""
     if not text.strip():
         # The newest calls: a plain top-N, which DuckDB answers from the newest row groups.
         sql = f"""
@@ -26,7 +26,13 @@ def search_calls(
         """
         return run(sql, {"tz": tz, "limit": limit})
     text = text.strip()
-    forms = [text] if masker is None else list(dict.fromkeys([text, *masker.lookup_forms(text)]))
+    if masker is None:
+        # A number typed in any common form ("+1 415 555 0107") as its digits, which the stored
+        # forms ("14155550107", "+14155550107", a SIP URI's user) contain.
+        e164 = normalise(text)
+        forms = list(dict.fromkeys([text, *([e164[1:]] if e164 else [])]))
+    else:
+        forms = list(dict.fromkeys([text, *masker.lookup_forms(text)]))
     params: dict[str, Any] = {"text": text, "tz": tz, "limit": limit}
     params.update({f"n{i}": form for i, form in enumerate(forms)})
 
