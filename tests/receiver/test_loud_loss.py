@@ -190,7 +190,10 @@ def test_a_long_spool_is_replayed_while_new_webhooks_are_answered_quickly(
     assert not failures, failures[:3]
     assert not list(spool.glob("*.partial"))
     assert during >= 10, "the spool was replayed before new webhooks were answered"
-    assert max(latencies) < 2.0, f"slowest new webhook: {max(latencies):.2f} s"
+    # Alone 0.06-0.30 s; 2.19 s once with two other test workers on the same two cores. The
+    # replay used to hold every new webhook for all of its 15 s.
+    print(f"slowest new webhook: {max(latencies):.2f} s of {len(latencies)}")
+    assert max(latencies) < 5.0, f"slowest new webhook: {max(latencies):.2f} s"
 
     stored = {
         str(event_id): n
