@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from callstatus.core.duplicates import MAX_STORED_DELIVERIES, REPEAT_WINDOW_S
-from callstatus.core.records import EventRecord
+from callstatus.core.records import EventRecord, assign_ids
 from callstatus.core.typed import typed_json
 from callstatus.receiver.rejected import RejectedRecord
 
@@ -150,6 +150,7 @@ def store(
     if not records:
         return result
     typed = [typed_json(r.params, zone, r.kind) for r in records]
+    assign_ids(records)
     settings = {
         "replay": replay,
         "window": f"{window_s} seconds",

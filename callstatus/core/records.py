@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,6 +59,23 @@ class EventRecord:
             signature=data["signature"],
             params_hash=int(data["params_hash"]),
             duplicate=bool(data["duplicate"]),
+        )
+
+
+def assign_ids(records: Sequence[EventRecord]) -> None:
+    """Give every record without an event_id a random UUID (version 4, as `uuid.uuid4()`'s
+    text), from one read of the OS's random source for the whole batch."""
+    missing = [r for r in records if r.event_id is None]
+    if not missing:
+        return
+    raw = bytearray(os.urandom(16 * len(missing)))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    h = raw.hex()
+    for k, record in zip(range(0, len(h), 32), missing, strict=True):
+        record.event_id = (
+            f"{h[k : k + 8]}-{h[k + 8 : k + 12]}-{h[k + 12 : k + 16]}-{h[k + 16 : k + 20]}"
+            f"-{h[k + 20 : k + 32]}"
         )
 
 

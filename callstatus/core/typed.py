@@ -113,24 +113,43 @@ def _typed(text: str, sql_type: str, zone: ZoneInfo) -> object:
     return _timestamp(text, zone)
 
 
-# Plivo parameter -> (typed column, SQL type)
-_TYPED_SLOTS = {param: (column, sql_type) for column, param, sql_type in TYPED_COLUMNS}
+# Plivo parameter -> (typed column, 0 text, 1 integer, 2 boolean, 3 timestamp): typed_values'
+# dispatch, looked up once per parameter.
+_KINDS = {"VARCHAR": 0, "INTEGER": 1, "BOOLEAN": 2, "TIMESTAMPTZ": 3}
+_SLOT_KINDS = {param: (column, _KINDS[sql_type]) for column, param, sql_type in TYPED_COLUMNS}
 
 
 def typed_values(params: Params, zone: ZoneInfo) -> dict[str, object]:
     """The typed copies of one webhook's parameters that have a value, ready for JSON
     (timestamps as ISO 8601 in UTC); unusable values are left out (NULL). Walks the webhook's
-    own parameters, most of which are typed."""
+    own parameters, most of which are typed. (`_typed` by hand: this runs for every webhook.)"""
     values: dict[str, object] = {}
+    slots = _SLOT_KINDS
     for param, value in params.items():
-        slot = _TYPED_SLOTS.get(param)
+        slot = slots.get(param)
         if slot is None:
             continue
-        text = _text(value)
-        if text is not None:
-            typed = _typed(text, slot[1], zone)
-            if typed is not None:
-                values[slot[0]] = typed.isoformat() if isinstance(typed, datetime) else typed
+        if type(value) is str:
+            text: str | None = value.strip() or None
+        else:
+            text = _text(value)
+        if text is None:
+            continue
+        column, kind = slot
+        if kind == 0:
+            values[column] = text
+        elif kind == 1:
+            number = _integer(text)
+            if number is not None:
+                values[column] = number
+        elif kind == 2:
+            flag = _boolean(text)
+            if flag is not None:
+                values[column] = flag
+        else:
+            moment = _timestamp(text, zone)
+            if moment is not None:
+                values[column] = moment.isoformat()
     return values
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,14 @@ class SignatureError(Exception):
 
 
 def _sorted_pairs(fields: Fields) -> list[tuple[str, str]]:
-    return [(key, value) for key in sorted(fields) for value in sorted(fields[key])]
+    pairs: list[tuple[str, str]] = []
+    for key in sorted(fields):
+        values = fields[key]
+        if len(values) == 1:
+            pairs.append((key, values[0]))
+        else:
+            pairs.extend((key, value) for value in sorted(values))
+    return pairs
 
 
 def _group(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
@@ -43,7 +51,7 @@ def string_to_sign(method: str, url: str, body: Fields, nonce: str) -> str:
     """The exact text Plivo signs for a request to `url` (as Plivo called it)."""
     parts = urlsplit(url)
     base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    query = _group(parse_qsl(parts.query, keep_blank_values=True))
+    query = _group(parse_qsl(parts.query, keep_blank_values=True)) if parts.query else {}
     if method.upper() == "GET":
         merged = {key: list(values) for key, values in query.items()}
         for key, values in body.items():
@@ -54,16 +62,23 @@ def string_to_sign(method: str, url: str, body: Fields, nonce: str) -> str:
         q = "&".join(f"{k}={v}" for k, v in _sorted_pairs(query))
         if body:
             signed = base + "?" + (q + "." if q else "")
-            signed += "".join(k + v for k, v in _sorted_pairs(body))
+            signed += "".join([k + v for k, v in _sorted_pairs(body)])
         else:
             signed = base + ("?" + q if q else "")
     return f"{signed}.{nonce}"
 
 
+@functools.lru_cache(maxsize=16)
+def _keyed(auth_token: str) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with a token, before any message: copied for each request, which
+    skips the key schedule (the configured tokens are few and fixed)."""
+    return hmac.new(auth_token.encode("utf-8"), digestmod=hashlib.sha256)
+
+
 def sign(method: str, url: str, body: Fields, nonce: str, auth_token: str) -> str:
-    message = string_to_sign(method, url, body, nonce).encode("utf-8")
-    digest = hmac.digest(auth_token.encode("utf-8"), message, hashlib.sha256)
-    return base64.b64encode(digest).decode("ascii")
+    mac = _keyed(auth_token).copy()
+    mac.update(string_to_sign(method, url, body, nonce).encode("utf-8"))
+    return base64.b64encode(mac.digest()).decode("ascii")
 
 
 def verify(
