@@ -25,6 +25,25 @@ def chart(result: Result, figure: Figure, name: str) -> None:
 MISSING = "—"
 
 
+# Rows of a listing (legs behind a cause, pairings): the newest few by default, since every
+# row is sent to the browser; more on request. The CSV holds the rows shown.
+LISTED_ROWS = (100, 1000)
+
+
+def rows_choice(key: str, what: str) -> int:
+    """How many rows of a listing to show, chosen beside it."""
+    rows = st.segmented_control(
+        "Rows",
+        LISTED_ROWS,
+        format_func=lambda n: f"newest {n:,}",
+        default=LISTED_ROWS[0],
+        key=key,
+        required=True,
+        help=f"{what}, newest first; the CSV holds the rows shown",
+    )
+    return int(rows or LISTED_ROWS[0])
+
+
 def table(result: Result, name: str, **kwargs: Any) -> Any:
     """A table of a query's rows, with CSV and SQL; returns st.dataframe's value."""
     kwargs.setdefault("placeholder", MISSING)

@@ -212,6 +212,64 @@ def test_calls_page_search_shows_the_call(seeded: Seeded, page: Any) -> None:
     assert_clean(page, "opening a timeline entry")
 
 
+# -- Hangup causes and A/B legs: one leg at a time, the listing's length ----------------------
+
+
+def _listing_limit(page: Any, name: str) -> str:
+    """The `limit` bound to the page's last listing (`name` for messages), read from its Show
+    SQL expander as a manager would open it."""
+    expander = page.locator('[data-testid="stExpander"]').filter(has_text="Show SQL").last
+    expander.locator("summary").click()
+    shown = expander.locator('[data-testid="stJson"]')
+    shown.wait_for(timeout=LOAD_MS)
+    if shown.locator(".node-ellipsis").count():  # the parameters open collapsed
+        shown.locator(".node-ellipsis").first.click()
+    shown.get_by_text('"limit"').wait_for(timeout=LOAD_MS)
+    text = visible(shown.inner_text())
+    expander.locator("summary").click()
+    assert '"limit"' in text, (name, text)
+    return text.split('"limit"', 1)[1].split('"')[1]
+
+
+def test_causes_shows_one_leg_at_a_time_and_listings_grow_on_request(
+    seeded: Seeded, page: Any
+) -> None:
+    page.goto(f"{seeded.server.url}/causes?range=Last+30+days", timeout=LOAD_MS)
+    page.locator("h1").filter(has_text="Hangup causes").wait_for(timeout=LOAD_MS)
+    settle(page)
+    assert_clean(page, "opening Hangup causes")
+    # One leg's figures: one Cause picker, not one per tab.
+    assert page.get_by_role("combobox", name="Cause", exact=True).count() == 1
+    assert _listing_limit(page, "cause-calls-a") == "100"
+    legs = page.locator('[data-testid="stMain"] [data-testid="stButtonGroup"]').first
+    legs.get_by_text("B legs", exact=True).click()
+    settle(page)
+    assert_clean(page, "B legs on Hangup causes")
+    assert "leg=B+legs" in query_string(page), "the leg is in the link"
+    assert page.get_by_role("combobox", name="Cause", exact=True).count() == 1
+    rows = page.locator('[data-testid="stMain"] [data-testid="stButtonGroup"]').filter(
+        has_text="newest 1,000"
+    )
+    rows.get_by_text("newest 1,000", exact=True).click()
+    settle(page)
+    assert_clean(page, "a longer listing")
+    assert _listing_limit(page, "cause-calls-b") == "1000"
+    charts = page.locator('[data-testid="stMain"] .vega-embed')
+    assert charts.count() == 3, "one leg's three charts"
+
+    page.goto(f"{seeded.server.url}/legs?range=Last+30+days", timeout=LOAD_MS)
+    page.locator("h1").filter(has_text="A/B legs").wait_for(timeout=LOAD_MS)
+    settle(page)
+    assert _listing_limit(page, "pairings") == "100"
+    rows = page.locator('[data-testid="stMain"] [data-testid="stButtonGroup"]').filter(
+        has_text="newest 1,000"
+    )
+    rows.get_by_text("newest 1,000", exact=True).click()
+    settle(page)
+    assert_clean(page, "more pairings")
+    assert _listing_limit(page, "pairings") == "1000"
+
+
 # -- the sidebar and live mode ----------------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ from callstatus.dashboard.queries import causes
 from callstatus.dashboard.queries.base import Result
 from callstatus.dashboard.queries.relations import Relations
 
-LEGS = {"a": "A legs (the calls)", "b": "B legs (the numbers we dialled)"}
+# The control's label (also the link's `leg=` value) -> the leg.
+LEGS = {"A legs": "a", "B legs": "b"}
 
 
 def render() -> None:
@@ -18,9 +19,17 @@ def render() -> None:
     st.title("Hangup causes")
     st.caption(controls.describe(f))
     rel = connection.relations()
-    for tab, leg in zip(st.tabs(list(LEGS.values())), LEGS, strict=True):
-        with tab:
-            _leg_section(rel, f, leg)
+    # One leg at a time: tabs would compute and send both legs' figures on every load.
+    shown = st.segmented_control(
+        "Legs",
+        list(LEGS),
+        default="A legs",
+        key="leg",
+        bind="query-params",
+        required=True,
+        help="A legs: the calls. B legs: the numbers a call's Dial rang.",
+    )
+    _leg_section(rel, f, LEGS[shown or "A legs"])
 
 
 def _leg_section(rel: Relations, f: Filters, leg: str) -> None:
@@ -66,7 +75,9 @@ def _leg_section(rel: Relations, f: Filters, leg: str) -> None:
         placeholder="no causes in this range",
     )
     if cause:
-        widgets.table(causes.legs_with_cause(rel, f, leg, cause), f"cause-calls-{leg}")
+        rows = widgets.rows_choice(f"rows-{leg}", "The legs with this cause")
+        listed = causes.legs_with_cause(rel, f, leg, cause, limit=rows)
+        widgets.table(listed, f"cause-calls-{leg}")
 
 
 controls.live(render)

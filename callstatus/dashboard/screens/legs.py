@@ -83,7 +83,9 @@ def render() -> None:
     if masker is not None and normalise(search.strip()):
         # Masked mode stores pseudonyms: a clear number typed here is looked up as its own.
         search = masker.lookup_forms(search.strip())[0]
-    widgets.table(legs.pairings(rel, f, tuple(outcomes), tuple(positions), search), "pairings")
+    rows = widgets.rows_choice("pair_rows", "A/B pairings")
+    listed = legs.pairings(rel, f, tuple(outcomes), tuple(positions), search, limit=rows)
+    widgets.table(listed, "pairings")
 
 
 controls.live(render)
