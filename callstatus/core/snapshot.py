@@ -19,6 +19,7 @@ import duckdb
 
 from callstatus.core.db import Database
 from callstatus.core.jobs import PeriodicJob
+from callstatus.core.storage import events_count_and_last
 
 log = logging.getLogger("callstatus.snapshot")
 
@@ -43,12 +44,12 @@ def fingerprint(cur: duckdb.DuckDBPyConnection, catalog: str) -> Fingerprint:
     # fetchall, not fetchone: a result left unread keeps a read transaction open until this
     # thread's next query, a minute later.
     rows = cur.execute(
-        f"SELECT (SELECT count(*) FROM {c}.main.webhook_events),"
-        f" (SELECT max(received_at) FROM {c}.main.webhook_events),"
+        f"SELECT counted.*,"
         f" (SELECT count(*) FROM {c}.main.rejected_webhooks),"
         f" (SELECT max(received_at) FROM {c}.main.rejected_webhooks),"
         f" (SELECT coalesce(sum(repeats), 0) FROM {c}.main.webhook_repeats),"
         f" (SELECT string_agg(name, ',' ORDER BY name) FROM {c}.main.schema_migrations)"
+        f" FROM ({events_count_and_last(c)}) AS counted"
     ).fetchall()
     return tuple(rows[0]) if rows else ()
 

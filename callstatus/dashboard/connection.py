@@ -28,6 +28,7 @@ import streamlit as st
 
 from callstatus.core import rollups
 from callstatus.core.db import BASE_CONFIG, Database
+from callstatus.core.storage import events_count_and_last
 from callstatus.dashboard import context
 from callstatus.dashboard.queries.relations import ROLLUPS, VIEWS, Relations
 
@@ -103,9 +104,7 @@ class Source:
                 self.use_rollups = rollups.is_current(cur) or (
                     self.job is not None and self.job.keeping_up()
                 )
-                row = cur.execute(
-                    "SELECT count(*), max(received_at) FROM webhook_events"
-                ).fetchone()
+                row = cur.execute(events_count_and_last()).fetchone()
                 count, last = row if row else (0, None)
                 mark = rollups.watermark(cur) if self.use_rollups else None
             relations = f"rollups@{mark}" if self.use_rollups else "views"

@@ -38,7 +38,7 @@ import duckdb
 from callstatus.core.db import Database
 from callstatus.core.duplicates import DuplicateTracker, add_repeats, five_minutes
 from callstatus.core.records import EventRecord
-from callstatus.core.storage import InboxAppender
+from callstatus.core.storage import InboxAppender, events_count_and_last
 from callstatus.receiver import metrics
 from callstatus.receiver.rejected import RejectedRecord, RejectedStore
 from callstatus.receiver.spool import Spool
@@ -132,8 +132,8 @@ class Writer:
         self.duplicates.warm(cur)
         # fetchall, not fetchone: a result left unread keeps its read transaction open, and
         # DuckDB cannot checkpoint past a transaction with updates that began after it.
-        (row,) = cur.execute("SELECT max(received_at) FROM webhook_events").fetchall()
-        self.last_event_at = row[0]
+        (row,) = cur.execute(events_count_and_last()).fetchall()
+        self.last_event_at = row[1]
         # Spooled webhooks are replayed by the writer thread, a step at a time; the duplicate
         # tracker must know them before the first new webhook.
         spooled = 0

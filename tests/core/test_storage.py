@@ -11,7 +11,7 @@ from callstatus.core import db as db_module
 from callstatus.core.db import Database, connect
 from callstatus.core.duplicates import DuplicateTracker
 from callstatus.core.records import Params, make_record
-from callstatus.core.storage import InboxAppender, move_inbox
+from callstatus.core.storage import InboxAppender, events_count_and_last, move_inbox
 from tests.factories import T0, store
 
 # Values that exercise every typing rule: a list, blanks, spaces, floats, overflow, bad booleans,
@@ -176,3 +176,29 @@ def test_the_duplicate_tracker_remembers_recent_fingerprints_within_its_bound() 
     assert tracker.size <= 100
     # Long forgotten: a repeat this late counts as new (the views never double-count anyway).
     assert tracker.flags([0]) == [False]
+
+
+def test_count_and_newest_read_from_the_tables_equal_the_views(db: Database) -> None:
+    cur = db.cursor()
+    view = "SELECT count(*), max(received_at) FROM webhook_events"
+    newest_not_cdr = "SELECT max(received_at) FROM webhook_events WHERE kind <> 'cdr'"
+
+    def both() -> tuple[object, object]:
+        (tables,) = cur.execute(events_count_and_last()).fetchall()
+        (viewed,) = cur.execute(view).fetchall()
+        (not_cdr,) = cur.execute(events_count_and_last(where="kind <> 'cdr'")).fetchall()
+        assert not_cdr[1] == cur.execute(newest_not_cdr).fetchall()[0][0]
+        assert tables == viewed
+        return tables
+
+    assert both() == (0, None)  # empty: no rows anywhere
+    store(db, AWKWARD)
+    assert both() == (len(AWKWARD), T0 + timedelta(seconds=len(AWKWARD) - 1))  # inbox only
+    move_inbox(cur)
+    store(db, [*AWKWARD[:2], ("cdr", {"CallUUID": "c"})], start=T0 + timedelta(hours=1))
+    # Some in webhook_rows, some in the inbox, the newest a call record.
+    assert both() == (len(AWKWARD) + 3, T0 + timedelta(hours=1, seconds=2))
+    (newest_webhook,) = cur.execute(events_count_and_last(where="kind <> 'cdr'")).fetchall()
+    assert newest_webhook[1] == T0 + timedelta(hours=1, seconds=1)
+    move_inbox(cur)
+    assert both() == (len(AWKWARD) + 3, T0 + timedelta(hours=1, seconds=2))  # rows only
