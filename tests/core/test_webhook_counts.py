@@ -135,3 +135,43 @@ def test_an_export_keeps_the_counts_of_the_days_asked_for(tmp_path: Path, db: Da
     counts = pd.read_csv(out / "webhook_counts.csv")
     assert counts["bucket_at"].str.startswith(day).all()
     assert counts["webhooks"].sum() == len(later)
+
+
+def _remembered(tracker: DuplicateTracker) -> tuple[set[int], set[int]]:
+    return set(tracker._current), set(tracker._previous)
+
+
+@pytest.mark.parametrize("capacity", [7, 40, 10_000])
+def test_a_warmed_tracker_remembers_the_newest_fingerprints_as_a_full_sort_finds_them(
+    db: Database, capacity: int
+) -> None:
+    """warm() reads only the 5-minute buckets that hold the newest `capacity` webhooks (by
+    webhook_counts); it must remember what a sort of the whole table gives, with counts
+    current, with webhooks not yet counted, and with counts that overstate (rows erased)."""
+    deliver(db, traffic(5), DuplicateTracker())
+    rollups.refresh(db.cursor())
+    cur = db.cursor()
+    full = "SELECT params_hash FROM webhook_events ORDER BY received_at DESC, params_hash LIMIT ?"
+
+    def reference() -> tuple[set[int], set[int]]:
+        tracker = DuplicateTracker(capacity)
+        rows = cur.execute(full, [capacity]).fetchall()
+        tracker.flags(value for (value,) in reversed(rows))
+        return _remembered(tracker)
+
+    def warmed() -> tuple[set[int], set[int]]:
+        tracker = DuplicateTracker(capacity)
+        tracker.warm(cur)
+        return _remembered(tracker)
+
+    total = cur.execute("SELECT count(*) FROM webhook_events").fetchall()[0][0]
+    assert total > 40, "enough webhooks to cut"
+    assert warmed() == reference()
+    deliver(db, traffic(6), DuplicateTracker())  # not counted yet: the counts understate
+    assert warmed() == reference()
+    # The newest hour erased after it was counted: the counts overstate what is left.
+    cur.execute(
+        "DELETE FROM webhook_rows WHERE received_at >= "
+        "(SELECT max(received_at) - INTERVAL 1 HOUR FROM webhook_rows)"
+    )
+    assert warmed() == reference()
