@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from callstatus.core.db import Database
+from callstatus.core.errors import exception_line
 from callstatus.core.jobs import PeriodicJob
 from callstatus.core.numbers import NumberMasker
 from callstatus.core.settings import Settings
@@ -204,6 +205,13 @@ def reconcile(
         summary.records_new = len(new)
         summary.status = "error"
         summary.error = str(exc)
+    except BaseException as exc:
+        # Anything else (clustered mode's store losing PostgreSQL, a bug): the run is recorded
+        # as failed, not left 'running', and the exception goes on to the caller.
+        summary.records_new = len(new)
+        summary.status = "error"
+        summary.error = exception_line(exc)
+        raise
     finally:
         summary.finished_at = _now()
         _record(cur, summary)

@@ -111,3 +111,33 @@ def test_records_reach_postgres_and_survive_a_rebuild(url: str, tmp_path: Path) 
     )
     for database in (replica, rebuilt, embedded):
         database.close()
+
+
+def test_a_run_that_loses_postgres_is_recorded_as_failed(tmp_path: Path) -> None:
+    """PostgreSQL stops before the run stores its records: the run ends in an error that names
+    it, and reconcile_runs says 'error' with that reason instead of 'running' for ever."""
+    import psycopg
+
+    now = datetime.now(UTC)
+    model = TrafficModel(seed=32)
+    starts = model.starts(5, (now - timedelta(hours=1)).timestamp(), 1.0, model.rng(-1))
+    records = [r for i, at in enumerate(starts) for r in model.call(i, at).records]
+    replica = Database(tmp_path / "replica.duckdb")
+    with postgres_server() as server:
+        pg.migrate(server.url)
+        store = RecordStore(server.url, "UTC", "reconcile@dashboard:8000", lambda: None)
+        server.stop()
+        with CallApiServer(records, auth_id=AUTH_ID, token=TOKEN) as api:
+            settings = make_settings(
+                tmp_path, PLIVO_AUTH_ID=AUTH_ID, PLIVO_API_TOKEN=TOKEN, PLIVO_API_URL=api.url
+            )
+            client = CallApi.from_settings(settings)
+            window = Window(now - timedelta(days=1), now)
+            with pytest.raises(psycopg.OperationalError):
+                reconcile(replica.cursor(), client, window, settings, trigger="job", store=store)
+            client.close()
+    runs = rows(replica, "(SELECT status, error, finished_at IS NOT NULL FROM reconcile_runs)")
+    assert len(runs) == 1
+    status, error, finished = runs[0]
+    assert (status, finished) == ("error", True)
+    assert error.startswith("OperationalError"), error
