@@ -6,6 +6,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from callstatus.core.storage import events_count_and_last
 from callstatus.dashboard import connection
 from callstatus.dashboard.queries.base import run
 from callstatus.dashboard.queries.relations import Relations
@@ -14,7 +15,7 @@ from callstatus.dashboard.queries.relations import Relations
 def event_count() -> int:
     """Webhooks stored so far (0 on a fresh install, or when there is no database yet)."""
     try:
-        frame = run("SELECT count(*) AS n FROM webhook_events").frame
+        frame = run(f"SELECT n FROM ({events_count_and_last()}) AS e(n, last)").frame
     except connection.NoDatabase:
         return 0
     return int(frame["n"].iloc[0])
