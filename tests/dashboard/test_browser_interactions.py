@@ -231,6 +231,15 @@ def _listing_limit(page: Any, name: str) -> str:
     return text.split('"limit"', 1)[1].split('"')[1]
 
 
+def _show_rows(page: Any, choice: str) -> None:
+    """Pick how many rows the page's listing shows, as a manager clicks it."""
+    rows = page.locator('[data-testid="stMain"] [data-testid="stButtonGroup"]').filter(
+        has_text=choice
+    )
+    rows.get_by_text(choice, exact=True).click()
+    settle(page)
+
+
 def test_causes_shows_one_leg_at_a_time_and_listings_grow_on_request(
     seeded: Seeded, page: Any
 ) -> None:
@@ -247,11 +256,7 @@ def test_causes_shows_one_leg_at_a_time_and_listings_grow_on_request(
     assert_clean(page, "B legs on Hangup causes")
     assert "leg=B+legs" in query_string(page), "the leg is in the link"
     assert page.get_by_role("combobox", name="Cause", exact=True).count() == 1
-    rows = page.locator('[data-testid="stMain"] [data-testid="stButtonGroup"]').filter(
-        has_text="newest 1,000"
-    )
-    rows.get_by_text("newest 1,000", exact=True).click()
-    settle(page)
+    _show_rows(page, "newest 1,000")
     assert_clean(page, "a longer listing")
     assert _listing_limit(page, "cause-calls-b") == "1000"
     charts = page.locator('[data-testid="stMain"] .vega-embed')
@@ -261,11 +266,7 @@ def test_causes_shows_one_leg_at_a_time_and_listings_grow_on_request(
     page.locator("h1").filter(has_text="A/B legs").wait_for(timeout=LOAD_MS)
     settle(page)
     assert _listing_limit(page, "pairings") == "100"
-    rows = page.locator('[data-testid="stMain"] [data-testid="stButtonGroup"]').filter(
-        has_text="newest 1,000"
-    )
-    rows.get_by_text("newest 1,000", exact=True).click()
-    settle(page)
+    _show_rows(page, "newest 1,000")
     assert_clean(page, "more pairings")
     assert _listing_limit(page, "pairings") == "1000"
 

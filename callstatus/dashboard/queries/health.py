@@ -14,10 +14,10 @@ from callstatus.dashboard.filters import Filters
 from callstatus.dashboard.queries.base import BUCKET, BUCKET_END, Result, run, with_
 from callstatus.dashboard.queries.relations import Relations
 
-# The webhooks received in the range, as (t, kind, duplicate, signature, webhooks) rows.
 # The newest webhook that Plivo sent (call records fetched by reconcile are not webhooks).
 NEWEST_WEBHOOK = events_count_and_last(where="kind <> 'cdr'")
 
+# The webhooks received in the range, as (t, kind, duplicate, signature, webhooks) rows.
 RECEIVED = """
 received AS (
     SELECT received_at AS t, kind, duplicate, signature, 1 AS webhooks FROM webhook_events
@@ -61,7 +61,7 @@ def receiver_totals(rel: Relations, f: Filters) -> Result:
     sql = (
         with_(_received(rel))
         + f"""
-    SELECT (SELECT last FROM ({NEWEST_WEBHOOK}) AS e(n, last)) AS last_event_at,
+    SELECT (SELECT last FROM ({NEWEST_WEBHOOK})) AS last_event_at,
            CAST(coalesce(sum(webhooks), 0) AS BIGINT) AS webhooks,
            CAST(coalesce(sum(webhooks) FILTER (WHERE duplicate), 0) AS BIGINT) AS duplicates,
            CAST(coalesce(sum(webhooks) FILTER (WHERE signature = 'unchecked'), 0) AS BIGINT)

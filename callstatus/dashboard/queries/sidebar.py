@@ -15,7 +15,7 @@ from callstatus.dashboard.queries.relations import Relations
 def event_count() -> int:
     """Webhooks stored so far (0 on a fresh install, or when there is no database yet)."""
     try:
-        frame = run(f"SELECT n FROM ({events_count_and_last()}) AS e(n, last)").frame
+        frame = run(f"SELECT n FROM ({events_count_and_last()})").frame
     except connection.NoDatabase:
         return 0
     return int(frame["n"].iloc[0])
