@@ -55,8 +55,27 @@ def start_server(
     healthy: bool = True,
 ) -> ServerProcess:
     """A dev-mode `callstatus serve` on `db`, returned once /healthz says ok (with `healthy`
-    False: once it answers at all; a server replaying a spool says degraded until it is done)."""
-    port = port or free_port()
+    False: once it answers at all; a server replaying a spool says degraded until it is done).
+
+    Without `port`, a free one is picked; another process (a parallel test worker) can take it
+    before the server binds, so a server that exits on "address already in use" is started
+    again on a fresh port (up to three times)."""
+    for attempt in range(3):
+        try:
+            return _start_server(db, env, port or free_port(), timeout, healthy)
+        except PortTaken:
+            if port is not None or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind its port: something else took it first."""
+
+
+def _start_server(
+    db: Path, env: Mapping[str, str] | None, port: int, timeout: float, healthy: bool
+) -> ServerProcess:
     log = db.with_suffix(f".{port}.log")
     full_env = {
         k: v
@@ -76,7 +95,9 @@ def start_server(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+            text = log.read_text()
+            error = PortTaken if "address already in use" in text else RuntimeError
+            raise error(f"server exited with {process.returncode}:\n{text}")
         try:
             status = httpx.get(f"{server.url}/healthz", timeout=1).status_code
             if status == 200 or not healthy:
