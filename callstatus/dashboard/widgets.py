@@ -53,6 +53,7 @@ def table(result: Result, name: str, **kwargs: Any) -> Any:
 
 
 def provenance(result: Result, name: str) -> None:
+    """The CSV of the rows shown, and a switch showing the SQL and its bound parameters."""
     row = st.container(horizontal=True, vertical_alignment="top", gap="small")
     row.download_button(
         "CSV",
@@ -64,7 +65,17 @@ def provenance(result: Result, name: str) -> None:
         on_click="ignore",
         help=f"The {len(result.frame)} rows behind this, as CSV",
     )
-    with row.expander("Show SQL", width="stretch"):
-        st.code(result.sql, language="sql")
-        st.caption("Bound parameters")
-        st.json({key: str(value) for key, value in result.params.items()}, expanded=False)
+    with row:
+        _sql(result, name)
+
+
+@st.fragment
+def _sql(result: Result, name: str) -> None:
+    """The SQL drawn only once asked for: in a collapsed expander it was drawn anyway, and the
+    browser's syntax highlighting of every chart's SQL took a quarter of a page's drawing
+    (docs/benchmarks.md). Switching it on reruns this fragment alone, not the page."""
+    if not st.toggle("Show SQL", key=f"sql-{name}", help="The query behind this and its parameters"):
+        return
+    st.code(result.sql, language="sql")
+    st.caption("Bound parameters")
+    st.json({key: str(value) for key, value in result.params.items()}, expanded=False)

@@ -72,6 +72,15 @@ def test_timing_compares_with_the_previous_range(analytics_db: Path) -> None:
     at = _page("screens/timing.py", compare="true")
     # The previous range holds nothing: the page still draws, and says which range it compared.
     assert _metric(at, "Peak concurrent calls") == "4"
+    # The SQL and its parameters are drawn only once asked for.
+    assert not at.json and not at.code
+    switches = [t for t in at.toggle if t.label == "Show SQL"]
+    assert switches
+    for switch in switches:
+        switch.set_value(True)
+    at.run()
+    assert not at.exception
+    assert len(at.code) == len(switches)
     assert any("previous_start" in str(j.value) for j in at.json)
 
 

@@ -217,16 +217,23 @@ def test_calls_page_search_shows_the_call(seeded: Seeded, page: Any) -> None:
 
 def _listing_limit(page: Any, name: str) -> str:
     """The `limit` bound to the page's last listing (`name` for messages), read from its Show
-    SQL expander as a manager would open it."""
-    expander = page.locator('[data-testid="stExpander"]').filter(has_text="Show SQL").last
-    expander.locator("summary").click()
-    shown = expander.locator('[data-testid="stJson"]')
+    SQL switch as a manager would turn it on."""
+    switch = page.locator('[data-testid="stMain"] [data-testid="stCheckbox"]').filter(
+        has_text="Show SQL"
+    )
+    switch.last.locator("label").click()
+    # The switch reruns its fragment alone: the SQL and its parameters appear beside it.
+    box = page.locator('[data-testid="stMain"] [data-testid="stVerticalBlock"]').filter(
+        has=page.locator('[data-testid="stCode"]')
+    )
+    shown = box.last.locator('[data-testid="stJson"]').last
     shown.wait_for(timeout=LOAD_MS)
     if shown.locator(".node-ellipsis").count():  # the parameters open collapsed
         shown.locator(".node-ellipsis").first.click()
     shown.get_by_text('"limit"').wait_for(timeout=LOAD_MS)
     text = visible(shown.inner_text())
-    expander.locator("summary").click()
+    switch.last.locator("label").click()
+    settle(page)
     assert '"limit"' in text, (name, text)
     return text.split('"limit"', 1)[1].split('"')[1]
 
