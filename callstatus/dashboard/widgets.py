@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import streamlit as st
@@ -66,16 +68,29 @@ def provenance(result: Result, name: str) -> None:
         help=f"The {len(result.frame)} rows behind this, as CSV",
     )
     with row:
-        _sql(result, name)
+        on_request(
+            "Show SQL",
+            f"sql-{name}",
+            partial(_sql, result),
+            help="The query behind this and its parameters",
+        )
+
+
+def on_request(label: str, key: str, draw: Callable[[], None], help: str | None = None) -> None:
+    """A switch that draws `draw` only once turned on. A collapsed expander draws its content
+    on every load anyway, and the browser's syntax highlighting of a code block took a quarter
+    of a page's drawing (docs/benchmarks.md); turning the switch on reruns this fragment alone,
+    not the page."""
+    _switched(label, key, draw, help)
 
 
 @st.fragment
-def _sql(result: Result, name: str) -> None:
-    """The SQL drawn only once asked for: in a collapsed expander it was drawn anyway, and the
-    browser's syntax highlighting of every chart's SQL took a quarter of a page's drawing
-    (docs/benchmarks.md). Switching it on reruns this fragment alone, not the page."""
-    if not st.toggle("Show SQL", key=f"sql-{name}", help="The query behind this and its parameters"):
-        return
+def _switched(label: str, key: str, draw: Callable[[], None], help: str | None) -> None:
+    if st.toggle(label, key=key, help=help):
+        draw()
+
+
+def _sql(result: Result) -> None:
     st.code(result.sql, language="sql")
     st.caption("Bound parameters")
     st.json({key: str(value) for key, value in result.params.items()}, expanded=False)

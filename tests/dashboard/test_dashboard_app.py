@@ -391,6 +391,10 @@ def test_setup_urls_carry_plivo_retry_fragment(
             at = _app()
             at.switch_page("screens/health.py").run()
             assert not at.exception
+            # Drawn once asked for, as an operator turns the switch on.
+            assert not at.code
+            at.toggle(key="plivo-urls").set_value(True).run()
+            assert not at.exception
         lines = "\n".join(str(c.value) for c in at.code).splitlines()
         for setting, path_ in (
             ("Answer URL", "/plivo/answer"),

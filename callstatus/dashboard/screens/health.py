@@ -109,11 +109,15 @@ def render() -> None:
             st.error(advice, icon=":material/link_off:")
     widgets.table(rejected, "rejected")
 
+    widgets.on_request("Show the URLs to set in Plivo", "plivo-urls", plivo_urls)
+
+
+def plivo_urls() -> None:
+    """The receiver's URLs as Plivo's settings name them, ready to copy."""
     base, origin = receiver_status.public_base_url()
-    with st.expander("The URLs to set in Plivo"):
-        urls = receiver_status.plivo_urls(base)
-        st.code("\n".join(f"{name}: {url}" for name, url in urls.items()), language="text")
-        st.caption(f"Base URL from {plain(origin)}. " + receiver_status.RETRY_NOTE)
+    urls = receiver_status.plivo_urls(base)
+    st.code("\n".join(f"{name}: {url}" for name, url in urls.items()), language="text")
+    st.caption(f"Base URL from {plain(origin)}. " + receiver_status.RETRY_NOTE)
 
 
 # A receiver beats every 2 s (callstatus/cluster/heartbeat.py): silent this long, it is down or
