@@ -26,7 +26,7 @@ def count_bar(frame: pd.DataFrame, x: str, y: str, x_title: str, y_title: str) -
         .encode(
             x=alt.X(f"{x}:O", title=x_title, axis=alt.Axis(labelAngle=0)),
             y=alt.Y(f"{y}:Q", title=y_title),
-            tooltip=[f"{x}:O", f"{y}:Q"],
+            tooltip=[alt.Tooltip(f"{x}:O"), alt.Tooltip(f"{y}:Q")],
         )
         .properties(height=220)
     )
@@ -62,7 +62,7 @@ def winners_by_position(frame: pd.DataFrame) -> alt.Chart:
                 ),
             ),
             order=alt.Order("outcome:N"),
-            tooltip=["position:O", "result:N", "legs:Q"],
+            tooltip=[alt.Tooltip("position:O"), alt.Tooltip("result:N"), alt.Tooltip("legs:Q")],
         )
         .properties(height=220)
     )
@@ -107,7 +107,12 @@ def destination_rates(frame: pd.DataFrame) -> alt.Chart:
                 ),
             ),
             order=alt.Order("result:N"),
-            tooltip=["b_leg_to:N", "result:N", "legs:Q", alt.Tooltip("share:Q", format=".1%")],
+            tooltip=[
+                alt.Tooltip("b_leg_to:N"),
+                alt.Tooltip("result:N"),
+                alt.Tooltip("legs:Q"),
+                alt.Tooltip("share:Q", format=".1%"),
+            ],
         )
         .properties(height=rows_height(frame["b_leg_to"].nunique(), chrome=110))
     )
@@ -128,10 +133,10 @@ def outcome_matrix(frame: pd.DataFrame) -> Figure:
     )
     cells = base.mark_rect().encode(
         color=alt.Color("pairs:Q", scale=alt.Scale(scheme="blues", type="sqrt"), legend=None),
-        tooltip=["a_outcome:N", "b_outcome:N", "pairs:Q"],
+        tooltip=[alt.Tooltip("a_outcome:N"), alt.Tooltip("b_outcome:N"), alt.Tooltip("pairs:Q")],
     )
     labels = base.mark_text(fontSize=13).encode(
-        text="pairs:Q",
+        text=alt.Text("pairs:Q"),
         color=alt.condition(
             f"datum.pairs > {frame['pairs'].max() * 0.4}", alt.value("white"), alt.value("#222")
         ),
@@ -164,8 +169,8 @@ def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
                     range=[OUTCOME_COLORS["answered"], OUTCOME_COLORS["no-answer"]],
                 ),
             ),
-            xOffset="measure:N",
-            tooltip=["measure:N", "seconds:O", "legs:Q"],
+            xOffset=alt.XOffset("measure:N"),
+            tooltip=[alt.Tooltip("measure:N"), alt.Tooltip("seconds:O"), alt.Tooltip("legs:Q")],
         )
         .properties(height=240)
     )

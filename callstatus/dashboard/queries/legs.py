@@ -76,9 +76,9 @@ def _figure(result: Result, figure: str, columns: list[str]) -> Result:
     rows = frame.loc[frame["figure"] == figure, columns].reset_index(drop=True)
     for name in columns:
         dtype = rows[name].dtype
-        if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iu":
-            if not rows[name].isna().any():
-                rows[name] = rows[name].astype(dtype.numpy_dtype)
+        nullable_int = isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind in "iu"
+        if nullable_int and not rows[name].isna().any():
+            rows[name] = rows[name].astype(dtype.numpy_dtype)
     return Result(rows, result.sql, result.params)
 
 
