@@ -69,6 +69,14 @@ def health_details(rt: Runtime, writer: WebhookWriter | None) -> dict[str, Any]:
     if rt.pg_writer is not None:
         body["postgres"] = "ok" if rt.pg_writer.postgres_ok else rt.pg_writer.last_error
         body["receiver"] = rt.pg_writer.receiver
+    if rt.replica is not None:
+        # A dashboard serves its replica while PostgreSQL is away (status stays ok: a load
+        # balancer should keep it), but says the replica is not being brought up to date.
+        replica = rt.replica
+        if replica.last_error is not None:
+            body["replica"] = replica.last_error
+        else:
+            body["replica"] = "ok" if replica.last is not None else "not synced yet"
     return body
 
 
@@ -77,7 +85,8 @@ _HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": '`{"status": "ok"}`; with the password (or none set) the details too: '
         "role, database, writer_queue_depth, last_event_at, spool_depth, snapshot_age_s, "
         "signature_checks; in clustered mode (CALLSTATUS_POSTGRES_URL) a receiver adds "
-        "postgres (ok, or why it takes no writes) and receiver (host:port)."
+        "postgres (ok, or why it takes no writes) and receiver (host:port), and a dashboard "
+        "replica (ok, or why its replica is not being synced from PostgreSQL)."
     },
     503: {
         "description": '`{"status": "degraded"}` (the database, or PostgreSQL in clustered mode, '

@@ -422,6 +422,7 @@ class SyncJob:
         self._progress_at = time.monotonic()
         self._lock = threading.Lock()  # one step at a time: the loop's and sync_now's
         self._replaced_logged = False
+        self._migrated = False
         self.loop = PeriodicJob("replica", self.step, interval_s)
 
     @property
@@ -464,6 +465,12 @@ class SyncJob:
     def _sync_locked(self) -> SyncResult:
         try:
             if self._con is None or self._con.closed:
+                if not self._migrated:
+                    # A dashboard started before any receiver finds the store unmigrated.
+                    applied = pg.migrate(self.url)
+                    if applied:
+                        log.info("PostgreSQL store migrated: %s", ", ".join(applied))
+                    self._migrated = True
                 self._con = pg.connect(self.url, autocommit=True)
             self.folder.mkdir(parents=True, exist_ok=True)
             result = sync_once(

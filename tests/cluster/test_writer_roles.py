@@ -4,7 +4,7 @@ on a real PostgreSQL server."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,42 @@ def test_a_dashboard_refuses_webhooks_in_the_error_shape(url: str, tmp_path: Pat
         assert "postgres" not in health.json()
         assert http.get("/").status_code == 200  # the dashboard itself
     assert (tmp_path / "callstatus.duckdb").exists()
+
+
+def test_a_dashboard_says_when_its_replica_cannot_sync(
+    server: PostgresServer, url: str, tmp_path: Path
+) -> None:
+    # Started before any receiver: the store is not migrated yet, and the dashboard does it.
+    with client(tmp_path, "dashboard", CALLSTATUS_POSTGRES_URL=url) as http:
+        assert _replica_state(http, lambda state: state == "ok") == "ok"
+        assert "0001" in " ".join(str(name) for (name,) in _migrations(url))
+        server.stop()
+        try:
+            # It still serves its replica (a load balancer keeps it), and says it is stale.
+            state = _replica_state(http, lambda state: state != "ok")
+            assert "PostgreSQL" in state or "connection" in state, state
+            assert http.get("/healthz").json()["status"] == "ok"
+        finally:
+            server.start()
+        assert _replica_state(http, lambda state: state == "ok") == "ok"
+
+
+def _migrations(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as con:
+        return con.execute("SELECT name FROM schema_migrations").fetchall()
+
+
+def _replica_state(http: TestClient, until: Callable[[str], bool]) -> str:
+    """/healthz's `replica` once `until` holds for it (the sync steps every half second)."""
+    state = ""
+    for _ in range(300):
+        health = http.get("/healthz")
+        assert health.status_code == 200
+        state = str(health.json()["replica"])
+        if until(state):
+            break
+        time.sleep(0.05)
+    return state
 
 
 def test_all_with_the_url_stores_webhooks_in_postgres(url: str, tmp_path: Path) -> None:
