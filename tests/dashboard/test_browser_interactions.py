@@ -203,13 +203,20 @@ def test_calls_page_search_shows_the_call(seeded: Seeded, page: Any) -> None:
     outcome = page.locator('[data-testid="stMetric"]').filter(has_text="Outcome")
     assert seeded.retried_outcome in outcome.inner_text()
     # The retried webhook is one timeline entry with its count.
-    assert (
-        page.locator('[data-testid="stExpander"]').filter(has_text="delivered 2 times").count() >= 1
-    )
-    # Opening an entry (a widget-free interaction) and picking a row (a widget) keep working.
-    page.locator('[data-testid="stExpander"] summary').first.click()
-    page.locator('[data-testid="stMain"] [data-testid="stJson"]').first.wait_for(timeout=LOAD_MS)
+    retried = page.locator('[data-testid="stExpander"]').filter(has_text="delivered 2 times")
+    assert retried.count() >= 1
+    # An entry's parameters are drawn when it opens (its fragment reruns), and only then.
+    assert page.locator('[data-testid="stMain"] [data-testid="stJson"]').count() == 0
+    retried.first.locator("summary").click()
+    shown = retried.first.locator('[data-testid="stJson"]')
+    shown.wait_for(timeout=LOAD_MS)
+    assert seeded.retried_call in visible(shown.inner_text())
+    assert "2 deliveries" in visible(retried.first.inner_text())
     assert_clean(page, "opening a timeline entry")
+    other = page.locator('[data-testid="stExpander"]').filter(has_not_text="delivered 2 times")
+    other.first.locator("summary").click()
+    other.first.locator('[data-testid="stJson"]').wait_for(timeout=LOAD_MS)
+    assert_clean(page, "opening another timeline entry")
 
 
 # -- Hangup causes and A/B legs: one leg at a time, the listing's length ----------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -86,23 +87,7 @@ def _call(rel: Relations, call_uuid: str, tz: str) -> None:
             "same webhook (same kind and parameters) are shown once, with their count."
         )
     for event in frame.itertuples():
-        label = f"{event.received:%H:%M:%S.%f}"[:-3] + f" · {plain(event.kind)}"
-        if event.deliveries > 1:
-            label += f" · delivered {event.deliveries:,} times"
-        elif event.duplicate:
-            label += " · duplicate"
-        with st.expander(label):
-            st.json(json.loads(event.params))
-            about = (
-                f"{plain(event.http_method)}, signature {plain(event.signature)}, "
-                f"event {plain(event.event_id)}"
-            )
-            if event.deliveries > 1:
-                about = (
-                    f"{event.deliveries:,} deliveries, the last at "
-                    f"{event.last_received:%Y-%m-%d %H:%M:%S}. The first: {about}"
-                )
-            st.caption(about)
+        _entry(event)
     if entries > len(frame):
         st.info(
             f"Showing the first {len(frame):,} of {entries:,} entries. Every webhook of this "
@@ -110,6 +95,33 @@ def _call(rel: Relations, call_uuid: str, tz: str) -> None:
             icon=":material/database:",
         )
         st.code(_all_webhooks_sql(call_uuid), language="sql")
+
+
+@st.fragment
+def _entry(event: Any) -> None:
+    """One timeline entry: its parameters drawn only while it is open (opening it reruns this
+    fragment alone). Drawn closed, every entry's JSON tree still cost the browser about 0.1 s
+    of a Calls page (docs/benchmarks.md)."""
+    label = f"{event.received:%H:%M:%S.%f}"[:-3] + f" · {plain(event.kind)}"
+    if event.deliveries > 1:
+        label += f" · delivered {event.deliveries:,} times"
+    elif event.duplicate:
+        label += " · duplicate"
+    entry = st.expander(label, key=f"entry-{event.event_id}", on_change="rerun")
+    if not entry.open:
+        return
+    with entry:
+        st.json(json.loads(event.params))
+        about = (
+            f"{plain(event.http_method)}, signature {plain(event.signature)}, "
+            f"event {plain(event.event_id)}"
+        )
+        if event.deliveries > 1:
+            about = (
+                f"{event.deliveries:,} deliveries, the last at "
+                f"{event.last_received:%Y-%m-%d %H:%M:%S}. The first: {about}"
+            )
+        st.caption(about)
 
 
 def _all_webhooks_sql(call_uuid: str) -> str:
