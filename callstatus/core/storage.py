@@ -25,10 +25,9 @@ STORAGE_RELATIONS = frozenset({"webhook_rows", "webhook_inbox", "webhook_inbox_t
 
 def events_count_and_last(catalog: str = "", where: str = "") -> str:
     """SQL giving one row: webhook_events' row count `n` and newest received_at `last` (NULL
-    when empty),
-    read from the two tables behind the view. Through the view DuckDB reads every column of
-    webhook_rows for a count (its UNION BY NAME keeps them all): 165 MB of buffers at 10 million
-    webhooks against 2 MB. `catalog` names another attached database (its `main` schema);
+    when empty), read from the two tables behind the view. Through the view DuckDB reads every
+    column of webhook_rows for a count (its UNION BY NAME keeps them all): 165 MB of buffers at
+    10 million webhooks against 2 MB. `catalog` names another attached database (its `main` schema);
     `where` narrows both tables the same way."""
     prefix = f"{catalog}.main." if catalog else ""
     cond = f" WHERE {where}" if where else ""

@@ -76,16 +76,12 @@ def provenance(result: Result, name: str) -> None:
         )
 
 
+@st.fragment
 def on_request(label: str, key: str, draw: Callable[[], None], help: str | None = None) -> None:
     """A switch that draws `draw` only once turned on. A collapsed expander draws its content
     on every load anyway, and the browser's syntax highlighting of a code block took a quarter
     of a page's drawing (docs/benchmarks.md); turning the switch on reruns this fragment alone,
     not the page."""
-    _switched(label, key, draw, help)
-
-
-@st.fragment
-def _switched(label: str, key: str, draw: Callable[[], None], help: str | None) -> None:
     if st.toggle(label, key=key, help=help):
         draw()
 

@@ -29,11 +29,8 @@ def a_leg_figures(rel: Relations, f: Filters) -> Result:
 
     Wins by position count every B leg of an A leg that dialled several as every B leg less
     those whose A leg dialled no other (`per_a` with one leg): no join back to the B legs."""
-    scoped = scoped_legs(rel, f, a_leg=False).replace(
-        "scoped_legs AS (", "scoped_legs AS NOT MATERIALIZED (", 1
-    )
     sql = (
-        with_(scoped)
+        with_(scoped_legs(rel, f, a_leg=False, inline=True))
         + """
     , per_a AS MATERIALIZED (
         SELECT a_leg_uuid IS NOT NULL AS known, count(*) AS b_legs,

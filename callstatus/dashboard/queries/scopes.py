@@ -90,7 +90,12 @@ scoped_dials AS (
 
 
 def scoped_legs(
-    rel: Relations, f: Filters | None = None, a_leg: bool = True, legs: str | None = None
+    rel: Relations,
+    f: Filters | None = None,
+    a_leg: bool = True,
+    legs: str | None = None,
+    *,
+    inline: bool = False,
 ) -> str:
     """The scoped_legs CTE: B legs timed in the range, within the slices; with `a_leg` their A
     leg's outcome, start, direction and numbers too (a_outcome, a_started_at, direction, a_from,
@@ -99,10 +104,13 @@ def scoped_legs(
 
     On the rollups each leg's time and A-leg columns are stored: a plain range filter, whatever
     `legs` and `a_leg` are (the A-leg columns cost nothing to read there), and zone maps on
-    leg_at (rows are inserted in its order) skip the row groups outside the range."""
+    leg_at (rows are inserted in its order) skip the row groups outside the range.
+    With `inline`, DuckDB reads the B legs again where the query names it twice instead of
+    materializing them (2.5 million rows at 10 million webhooks cost more to keep than to read)."""
+    head = "scoped_legs AS NOT MATERIALIZED (" if inline else "scoped_legs AS ("
     if rel.stored:
         return f"""
-scoped_legs AS (
+{head}
     SELECT l.* EXCLUDE (leg_at, a_direction), l.leg_at AS t, l.a_direction AS direction
     FROM {rel.dial_legs} l
     WHERE l.leg_at >= $start AND l.leg_at < $end
@@ -119,7 +127,7 @@ scoped_legs AS (
     near = _near_calls(rel)
     if not a_leg and not sliced(f):
         return f"""
-scoped_legs AS (
+{head}
     SELECT l.*, coalesce(l.answered_at, l.ended_at) AS t FROM {rel.dial_legs} l
     WHERE coalesce(l.answered_at, l.ended_at) >= $start
       AND coalesce(l.answered_at, l.ended_at) < $end AND {LEG_DESTINATIONS}
@@ -130,7 +138,7 @@ scoped_legs AS (
       AND c.started_at >= $start AND c.started_at < $end AND {LEG_DESTINATIONS}
 )"""
     return f"""
-scoped_legs AS (
+{head}
     SELECT l.*, coalesce(l.answered_at, l.ended_at, c.started_at) AS t,
            c.outcome AS a_outcome, c.started_at AS a_started_at, c.direction,
            c.from_number AS a_from, c.to_number AS a_to
