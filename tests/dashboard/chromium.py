@@ -41,3 +41,26 @@ def visible(text: str) -> str:
 
 def main_text(page: Any) -> str:
     return visible(str(page.locator('[data-testid="stMain"]').inner_text()))
+
+
+def choose(page: Any, select: Any, option: str, tries: int = 3) -> None:
+    """Pick `option` in the selectbox `select` as a person does: open its list, click it.
+
+    A run that ends while the list is open draws the select again and closes the list, so
+    the click waits for the run to end, and opens the list again if it closed before the
+    option showed."""
+    wanted = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(tries):
+        settle(page)
+        # A select cut by the window's edge opens no list: scrolled into view first.
+        select.evaluate("e => e.scrollIntoView({block: 'center'})")
+        select.click()
+        try:
+            wanted.wait_for(timeout=5_000)
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+            continue
+        wanted.click()
+        return

@@ -28,7 +28,7 @@ from callstatus.dashboard.queries.alerts import TABLES
 from callstatus.dashboard.screens import alerts as screen
 from callstatus.dashboard.text import code, plain
 from tests.alerts.peers import HttpPeer, http_peer
-from tests.dashboard.chromium import LOAD_MS, assert_clean, main_text, settle
+from tests.dashboard.chromium import LOAD_MS, assert_clean, choose, main_text, settle
 from tests.factories import make_settings
 from tests.servers import CHROMIUM, CHROMIUM_ARGS, running_server
 
@@ -462,8 +462,9 @@ def open_alerts(
         has_text="Agents not picking up"
     ).first.wait_for(state="attached", timeout=LOAD_MS)
     if channel is not None:
-        page.locator('[data-testid="stSelectbox"]').filter(has_text="Channel").click()
-        page.get_by_role("option", name=channel, exact=True).click()
+        choose(
+            page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Channel"), channel
+        )
         settle(page)
     button.click()
     page.get_by_text(expect).wait_for(timeout=LOAD_MS)

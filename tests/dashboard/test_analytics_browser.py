@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from callstatus.cli import main as callstatus
-from tests.dashboard.chromium import LOAD_MS, assert_clean, main_text, settle
+from tests.dashboard.chromium import LOAD_MS, assert_clean, choose, main_text, settle
 from tests.servers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -79,9 +79,7 @@ def test_destinations_page_and_country_filter(page: Any, server: ServerProcess) 
     ):
         assert heading in text
     sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.get_by_text("Country", exact=True).scroll_into_view_if_needed()
-    sidebar.locator('[data-testid="stMultiSelect"]').filter(has_text="Country").click()
-    page.get_by_role("option", name="GB", exact=True).click()
+    choose(page, sidebar.locator('[data-testid="stMultiSelect"]').filter(has_text="Country"), "GB")
     page.keyboard.press("Escape")
     settle(page)
     assert parse_qs(urlsplit(page.url).query).get("country") == ["GB"]

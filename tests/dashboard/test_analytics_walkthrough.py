@@ -18,7 +18,7 @@ from playwright.sync_api import sync_playwright
 
 from callstatus.cli import main as callstatus
 from callstatus.dashboard.screens.destinations import DESTINATION_WIDTHS
-from tests.dashboard.chromium import LOAD_MS, assert_clean, main_text, settle
+from tests.dashboard.chromium import LOAD_MS, assert_clean, choose, main_text, settle
 from tests.servers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -149,8 +149,7 @@ def test_country_sort_and_a_destinations_calls(
 ) -> None:
     _open(page, server, "destinations?range=Last+7+days")
     sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.locator('[data-testid="stMultiSelect"]').filter(has_text="Country").click()
-    page.get_by_role("option", name="US", exact=True).click()
+    choose(page, sidebar.locator('[data-testid="stMultiSelect"]').filter(has_text="Country"), "US")
     page.keyboard.press("Escape")
     settle(page)
     assert _query(page).get("country") == ["US"]

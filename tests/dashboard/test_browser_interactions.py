@@ -26,6 +26,7 @@ from callstatus.cli import main as callstatus
 from tests.dashboard.chromium import (
     LOAD_MS,
     assert_clean,
+    choose,
     main_text,
     settle,
     visible,
@@ -44,10 +45,8 @@ ARGS = CHROMIUM_ARGS
 
 
 def sidebar_select(page: Any, label: str, option: str) -> None:
-    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(
-        has_text=label
-    ).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    select = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]')
+    choose(page, select.filter(has_text=label), option)
 
 
 def query_string(page: Any) -> str:
@@ -158,8 +157,7 @@ def test_sql_page_runs_a_query_and_an_example(seeded: Seeded, page: Any) -> None
 
     # An example: the editor takes its text, Run shows its result.
     name, example_sql = list(safe_sql.EXAMPLES.items())[1]
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Examples").click()
-    page.get_by_role("option", name=name, exact=True).click()
+    choose(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Examples"), name)
     settle(page)
     assert page.get_by_label("Query").input_value() == example_sql
     assert_clean(page, "picking an example")
@@ -372,12 +370,9 @@ def test_live_mode_refreshes_in_place_and_widgets_still_work(seeded: Seeded, pag
     page.goto(f"{seeded.server.url}/health?range=Last+30+days&live=true", timeout=LOAD_MS)
     tile = page.locator('[data-testid="stMetric"]').filter(has_text="Webhooks")
     tile.wait_for(timeout=LOAD_MS)
+    # At the sidebar's foot, partly below a 1000 px window: `choose` scrolls it into view.
     interval = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').last
-    # At the sidebar's foot, partly below a 1000 px window: scrolled into view as a reader
-    # would (a select cut by the window's edge opens no list).
-    interval.evaluate("e => e.scrollIntoView({block: 'center'})")
-    interval.click()
-    page.get_by_role("option", name="5 s", exact=True).click()
+    choose(page, interval, "5 s")
     assert_clean(page, "live every 5 s")
     before = tile.inner_text()
     page.evaluate("window.__notReloaded = true")
