@@ -284,4 +284,14 @@ def assert_rollups_equal_views(db: Database) -> None:
         f"SELECT b_leg_uuid, {columns} FROM dial_legs_rollup ORDER BY b_leg_uuid"
     ).fetchall()
     assert got == expected, "dial_legs_rollup's A-leg columns"
+    assert_a_legs_current(db)
     assert rollups.is_current(cur)
+
+
+def assert_a_legs_current(db: Database) -> None:
+    """a_legs_rollup holds exactly what grouping dial_legs_rollup by A leg gives now."""
+    cur = db.cursor()
+    fresh = rollups.A_LEGS_SELECT.format(keys="true")
+    expected = cur.execute(f"SELECT * FROM ({fresh}) ORDER BY a_leg_uuid").fetchall()
+    got = cur.execute(f"SELECT * FROM {rollups.A_LEGS} ORDER BY a_leg_uuid").fetchall()
+    assert got == expected, "a_legs_rollup"

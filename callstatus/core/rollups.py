@@ -121,6 +121,16 @@ ROLLUPS = (
 )
 # Webhooks per 5-minute bucket of received_at (migration 0005), refreshed with the rollups.
 COUNTS = "webhook_counts"
+# Per A leg, what its timed B legs add up to (migration 0017), for the A legs `{keys}` names
+# (a subquery, or a condition that is always true).
+A_LEGS = "a_legs_rollup"
+A_LEGS_SELECT = """
+SELECT a_leg_uuid, min(leg_at) AS first_at, max(leg_at) AS last_at, count(*) AS b_legs,
+       bool_or(answered) AS any_answered, bool_or(outcome = 'canceled') AS gave_up,
+       min(position) AS position, bool_or(outcome = 'lost-race') AS lost_race
+FROM dial_legs_rollup
+WHERE a_leg_uuid IS NOT NULL AND leg_at IS NOT NULL AND {keys}
+GROUP BY a_leg_uuid"""
 
 
 @dataclass(frozen=True)
@@ -329,7 +339,7 @@ AGGREGATES = (
     *AGGREGATES,
     Aggregate("concurrency_hourly", "calls_rollup", "started_at", CONCURRENCY),
 )
-TABLES = (*(r.table for r in ROLLUPS), COUNTS, *(a.table for a in AGGREGATES))
+TABLES = (*(r.table for r in ROLLUPS), COUNTS, A_LEGS, *(a.table for a in AGGREGATES))
 # The hours of the rollup rows the new webhooks touch (their calls, Dials, B legs, and the Dials
 # and B legs of their calls): the hours whose aggregates a refresh recomputes (SQL).
 # For concurrency also the hours where their legs start and end.
@@ -455,6 +465,10 @@ def _rebuild(cur: duckdb.DuckDBPyConnection) -> None:
         )
     cur.execute(f"DELETE FROM {COUNTS}")
     _count_webhooks(cur, -1, last_seq(cur))
+    cur.execute(f"DELETE FROM {A_LEGS}")
+    cur.execute(
+        f"INSERT INTO {A_LEGS} BY NAME {A_LEGS_SELECT.format(keys='true')} ORDER BY first_at"
+    )
     _rebuild_aggregates(cur)
 
 
@@ -513,6 +527,27 @@ def recompute_hours(cur: duckdb.DuckDBPyConnection, hours: set[datetime]) -> Non
             cur.execute(f"INSERT INTO {a.table} BY NAME {a.select} ORDER BY hour", bounds)
 
 
+# The A legs whose a_legs_rollup rows a change recomputes, gathered before and after it.
+A_LEGS_TOUCHED = "a_legs_touched"
+
+
+def note_a_legs(cur: duckdb.DuckDBPyConnection, keys: str, params: Mapping[str, object]) -> None:
+    """Note the A legs `keys` (a subquery of a_leg_uuid values) for `recompute_a_legs`."""
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {A_LEGS_TOUCHED} (a_leg_uuid VARCHAR)")
+    used = {k: v for k, v in params.items() if f"${k}" in keys}
+    cur.execute(f"INSERT INTO {A_LEGS_TOUCHED} SELECT * FROM ({keys})", used)
+
+
+def recompute_a_legs(cur: duckdb.DuckDBPyConnection) -> None:
+    """Recompute the a_legs_rollup rows of the A legs noted since the last call, from
+    dial_legs_rollup as it is now (an A leg without timed B legs left loses its row)."""
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {A_LEGS_TOUCHED} (a_leg_uuid VARCHAR)")
+    keys = f"a_leg_uuid IN (SELECT a_leg_uuid FROM {A_LEGS_TOUCHED})"
+    cur.execute(f"DELETE FROM {A_LEGS} WHERE {keys}")
+    cur.execute(f"INSERT INTO {A_LEGS} BY NAME {A_LEGS_SELECT.format(keys=keys)} ORDER BY first_at")
+    cur.execute(f"DROP TABLE {A_LEGS_TOUCHED}")
+
+
 def _count_webhooks(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> None:
     """Add the webhooks mark < seq <= top to webhook_counts, to the rows of their buckets:
     those rows are deleted and inserted again with the sums (no upsert: see above)."""
@@ -558,6 +593,11 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
     since = row[0] - WINDOW
     params = {"mark": mark, "top": top}
     hours = _touched_hours(cur, params)
+    # The A legs of the B legs replaced (before and after: a B leg may learn its A leg), and
+    # the A legs recomputed (their start times the B legs' leg_at).
+    legs_a = f"SELECT a_leg_uuid FROM dial_legs_rollup WHERE b_leg_uuid IN ({ROLLUPS[1].touched})"
+    note_a_legs(cur, legs_a, params)
+    note_a_legs(cur, ROLLUPS[0].touched, params)
     for r in ROLLUPS:
         cur.execute(f"DELETE FROM {r.table} WHERE {r.key} IN ({r.touched})", params)
         cur.execute(
@@ -587,6 +627,8 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
         cur.execute(
             "DELETE FROM dial_legs_rollup WHERE rowid IN (SELECT unnest($ids))", {"ids": ids}
         )
+    note_a_legs(cur, legs_a, params)
+    recompute_a_legs(cur)
     recompute_hours(cur, hours | _touched_hours(cur, params))
 
 

@@ -229,11 +229,16 @@ def erase(
             f" WHERE regexp_matches({LEG_TEXT}, $re)",
             p,
         )
+        if not dry_run:
+            # The A legs of the B legs going: their per-A-leg rows are recomputed without them.
+            rollups.note_a_legs(cur, f"SELECT a_leg_uuid FROM {where['dial_legs_rollup']}", p)
         counts = {}
         for table, sql in where.items():
             used = p if "$re" in sql else {}
             (row,) = cur.execute(f"{verb} {sql}", used).fetchall()
             counts[table] = int(row[0])
+        if not dry_run:
+            rollups.recompute_a_legs(cur)
         counts["webhook_events"] += counts.pop("webhook_inbox")
         counts["hourly_aggregates"] = _hourly(cur, hours, p, dry_run)
         order = (*TABLES, "number_destinations", "hourly_aggregates")

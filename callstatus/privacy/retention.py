@@ -236,6 +236,8 @@ def _remove(
                 ),
             }
         in_keys = f"IN (SELECT k FROM {KEYS})"
+        # Whole A legs go: their per-A-leg rows with them (recomputed from no B legs).
+        rollups.note_a_legs(cur, f"SELECT k FROM {KEYS}", {})
         removed = {
             "webhook_events": _delete(cur, f"webhook_rows WHERE {DOOMED_ROWS}", h),
             "calls_rollup": _delete(cur, f"calls_rollup WHERE call_uuid {in_keys}", h),
@@ -254,6 +256,7 @@ def _remove(
             "rejected_webhooks": _delete(cur, "rejected_webhooks WHERE received_at < $h", h),
             "webhook_repeats": _delete(cur, "webhook_repeats WHERE bucket < $h", h),
         }
+        rollups.recompute_a_legs(cur)
         if _exists(cur, "number_destinations"):
             removed["number_destinations"] = _delete(cur, UNUSED_NUMBERS, {})
         if horizons.aggregates is not None:

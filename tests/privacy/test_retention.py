@@ -417,6 +417,7 @@ def test_every_stored_table_is_either_purged_or_kept_on_purpose(seeded: Database
         "calls_rollup",
         "dials_rollup",
         "dial_legs_rollup",
+        "a_legs_rollup",  # per A leg: goes with the A leg's B legs
         "rejected_webhooks",
         "webhook_repeats",
         "webhook_counts",
