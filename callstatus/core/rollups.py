@@ -593,18 +593,24 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
     since = row[0] - WINDOW
     params = {"mark": mark, "top": top}
     hours = _touched_hours(cur, params)
-    # The A legs of the B legs replaced (before and after: a B leg may learn its A leg), and
-    # the A legs recomputed (their start times the B legs' leg_at).
-    legs_a = f"SELECT a_leg_uuid FROM dial_legs_rollup WHERE b_leg_uuid IN ({ROLLUPS[1].touched})"
-    note_a_legs(cur, legs_a, params)
+    # The A legs whose a_legs_rollup rows change: those of the B legs replaced (as they were
+    # and as they are: a B leg may learn its A leg), and the A legs recomputed (their start
+    # times are their B legs' leg_at).
     note_a_legs(cur, ROLLUPS[0].touched, params)
+    a_legs: set[str] = set()
     for r in ROLLUPS:
-        cur.execute(f"DELETE FROM {r.table} WHERE {r.key} IN ({r.touched})", params)
-        cur.execute(
+        returning = " RETURNING a_leg_uuid" if r.table == "dial_legs_rollup" else ""
+        gone = cur.execute(
+            f"DELETE FROM {r.table} WHERE {r.key} IN ({r.touched}){returning}", params
+        ).fetchall()
+        came = cur.execute(
             f"INSERT INTO {r.table} BY NAME SELECT * FROM {_rows(r, '$since')}"
-            f" WHERE {r.key} IN ({r.touched}) ORDER BY {r.order_by}",
+            f" WHERE {r.key} IN ({r.touched}) ORDER BY {r.order_by}{returning}",
             {**params, "since": since},
-        )
+        ).fetchall()
+        if returning:
+            a_legs.update(row[0] for row in (*gone, *came) if row[0] is not None)
+    note_a_legs(cur, "SELECT unnest($a_legs)", {"a_legs": sorted(a_legs)})
     # A B leg's A-leg columns change when its A leg's webhooks arrive, maybe after the B leg's
     # own: B legs not touched themselves take them again from the calls just recomputed.
     # Copies with the new values are inserted and the old rows deleted, rather than updated
@@ -627,7 +633,6 @@ def _replace_touched(cur: duckdb.DuckDBPyConnection, mark: int, top: int) -> Non
         cur.execute(
             "DELETE FROM dial_legs_rollup WHERE rowid IN (SELECT unnest($ids))", {"ids": ids}
         )
-    note_a_legs(cur, legs_a, params)
     recompute_a_legs(cur)
     recompute_hours(cur, hours | _touched_hours(cur, params))
 
