@@ -25,6 +25,7 @@ from callstatus.core import settings as settings_module
 from callstatus.core.numbers import NumberMasker, is_pseudonym, normalise, pseudonym
 from callstatus.dashboard import connection
 from callstatus.dashboard.queries import calls as call_queries
+from callstatus.dashboard.screens.legs import PAIRINGS_OPEN
 from callstatus.simulator.call_api import CallApiServer
 from callstatus.simulator.config import DEFAULT_OUR_NUMBERS
 from callstatus.simulator.simulate import LOSE_CALL, Simulated, SimulateOptions, simulated_calls
@@ -344,6 +345,7 @@ def test_the_calls_page_finds_a_call_by_clear_number(pointed: Served) -> None:
 
 def test_every_page_opens_on_pseudonyms(pointed: Served) -> None:
     at = _app()
+    at.session_state[PAIRINGS_OPEN] = True  # A/B legs' listing of B numbers, opened
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
@@ -367,6 +369,7 @@ def test_a_clear_b_number_in_the_address_filters_the_legs_page(pointed: Served) 
     finally:
         con.close()
     at = _app(dest=f"+{pointed.agent}")
+    at.session_state[PAIRINGS_OPEN] = True  # the Pairings listing, opened
     at.switch_page("screens/legs.py").run()
     assert not at.exception
     [pairs] = [df.value for df in at.dataframe if "b_leg_to" in df.value.columns]
@@ -376,6 +379,7 @@ def test_a_clear_b_number_in_the_address_filters_the_legs_page(pointed: Served) 
 
 def test_a_clear_number_typed_in_the_pairings_search_finds_its_legs(pointed: Served) -> None:
     at = _app()
+    at.session_state[PAIRINGS_OPEN] = True
     at.switch_page("screens/legs.py").run()
     at.text_input(key="pair_search").input(f"+{pointed.agent}").run()
     assert not at.exception

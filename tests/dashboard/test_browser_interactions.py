@@ -277,6 +277,23 @@ def test_causes_shows_one_leg_at_a_time_and_listings_grow_on_request(
     page.goto(f"{seeded.server.url}/legs?range=Last+30+days", timeout=LOAD_MS)
     page.locator("h1").filter(has_text="A/B legs").wait_for(timeout=LOAD_MS)
     settle(page)
+    # The Pairings listing is drawn once opened, then searched like the other listings.
+    assert page.get_by_role("textbox", name="Search").count() == 0
+    page.locator('[data-testid="stMain"] [data-testid="stExpander"] summary').filter(
+        has_text="Each A leg with the B legs it dialled"
+    ).click()
+    search = page.get_by_role("textbox", name="Search")
+    search.wait_for(timeout=LOAD_MS)
+    assert_clean(page, "opening the pairings")
+    search.fill(seeded.destination)
+    search.press("Enter")
+    settle(page)
+    assert_clean(page, "searching the pairings")
+    cells = _grid_cells(page, seeded.destination)
+    assert seeded.destination in cells, cells
+    search.fill("")
+    search.press("Enter")
+    settle(page)
     assert _listing_limit(page, "pairings") == "100"
     _show_rows(page, "newest 1,000")
     assert_clean(page, "more pairings")
