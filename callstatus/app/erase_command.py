@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import duckdb
-import requests
 
-from callstatus.app.reconcile_command import _message, _server
+from callstatus.app import held_server
 from callstatus.app.replica_sync import replica_sync
 from callstatus.core import rollups
 from callstatus.core.db import Database, held_by_another_process
@@ -101,20 +100,7 @@ def _mirrored(
 
 
 def _through_server(settings: Settings, options: EraseOptions) -> Erasure:
-    url, token = _server(settings)
-    print(f"callstatus: the server at {url} holds {settings.db}: asking it", file=sys.stderr)
-    try:
-        response = requests.post(
-            f"{url}/api/erase",
-            json={"number": options.number, "dry_run": options.dry_run},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=(5, None),
-        )
-    except requests.RequestException as exc:
-        raise CommandError(
-            f"{settings.db} is held by another process, and no callstatus server answers at "
-            f"{url} ({type(exc).__name__}): stop that process or start `callstatus serve`"
-        ) from exc
-    if response.status_code != 200:
-        raise CommandError(f"the server refused: {_message(response)}")
+    response = held_server.ask(
+        settings, "/api/erase", json={"number": options.number, "dry_run": options.dry_run}
+    )
     return Erasure.from_json(response.json())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import requests
 
+from callstatus.app import held_server
 from callstatus.app.replica_sync import replica_sync
 from callstatus.core import rollups
 from callstatus.core.db import Database, held_by_another_process
@@ -151,27 +151,10 @@ def _postgres_failed(exc: BaseException) -> bool:
 
 def _through_server(settings: Settings, options: ReconcileOptions) -> Summary:
     """Ask the server that holds the database; show its progress as it streams."""
-    url, token = _server(settings)
     params = {k: v for k, v in {"since": options.since, "until": options.until}.items() if v}
     if options.days is not None:
         params["days"] = str(options.days)
-    print(f"callstatus: the server at {url} holds {settings.db}: asking it", file=sys.stderr)
-    try:
-        response = requests.post(
-            f"{url}/api/reconcile",
-            params=params,
-            headers={"Authorization": f"Bearer {token}"},
-            stream=True,
-            timeout=(5, None),
-        )
-    except requests.RequestException as exc:
-        raise CommandError(
-            f"{settings.db} is held by another process, and no callstatus server answers at "
-            f"{url} ({type(exc).__name__}): stop that process or start `callstatus serve`"
-        ) from exc
-    with response:
-        if response.status_code != 200:
-            raise CommandError(f"the server refused: {_message(response)}")
+    with held_server.ask(settings, "/api/reconcile", params=params, stream=True) as response:
         return _follow(response)
 
 
@@ -197,26 +180,6 @@ def _follow(response: requests.Response) -> Summary:
         if progress is not None:
             progress.close()
     raise CommandError("the server ended the answer before the run's summary: see its log")
-
-
-def _server(settings: Settings) -> tuple[str, str]:
-    path = settings.server_file
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        return str(info["url"]), str(info["token"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CommandError(
-            f"{settings.db} is held by another process, but {path} does not say which server: "
-            "if a `callstatus serve` holds it, restart it with this version; otherwise stop the "
-            "process that holds the file"
-        ) from exc
-
-
-def _message(response: requests.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}"
 
 
 def _summary(data: dict[str, Any]) -> Summary:
