@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -12,6 +14,7 @@ import uvicorn
 
 from callstatus.app.asgi import build_app
 from callstatus.app.runtime import Role, check_role
+from callstatus.core.errors import CommandError
 from callstatus.core.settings import Settings
 from callstatus.receiver.protocol import Limits, protocol_class, raise_fd_limit
 
@@ -45,9 +48,37 @@ def configure_streamlit() -> None:
         config.set_option(key, value)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, before anything starts, to serve on an address another process listens on (uvicorn
+    would find out only after the database, its jobs and the dashboard's warm-up had started)."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As uvicorn binds (asyncio's reuse_address): a port in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise CommandError(
+                        f"cannot listen on {host}:{port}: address already in use by another "
+                        "process: stop it, or pass --port with a free port (and point Plivo's "
+                        "URLs at it)"
+                    ) from exc
+                raise CommandError(
+                    f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                ) from exc
+
+
 def serve(settings: Settings, host: str, port: int, role: Role = "all") -> None:
     settings.check_serving(host)
     check_role(settings, role)
+    check_port_free(host, port)
     if role != "receiver":
         configure_streamlit()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
