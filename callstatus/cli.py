@@ -1,4 +1,5 @@
-"""The `callstatus` command: serve, simulate, demo, seed, sql, export, reconcile, erase, alerts.
+"""The `callstatus` command: serve, simulate, demo, seed, sql, export, reconcile, erase, import,
+alerts.
 
 Errors the user can act on end as one line on stderr, `callstatus: error: ...` with what to do
 next: exit status 2 for a wrong command line or setting, 1 for anything else. A closed stdout
@@ -110,6 +111,12 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from callstatus.app.erase_command import EraseOptions, run_erase
 
     return run_erase(EraseOptions(args.number, args.dry_run), _settings(args.db))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from callstatus.app.import_command import ImportOptions, run_import
+
+    return run_import(ImportOptions(args.source), _settings())
 
 
 def cmd_alerts_check(args: argparse.Namespace) -> int:
@@ -299,6 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="up to this end time (default: now minus CALLSTATUS_RECONCILE_GRACE)",
     )
     reconcile.set_defaults(func=cmd_reconcile)
+
+    importing = sub.add_parser(
+        "import",
+        parents=[common],
+        help="copy a single server's database into clustered mode's PostgreSQL",
+        description="Copy every webhook, call record and refused request of a single server's "
+        "database (FILE) into the PostgreSQL of CALLSTATUS_POSTGRES_URL, skipping rows already "
+        "there, so that clustered mode's dashboards show the calls taken before the switch. The "
+        "server that wrote FILE must be stopped. An interrupted import is run again and goes on "
+        "where it stopped.",
+    )
+    importing.add_argument(
+        "--from", dest="source", type=Path, required=True, metavar="FILE", help="DuckDB file"
+    )
+    importing.set_defaults(func=cmd_import)
 
     alerts = sub.add_parser("alerts", parents=[common], help="alert rules and reports")
     alerts_sub = alerts.add_subparsers(

@@ -197,12 +197,12 @@ def store(
 
 def insert_events(
     con: Connection, records: Sequence[EventRecord], zone: ZoneInfo, receiver: str
-) -> None:
+) -> int:
     """One INSERT for the batch, typed copies computed here; an event_id already stored is
-    skipped."""
+    skipped. Returns the rows inserted."""
     if not records:
-        return
-    con.execute(
+        return 0
+    return con.execute(
         _INSERT,
         (
             [r.ensure_id() for r in records],
@@ -216,13 +216,15 @@ def insert_events(
             [typed_json(r.params, zone, r.kind) for r in records],
             [receiver] * len(records),
         ),
-    )
+    ).rowcount
 
 
-def insert_rejected(con: Connection, records: Sequence[RejectedRecord], receiver: str) -> None:
+def insert_rejected(con: Connection, records: Sequence[RejectedRecord], receiver: str) -> int:
+    """One INSERT for the batch; a rejected_id already stored is skipped. Returns the rows
+    inserted."""
     if not records:
-        return
-    con.execute(
+        return 0
+    return con.execute(
         _REJECTED,
         (
             [r.rejected_id for r in records],
@@ -236,7 +238,7 @@ def insert_rejected(con: Connection, records: Sequence[RejectedRecord], receiver
             [r.truncated for r in records],
             [receiver] * len(records),
         ),
-    )
+    ).rowcount
 
 
 def prune_fingerprints(con: Connection, keep_s: float, limit: int) -> int:

@@ -198,6 +198,8 @@ def sync_once(
         snapshot, xmin = str(row[0]), int(str(row[1]))
         if last is not None:
             _check_same_store(con, last)
+        else:
+            _check_empty(cur)
         cur.execute("BEGIN")
         try:
             since = None if last is None else (str(last.watermark), last.snapshot)
@@ -231,6 +233,24 @@ def sync_once(
             con.execute("ROLLBACK")
     took = time.perf_counter() - started
     return SyncResult(webhooks, rejected, repeats, receivers, snapshot, took)
+
+
+def _check_empty(cur: duckdb.DuckDBPyConnection) -> None:
+    """A replica's first step finds no webhooks: one holding some did not get them from
+    PostgreSQL (a single server's file), and adding PostgreSQL's would show two histories, only
+    on this dashboard, and the calls imported from it twice."""
+    row = cur.execute(
+        "SELECT (SELECT count(*) FROM webhook_inbox) + (SELECT count(*) FROM webhook_rows),"
+        " (SELECT path FROM duckdb_databases() WHERE database_name = current_database())"
+    ).fetchone()
+    assert row is not None
+    if row[0]:
+        raise ReplicaMismatch(
+            f"{row[1]} holds {row[0]:,} webhooks that did not come from PostgreSQL (a single "
+            "server's file): copy them into PostgreSQL with `callstatus import --from FILE` (the "
+            "server stopped), then give this dashboard a new CALLSTATUS_DB; or move the file "
+            "aside to show PostgreSQL's webhooks only"
+        )
 
 
 def _check_same_store(con: psycopg.Connection[tuple[object, ...]], last: State) -> None:
