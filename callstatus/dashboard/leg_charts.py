@@ -129,7 +129,14 @@ def outcome_matrix(frame: pd.DataFrame) -> Figure:
             sort=OUTCOMES,
             axis=alt.Axis(labelAngle=-30, orient="top", labelOverlap=False),
         ),
-        y=alt.Y("a_outcome:N", title="A-leg outcome", sort=OUTCOMES),
+        # The rows named "A leg answered" and so on: a vertical axis title is clipped to the
+        # height of the one or two rows a range usually has (B legs are dialled once A answers).
+        y=alt.Y(
+            "a_outcome:N",
+            title=None,
+            sort=OUTCOMES,
+            axis=alt.Axis(labelExpr="'A leg ' + datum.label"),
+        ),
     )
     cells = base.mark_rect().encode(
         color=alt.Color("pairs:Q", scale=alt.Scale(scheme="blues", type="sqrt"), legend=None),
@@ -142,7 +149,9 @@ def outcome_matrix(frame: pd.DataFrame) -> Figure:
         ),
     )
     layered: alt.LayerChart = (cells + labels).properties(
-        height=rows_height(frame["a_outcome"].nunique(), step=44, chrome=80)
+        # Room above the bands for the slanted B outcomes and their title (with 80 px the one
+        # row of a usual range was squeezed to a line, and its white counts vanished).
+        height=rows_height(frame["a_outcome"].nunique(), step=44, chrome=150)
     )
     return layered
 
