@@ -10,6 +10,7 @@ import socket
 import sys
 from types import FrameType
 
+import duckdb
 import uvicorn
 
 from callstatus.app.asgi import build_app
@@ -75,10 +76,30 @@ def check_port_free(host: str, port: int) -> None:
                 ) from exc
 
 
+def check_replica_file(settings: Settings, role: Role) -> None:
+    """In clustered mode, refuse at once to keep as a replica a file a single server wrote (its
+    sync would refuse it anyway, leaving a dashboard that never updates)."""
+    if not settings.clustered or role == "receiver" or not settings.db.is_file():
+        return
+    from callstatus.cluster.sync import foreign_webhooks, not_a_replica
+
+    try:
+        con = duckdb.connect(str(settings.db), read_only=True)
+    except duckdb.Error:
+        return  # held, or not a database: opening it for the server says what is wrong
+    try:
+        count = foreign_webhooks(con)
+    finally:
+        con.close()
+    if count:
+        raise CommandError(not_a_replica(str(settings.db), count))
+
+
 def serve(settings: Settings, host: str, port: int, role: Role = "all") -> None:
     settings.check_serving(host)
     check_role(settings, role)
     check_port_free(host, port)
+    check_replica_file(settings, role)
     if role != "receiver":
         configure_streamlit()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)

@@ -239,18 +239,40 @@ def _check_empty(cur: duckdb.DuckDBPyConnection) -> None:
     """A replica's first step finds no webhooks: one holding some did not get them from
     PostgreSQL (a single server's file), and adding PostgreSQL's would show two histories, only
     on this dashboard, and the calls imported from it twice."""
-    row = cur.execute(
-        "SELECT (SELECT count(*) FROM webhook_inbox) + (SELECT count(*) FROM webhook_rows),"
-        " (SELECT path FROM duckdb_databases() WHERE database_name = current_database())"
-    ).fetchone()
-    assert row is not None
-    if row[0]:
-        raise ReplicaMismatch(
-            f"{row[1]} holds {row[0]:,} webhooks that did not come from PostgreSQL (a single "
-            "server's file): copy them into PostgreSQL with `callstatus import --from FILE` (the "
-            "server stopped), then give this dashboard a new CALLSTATUS_DB; or move the file "
-            "aside to show PostgreSQL's webhooks only"
-        )
+    count = foreign_webhooks(cur)
+    if count:
+        row = cur.execute(
+            "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+        ).fetchone()
+        raise ReplicaMismatch(not_a_replica(str(row[0]) if row else "this file", count))
+
+
+def foreign_webhooks(cur: duckdb.DuckDBPyConnection) -> int:
+    """The webhooks a DuckDB file holds that did not come from PostgreSQL: all of them while it
+    has never synced (no replica_state row), else none. A file of any schema version."""
+    listed = cur.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+    ).fetchall()
+    tables = {str(r[0]) for r in listed}
+    if "replica_state" in tables:
+        synced = cur.execute("SELECT count(*) FROM replica_state").fetchone()
+        if synced is not None and synced[0]:
+            return 0
+    webhooks = ("webhook_inbox", "webhook_rows")
+    parts = [f"(SELECT count(*) FROM {t})" for t in webhooks if t in tables]
+    if not parts:
+        return 0
+    row = cur.execute("SELECT " + " + ".join(parts)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def not_a_replica(path: str, count: int) -> str:
+    return (
+        f"{path} holds {count:,} webhooks that did not come from PostgreSQL (a single server's "
+        f"file): copy them into PostgreSQL with `callstatus import --from {path}` (the server "
+        "stopped), then give this dashboard a new CALLSTATUS_DB; or move the file aside to show "
+        "PostgreSQL's webhooks only"
+    )
 
 
 def _check_same_store(con: psycopg.Connection[tuple[object, ...]], last: State) -> None:

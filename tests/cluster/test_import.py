@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from callstatus.simulator.seed import seed_database
 from callstatus.simulator.traffic import TrafficModel
 from tests.cluster.test_commands_clustered import call, in_pg, rebuild, store_in_pg
 from tests.factories import deliver, make_settings
+from tests.servers import free_port
 
 VIEWS = ("calls", "dials", "dial_legs")
 SEEDED = 40
@@ -151,6 +153,28 @@ def test_the_single_servers_file_is_refused_as_a_replica(url: str, tmp_path: Pat
         database.close()
     # An empty file is a replica like any other.
     rebuild(settings, url)
+
+
+def test_serve_refuses_a_single_servers_file_as_its_replica(url: str, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, CALLSTATUS_POSTGRES_URL=url)
+    single = tmp_path / "single.duckdb"
+    single_server_file(single, settings)
+    env = {**os.environ, "CALLSTATUS_POSTGRES_URL": url}
+    for role in ("all", "dashboard"):
+        command = ["serve", "--port", str(free_port()), "--db", str(single), "--role", role]
+        done = subprocess.run(
+            [sys.executable, "-m", "callstatus.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert done.returncode == 1, done
+        [line] = done.stderr.strip().splitlines()
+        assert "webhooks that did not come from PostgreSQL" in line
+        assert f"callstatus import --from {single}" in line
+    assert in_pg(url, "SELECT count(*) FROM webhook_inbox") == [(0,)]  # nothing started
 
 
 def test_what_cannot_be_imported_is_explained(url: str, tmp_path: Path) -> None:
