@@ -335,9 +335,11 @@ def causes_over_time(frame: pd.DataFrame, tz: str) -> Figure:
         scale=alt.Scale(scheme="tableau10"),
         legend=alt.Legend(orient="right", labelLimit=240),
     )
+    # Tall enough for every cause in the legend beside it (up to the top causes and "other").
+    causes = current["cause"].nunique() if not current.empty else 0
     bars = _stacked_over_time(
         current, f"time ({tz})", "legs", color, ["cause:N", "legs:Q"]
-    ).properties(height=260)
+    ).properties(height=max(260, 26 * causes + 50))
     return _with_previous_total(bars, previous, "legs")
 
 
@@ -353,6 +355,10 @@ def webhooks_per_kind(frame: pd.DataFrame, tz: str) -> Figure:
         current, f"received ({tz})", "webhooks", color, ["kind:N", "webhooks:Q", "duplicates:Q"]
     ).properties(height=260)
     return _with_previous_total(bars, previous, "webhooks")
+
+
+DELIVERED_ONCE = "delivered once"
+RETRIED = "delivered again (a retry)"
 
 
 def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
@@ -374,7 +380,13 @@ def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
                 legend=None,
                 scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
             ),
-            shape=alt.Shape("duplicate:N", title="duplicate"),
+            # Said in words: a legend of "duplicate: false" meant nothing to a reader.
+            shape=alt.Shape(
+                "delivery:N",
+                title=None,
+                scale=alt.Scale(domain=[DELIVERED_ONCE, RETRIED], range=["circle", "diamond"]),
+                legend=alt.Legend(orient="top", labelLimit=260),
+            ),
             tooltip=[
                 alt.Tooltip("received:T"),
                 alt.Tooltip("kind:N"),
@@ -382,9 +394,10 @@ def call_timeline(frame: pd.DataFrame, tz: str) -> alt.Chart:
                 alt.Tooltip("dial_action:N"),
                 alt.Tooltip("call_status:N"),
                 alt.Tooltip("dial_status:N"),
-                alt.Tooltip("duplicate:N"),
+                alt.Tooltip("delivery:N"),
             ],
         )
+        .transform_calculate(delivery=f"datum.duplicate ? '{RETRIED}' : '{DELIVERED_ONCE}'")
         .properties(height=rows_height(frame["kind"].nunique(), step=34, chrome=70))
     )
     return chart

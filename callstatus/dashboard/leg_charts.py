@@ -159,13 +159,15 @@ def outcome_matrix(frame: pd.DataFrame) -> Figure:
 def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
     if frame.empty:
         return empty()
+    # Legs beyond the cap are counted in its bin: said only when there are some.
+    capped = f" ({cap_s} = {cap_s} or more)" if (frame["seconds"] >= cap_s).any() else ""
     chart: alt.Chart = (
         alt.Chart(frame)
         .mark_bar(opacity=0.85)
         .encode(
             x=alt.X(
                 "seconds:O",
-                title=f"seconds after the A leg started ({cap_s} = {cap_s}+)",
+                title=f"seconds after the A leg started{capped}",
                 axis=alt.Axis(labelAngle=0),
             ),
             y=alt.Y("legs:Q", title="B legs", stack=None),
@@ -181,6 +183,7 @@ def ring_histogram(frame: pd.DataFrame, cap_s: int) -> alt.Chart:
             xOffset=alt.XOffset("measure:N"),
             tooltip=[alt.Tooltip("measure:N"), alt.Tooltip("seconds:O"), alt.Tooltip("legs:Q")],
         )
-        .properties(height=240)
+        # The legend above takes its share: at 240 the bars had about 90 px.
+        .properties(height=300)
     )
     return chart

@@ -62,7 +62,7 @@ def test_timing_tiles(analytics_db: Path) -> None:
     assert at.title[0].value == "Timing and load"
     assert _metric(at, "Post-dial delay (median)") == "4s"  # o1 2 s, o2 4 s, o4 5 s
     assert _metric(at, "Ring time (median)") == "8s"  # 8, 30, 5
-    assert _metric(at, "B leg: time to answer (median)") == "10s"
+    assert _metric(at, "B-leg answer (median)") == "10s"
     assert _metric(at, "Peak concurrent calls") == "4"  # o1, o2, i1 and i3 at 09:00:30
     per_destination = _frame(at, "measure")
     assert set(per_destination["destination"]) == {"GB", "US", sample.AGENT}

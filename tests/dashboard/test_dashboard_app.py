@@ -112,6 +112,15 @@ def test_health_counts_every_webhook(seeded: Path) -> None:
     assert _metric(at, "Webhooks") == tiles.fmt_count(stored)
 
 
+def test_health_says_none_was_refused_without_an_empty_table(seeded: Path) -> None:
+    assert _one(seeded, "SELECT count(*) FROM rejected_webhooks") == 0
+    at = _app()
+    at.switch_page("screens/health.py").run()
+    assert not at.exception
+    assert [s.value for s in at.success] == ["No request was refused in this range."]
+    assert not [df.value for df in at.dataframe]  # no empty table of refusals below it
+
+
 def test_calls_page_shows_one_call(seeded: Path) -> None:
     call, outcome = (
         _one(seeded, "SELECT call_uuid FROM calls ORDER BY started_at LIMIT 1"),

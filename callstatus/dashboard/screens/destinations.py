@@ -29,65 +29,62 @@ def render() -> None:
     st.title("Destinations")
     st.caption(controls.describe(f))
 
+    # One part under the other, each the page's full width: beside each other, the tables'
+    # last columns were cut off mid-number and the chart squeezed.
     st.subheader("Calls by country", help=COUNTRY_HELP)
-    left, right = st.columns([2, 3])
-    with left:
-        # Inbound calls are answered by our own XML: their outcomes say little per country.
-        shown = "inbound" if f.direction == "inbound" else "outbound"
-        st.caption(f"How {shown} calls ended, by the country of the {_far_end(shown)}.")
-        outcomes = destinations.outcomes_by_country(rel, f, shown)
-        widgets.chart(
-            outcomes,
-            analytics_charts.outcomes_by_country(outcomes.frame),
-            "outcomes-by-country",
-        )
-    with right:
-        table = destinations.by_country(rel, f)
-        widgets.table(
-            table,
-            "by-country",
-            column_config={
-                "call_answer_rate": RATE(
-                    "call answer rate", format="percent", help=definitions.CALL_ANSWER_RATE
-                ),
-                "acd_s": RATE("ACD (s)", format="%.0f", help=definitions.ACD),
-                "no_answer": RATE("no answer"),
-                "failed": RATE("failed", help="Failed, unreachable or rejected"),
-            },
-        )
+    # Inbound calls are answered by our own XML: their outcomes say little per country.
+    shown = "inbound" if f.direction == "inbound" else "outbound"
+    st.caption(f"How {shown} calls ended, by the country of the {_far_end(shown)}.")
+    outcomes = destinations.outcomes_by_country(rel, f, shown)
+    widgets.chart(
+        outcomes,
+        analytics_charts.outcomes_by_country(outcomes.frame),
+        "outcomes-by-country",
+    )
+    table = destinations.by_country(rel, f)
+    widgets.table(
+        table,
+        "by-country",
+        column_config={
+            "call_answer_rate": RATE(
+                "call answer rate", format="percent", help=definitions.CALL_ANSWER_RATE
+            ),
+            "acd_s": RATE("ACD (s)", format="%.0f", help=definitions.ACD),
+            "no_answer": RATE("no answer"),
+            "failed": RATE("failed", help="Failed, unreachable or rejected"),
+        },
+    )
 
-    left, right = st.columns(2)
-    with left:
-        st.subheader("B legs by country", help=COUNTRY_HELP)
-        widgets.table(
-            destinations.legs_by_country(rel, f),
-            "b-legs-by-country",
-            column_config={
-                "b_legs": RATE("B legs"),
-                "lost_race": RATE("lost races"),
-                "b_leg_answer_rate": RATE(
-                    "B-leg answer rate", format="percent", help=definitions.B_LEG_ANSWER_RATE
-                ),
-            },
-        )
-    with right:
-        st.subheader(
-            "By our numbers", help="The number Plivo called (inbound), our caller ID (outbound)."
-        )
-        widgets.table(
-            destinations.by_our_number(rel, f),
-            "by-our-number",
-            column_config={
-                "our_number": st.column_config.TextColumn("our number"),
-                "call_answer_rate": RATE(
-                    "call answer rate", format="percent", help=definitions.CALL_ANSWER_RATE
-                ),
-                "dial_answer_rate": RATE(
-                    "dial answer rate", format="percent", help=definitions.DIAL_ANSWER_RATE
-                ),
-                "acd_s": RATE("ACD (s)", format="%.0f", help=definitions.ACD),
-            },
-        )
+    st.subheader("B legs by country", help=COUNTRY_HELP)
+    widgets.table(
+        destinations.legs_by_country(rel, f),
+        "b-legs-by-country",
+        column_config={
+            "b_legs": RATE("B legs"),
+            "lost_race": RATE("lost races"),
+            "b_leg_answer_rate": RATE(
+                "B-leg answer rate", format="percent", help=definitions.B_LEG_ANSWER_RATE
+            ),
+        },
+    )
+
+    st.subheader(
+        "By our numbers", help="The number Plivo called (inbound), our caller ID (outbound)."
+    )
+    widgets.table(
+        destinations.by_our_number(rel, f),
+        "by-our-number",
+        column_config={
+            "our_number": st.column_config.TextColumn("our number"),
+            "call_answer_rate": RATE(
+                "call answer rate", format="percent", help=definitions.CALL_ANSWER_RATE
+            ),
+            "dial_answer_rate": RATE(
+                "dial answer rate", format="percent", help=definitions.DIAL_ANSWER_RATE
+            ),
+            "acd_s": RATE("ACD (s)", format="%.0f", help=definitions.ACD),
+        },
+    )
 
     st.subheader("Destinations and agents")
     st.caption(

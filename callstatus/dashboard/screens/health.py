@@ -107,7 +107,7 @@ def render() -> None:
         samples = queries.rejected_samples(f)
         for advice in receiver_status.base_url_advice(samples.frame, receiver_status.auth_tokens()):
             st.error(advice, icon=":material/link_off:")
-    widgets.table(rejected, "rejected")
+        widgets.table(rejected, "rejected")
 
     widgets.on_request("Show the URLs to set in Plivo", "plivo-urls", plivo_urls)
 

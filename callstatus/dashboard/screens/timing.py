@@ -35,6 +35,13 @@ HELP = {
         "start (the A leg's AnswerTime) to the leg's hangup. Lost races are left out."
     ),
 }
+# The tiles' names, short enough for a quarter of the page ("B leg: time to answer (median)" was
+# cut off).
+TILE_NAMES = {
+    timing.PDD: "Post-dial delay",
+    timing.RING: "Ring time",
+    timing.B_ANSWER: "B-leg answer",
+}
 RESOLUTION_HELP = (
     "Medians and 90th percentiles without a direction, number or country filter are read from "
     f"hourly histograms ({timing.RESOLUTION}): within one such bin of the exact value; the "
@@ -112,7 +119,7 @@ def _tiles(rel: Relations, f: Filters) -> None:
         median = summary.loc[measure, "median_s"] if measure in summary.index else None
         p90 = summary.loc[measure, "p90_s"] if measure in summary.index else None
         column.metric(
-            f"{measure.capitalize()} (median)",
+            f"{TILE_NAMES[measure]} (median)",
             tiles.fmt_seconds(median),
             help=f"{HELP[measure]}\n\n90th percentile: {tiles.fmt_seconds(p90)}.",
             border=True,
