@@ -115,6 +115,8 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
                 alt.Tooltip("bucket:T", title="from"),
                 alt.Tooltip("rate:N"),
                 alt.Tooltip("value:Q", format=".1%"),
+                # A rate of a handful of calls (the start of today) says little: shown beside it.
+                alt.Tooltip("calls:Q", title="calls in the bucket"),
                 *(["period:N"] if compared else []),
             ],
         )
