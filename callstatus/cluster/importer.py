@@ -104,6 +104,9 @@ def import_file(
     commits). `advance` is told of every batch of webhooks and refused requests read."""
     done = Imported()
     for rows in _batches(cur, _WEBHOOKS, batch):
+        # Rows already there (a run going on after an interruption) skipped before their typed
+        # copies are computed, most of an import's time.
+        there = _stored(con, [row[0] for row in rows])
         records = [
             EventRecord(
                 event_id=event_id,
@@ -119,6 +122,7 @@ def import_file(
             for event_id, received_at, kind, method, params, signature, duplicate, params_hash in (
                 rows
             )
+            if event_id not in there
         ]
         with con.transaction():
             done.webhooks_added += inbox.insert_events(con, records, zone, IMPORTED_BY)
@@ -134,6 +138,13 @@ def import_file(
         done.repeat_buckets_added = _repeats(cur, con)
         done.fingerprints_added = _fingerprints(cur, con, now or datetime.now(UTC))
     return done
+
+
+def _stored(con: Connection, event_ids: list[str]) -> set[str]:
+    found = con.execute(
+        "SELECT event_id::text FROM webhook_inbox WHERE event_id = ANY(%s::uuid[])", (event_ids,)
+    ).fetchall()
+    return {str(row[0]) for row in found}
 
 
 def _batches(cur: duckdb.DuckDBPyConnection, sql: str, size: int) -> Iterator[list[tuple]]:  # type: ignore[type-arg]
