@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from callstatus.dashboard.charts import Figure
@@ -49,9 +50,39 @@ def rows_choice(key: str, what: str) -> int:
 def table(result: Result, name: str, **kwargs: Any) -> Any:
     """A table of a query's rows, with CSV and SQL; returns st.dataframe's value."""
     kwargs.setdefault("placeholder", MISSING)
-    value = st.dataframe(result.frame, hide_index=True, width="stretch", **kwargs)
+    frame, config = one_decimal_percent(result.frame, kwargs.pop("column_config", None))
+    if config is not None:
+        kwargs["column_config"] = config
+    value = st.dataframe(frame, hide_index=True, width="stretch", **kwargs)
     provenance(result, name)
     return value
+
+
+def one_decimal_percent(
+    frame: pd.DataFrame, config: dict[str, Any] | None
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """Columns configured as `format="percent"` shown with one decimal, as the tiles show rates:
+    Streamlit's percent drops trailing zeros (98.1% beside 99.13%, 0%). The shown copy holds
+    percent points; the CSV keeps the fractions."""
+    if not config:
+        return frame, config
+    rates = [
+        column
+        for column, c in config.items()
+        if isinstance(c, dict)
+        and (c.get("type_config") or {}).get("format") == "percent"
+        and column in frame.columns
+    ]
+    if not rates:
+        return frame, config
+    shown = frame.copy()
+    shown[rates] = shown[rates] * 100
+    config = dict(config)
+    for column in rates:
+        c = dict(config[column])
+        c["type_config"] = {**c["type_config"], "format": "%.1f%%"}
+        config[column] = c
+    return shown, config
 
 
 def provenance(result: Result, name: str) -> None:

@@ -649,8 +649,9 @@ def test_health_shows_completeness_from_call_records(
             assert [row[:6] for row in rows] == [
                 [f"{day} 00:00:00", *map(str, figures)] for day, *figures in per_day
             ]
+            # The share in percent points (shown with one decimal; the CSV keeps fractions).
             assert [float(row[6]) for row in rows] == pytest.approx(
-                [added / calls for _, calls, *_, added in per_day]
+                [100 * added / calls for _, calls, *_, added in per_day]
             )
             assert len(per_day) >= 2 and sum(row[1] for row in per_day) == counts[0]
             section = page.locator("h3").filter(has_text="Completeness").bounding_box()

@@ -301,7 +301,8 @@ def test_health_completeness_equals_the_database(
         for row in days.itertuples()
     ]
     assert shown == [tuple(row) for row in hand] and len(shown) >= 2
-    assert list(days["missed_share"]) == pytest.approx([r[5] / r[1] for r in hand])
+    # Shown in percent points (one decimal, as the tiles); the CSV keeps the fractions.
+    assert list(days["missed_share"]) == pytest.approx([100 * r[5] / r[1] for r in hand])
 
     [run] = [s.value for s in at.success if "reconcile run" in s.value]
     assert "Last reconcile run **ok**" in run and "12 records read, 12 new" in run

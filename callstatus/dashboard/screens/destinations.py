@@ -188,11 +188,12 @@ def _destinations_table(rows: Result) -> None:
     the query's own rows."""
     frame = destination_labels(rows.frame)
     frame.insert(1, "calls", [calls_link(str(d)) for d in frame["destination"]])
+    frame, columns = widgets.one_decimal_percent(frame, _destination_columns())
     st.dataframe(
         frame,
         hide_index=True,
         width="stretch",
-        column_config=_destination_columns(),
+        column_config=columns,
         placeholder=widgets.MISSING,
     )
     widgets.provenance(rows, "destinations")
