@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -295,3 +297,17 @@ def assert_a_legs_current(db: Database) -> None:
     expected = cur.execute(f"SELECT * FROM ({fresh}) ORDER BY a_leg_uuid").fetchall()
     got = cur.execute(f"SELECT * FROM {rollups.A_LEGS} ORDER BY a_leg_uuid").fetchall()
     assert got == expected, "a_legs_rollup"
+
+
+def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`callstatus ARGS` as a user runs it: its own process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "callstatus.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )

@@ -98,7 +98,6 @@ def import_file(
     *,
     advance: Callable[[int], None] = lambda _: None,
     batch: int = BATCH,
-    now: datetime | None = None,
 ) -> Imported:
     """Copy the file behind `cur` into the store behind `con` (not in a transaction: each batch
     commits). `advance` is told of every batch of webhooks and refused requests read."""
@@ -136,7 +135,7 @@ def import_file(
         advance(len(rows))
     with con.transaction():
         done.repeat_buckets_added = _repeats(cur, con)
-        done.fingerprints_added = _fingerprints(cur, con, now or datetime.now(UTC))
+        done.fingerprints_added = _fingerprints(cur, con, datetime.now(UTC))
     return done
 
 

@@ -4,14 +4,13 @@ before it opens the database or starts a job (uvicorn alone would find out after
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from callstatus.app.server import check_port_free
 from callstatus.core.errors import CommandError
+from tests.factories import run_cli
 
 
 def test_serve_on_a_taken_port_says_so_and_starts_nothing(tmp_path: Path) -> None:
@@ -20,13 +19,7 @@ def test_serve_on_a_taken_port_says_so_and_starts_nothing(tmp_path: Path) -> Non
         taken.listen()
         port = taken.getsockname()[1]
         db = tmp_path / "callstatus.duckdb"
-        done = subprocess.run(
-            [sys.executable, "-m", "callstatus.cli", "serve", "--port", str(port), "--db", str(db)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
+        done = run_cli("serve", "--port", str(port), "--db", str(db), cwd=tmp_path)
     assert done.returncode == 1, done
     [line] = done.stderr.strip().splitlines()
     assert f"127.0.0.1:{port}: address already in use" in line

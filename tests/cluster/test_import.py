@@ -31,7 +31,7 @@ from callstatus.receiver.rejected import insert_rejected, refusal
 from callstatus.simulator.seed import seed_database
 from callstatus.simulator.traffic import TrafficModel
 from tests.cluster.test_commands_clustered import call, in_pg, rebuild, store_in_pg
-from tests.factories import deliver, make_settings
+from tests.factories import deliver, make_settings, run_cli
 from tests.servers import free_port
 
 VIEWS = ("calls", "dials", "dial_legs")
@@ -162,14 +162,7 @@ def test_serve_refuses_a_single_servers_file_as_its_replica(url: str, tmp_path: 
     env = {**os.environ, "CALLSTATUS_POSTGRES_URL": url}
     for role in ("all", "dashboard"):
         command = ["serve", "--port", str(free_port()), "--db", str(single), "--role", role]
-        done = subprocess.run(
-            [sys.executable, "-m", "callstatus.cli", *command],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-            env=env,
-        )
+        done = run_cli(*command, cwd=tmp_path, env=env)
         assert done.returncode == 1, done
         [line] = done.stderr.strip().splitlines()
         assert "webhooks that did not come from PostgreSQL" in line
