@@ -170,7 +170,7 @@ def report_figures(
     figures: list[tuple[str, charts.Figure]] = [
         (
             "answer-rates.png",
-            charts.rates_with_volume(rates, LEAD_RATES[lead], f.tz).properties(
+            charts.rates_with_volume(rates, LEAD_RATES[lead], f.tz, f.wall_clock()).properties(
                 title="Answer rates over time, with call volume"
             ),
         )

@@ -97,7 +97,7 @@ def dashboard() -> None:
     page.run()
 
 
-st.set_page_config(page_title="callstatus", page_icon=":material/call:", layout="wide")
+st.set_page_config(page_title="callstatus", page_icon="📞", layout="wide")
 if sidebar.event_count() == 0:
     waiting_for_first_webhook()
 else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import altair as alt
@@ -75,8 +76,24 @@ def empty(message: str = "No data in this range") -> alt.Chart:
     return chart
 
 
-def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
-    """Answer rates as lines over call volume as bars, sharing the time axis."""
+# How much of a bucket the range covers, in the volume bars' tooltip.
+WHOLE_BUCKET = "all of it"
+PART_OF_BUCKET = "part (the range starts or ends inside it)"
+
+
+def partial_buckets(frame: pd.DataFrame, span: tuple[datetime, datetime]) -> pd.Series:
+    """Which rows' buckets the range [start, end) covers only in part (its first bucket when it
+    starts mid-bucket, its last while it is still filling). `span` and the buckets are both
+    naive wall-clock times of the chosen zone (Filters.wall_clock)."""
+    start, end = (pd.Timestamp(moment) for moment in span)
+    return (frame["bucket"] < start) | (frame["bucket_end"] > end)
+
+
+def rates_with_volume(
+    frame: pd.DataFrame, lead: str, tz: str, span: tuple[datetime, datetime] | None = None
+) -> Figure:
+    """Answer rates as lines over call volume as bars, sharing the time axis. With the range's
+    `span`, the bars of buckets it covers only in part are paler: they hold fewer calls."""
     if frame.empty:
         return empty()
     order = [lead, *[r for r in RATE_COLORS if r != lead]]
@@ -125,17 +142,23 @@ def rates_with_volume(frame: pd.DataFrame, lead: str, tz: str) -> Figure:
     if compared:
         lines = lines.encode(strokeDash=_period_dash(), detail=alt.Detail("period:N"))
     frame = _periods(frame)[0]
+    tooltip = [alt.Tooltip("bucket:T", title="from"), alt.Tooltip("calls:Q")]
+    if span is not None:
+        partial = partial_buckets(frame, span)
+        frame = frame.assign(covered=partial.map({True: PART_OF_BUCKET, False: WHOLE_BUCKET}))
+        tooltip.append(alt.Tooltip("covered:N", title="range covers"))
     bars = (
         alt.Chart(frame)
         .mark_bar(color="#9aa5b1", stroke="white", strokeWidth=0.5, orient="vertical")
-        .encode(
-            x=x,
-            x2=alt.X2("bucket_end:T"),
-            y=alt.Y("calls:Q", title="calls"),
-            tooltip=[alt.Tooltip("bucket:T", title="from"), alt.Tooltip("calls:Q")],
-        )
+        .encode(x=x, x2=alt.X2("bucket_end:T"), y=alt.Y("calls:Q", title="calls"), tooltip=tooltip)
         .properties(height=90)
     )
+    if span is not None:
+        bars = bars.encode(
+            opacity=alt.condition(
+                f"datum.covered == '{PART_OF_BUCKET}'", alt.value(0.4), alt.value(1.0)
+            )
+        )
     stacked: alt.VConcatChart = alt.vconcat(lines, bars, spacing=6).resolve_scale(x="shared")
     return stacked
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
 
 import streamlit as st
@@ -141,7 +143,24 @@ def live(body: Callable[[], None], refresh: bool = True) -> None:
     Each page calls this itself. A fragment around `page.run()` in the app instead would call
     `page.run()` again on every widget use, which st.navigation refuses (once per app run).
     """
-    st.fragment(body, run_every=refresh_seconds() if refresh else None)()
+    st.fragment(_named_for_its_page(body), run_every=refresh_seconds() if refresh else None)()
+
+
+def _named_for_its_page(body: Callable[[], None]) -> Callable[[], None]:
+    """`body` under a name of its page's own.
+
+    Streamlit runs every page file as a module named `__main__`, and names a fragment after its
+    function's module, name and place on the page: every page's `render` would be one fragment.
+    A live timer's tick sent from the page just left then ran as the page just opened, whose
+    elements sat elsewhere, and Chromium dropped the whole page ("Bad delta path index")."""
+    page = Path(inspect.getfile(body)).stem
+
+    def run() -> None:
+        body()
+
+    run.__module__ = f"{__package__}.screens.{page}"
+    run.__qualname__ = f"{page}.{body.__qualname__}"
+    return run
 
 
 def current() -> Filters:

@@ -45,6 +45,16 @@ class Filters:
         span = self.end - self.start
         return replace(self, start=self.start - span, end=self.start)
 
+    def wall_clock(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        """The range's start and end as naive wall-clock times of its zone, as buckets are;
+        the end no later than `now` when given (a range into the future holds data up to now)."""
+        zone = ZoneInfo(self.tz)
+        end = self.end if now is None else min(self.end, now)
+        return (
+            self.start.astimezone(zone).replace(tzinfo=None),
+            end.astimezone(zone).replace(tzinfo=None),
+        )
+
     def params(self) -> dict[str, object]:
         return {
             "start": self.start,

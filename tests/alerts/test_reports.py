@@ -310,7 +310,7 @@ def test_its_charts_are_the_dashboards_as_png(traffic: Path, tmp_path: Path) -> 
     f = reports.report_filters(DAILY, _settings(tmp_path), NOW)
     frame = overview.rates_over_time(rel, f).frame
     assert frame["calls"].sum() == 35
-    page = charts.rates_with_volume(frame, "dial answer rate", BERLIN).to_dict()
+    page = charts.rates_with_volume(frame, "dial answer rate", BERLIN, f.wall_clock()).to_dict()
     found = {leg: causes.by_cause(rel, f, leg, with_answered=False).frame for leg in "ab"}
     figures = dict(reports.report_figures(rel, f, "dial", found))
     drawn = figures["answer-rates.png"].to_dict()

@@ -35,6 +35,17 @@ def test_overview_in_a_real_browser(tmp_path: Path) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            # The dashboard works offline and tells no other site it was opened (the favicon
+            # once came from a font CDN): every request goes to the server itself.
+            elsewhere: list[str] = []
+            page.on(
+                "request",
+                lambda r: (
+                    elsewhere.append(r.url)
+                    if not r.url.startswith((server.url, "data:", "blob:"))
+                    else None
+                ),
+            )
             page.goto(f"{server.url}/?range=Last+30+days", timeout=60_000)
             tile = page.locator('[data-testid="stMetric"]').filter(has_text="Dial answer rate")
             tile.first.wait_for(timeout=60_000)
@@ -42,5 +53,6 @@ def test_overview_in_a_real_browser(tmp_path: Path) -> None:
             page.locator(".vega-embed").nth(2).wait_for(timeout=60_000)
             assert expected in tile.first.inner_text()
             assert page.locator(".vega-embed").count() >= 3
+            assert elsewhere == []
         finally:
             browser.close()

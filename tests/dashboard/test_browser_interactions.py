@@ -65,13 +65,35 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+# Each page's console errors and uncaught exceptions, for a failure to show what the browser saw
+# (a page Streamlit's frontend dropped is blank: no exception box to read).
+BROWSER_ERRORS: dict[int, list[str]] = {}
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    opened = context.new_page()
+    errors = BROWSER_ERRORS.setdefault(id(opened), [])
+    opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    opened.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
     try:
-        yield context.new_page()
+        yield opened
     finally:
         context.close()
+        BROWSER_ERRORS.pop(id(opened), None)
+
+
+def shows(page: Any, heading: str) -> None:
+    """Wait for an h2 saying `heading`; failing, say what the page and its console held."""
+    try:
+        page.locator("h2").filter(has_text=heading).wait_for(timeout=LOAD_MS)
+    except Exception as error:
+        shown = page.locator("body").inner_text(timeout=5_000)[:500]
+        errors = BROWSER_ERRORS.get(id(page), [])[-5:]
+        raise AssertionError(
+            f"{heading!r} never showed; page: {shown!r}; errors: {errors}"
+        ) from error
 
 
 # -- a seeded server --------------------------------------------------------------------------
@@ -414,7 +436,7 @@ def test_live_mode_refreshes_in_place_and_widgets_still_work(seeded: Seeded, pag
     search.wait_for(timeout=LOAD_MS)
     search.fill(seeded.first_calls[1])
     search.press("Enter")
-    page.locator("h2").filter(has_text=f"Call {seeded.first_calls[1]}").wait_for(timeout=LOAD_MS)
+    shows(page, f"Call {seeded.first_calls[1]}")
     time.sleep(6)  # a refresh tick with the search in place
     assert_clean(page, "a live refresh of a searched call")
     assert page.locator("h2").filter(has_text=f"Call {seeded.first_calls[1]}").count() == 1

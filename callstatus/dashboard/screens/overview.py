@@ -16,7 +16,7 @@ from callstatus.dashboard import (
     tiles,
     widgets,
 )
-from callstatus.dashboard.filters import Filters
+from callstatus.dashboard.filters import Filters, ceil_minute
 from callstatus.dashboard.queries import concurrency, overview, sidebar
 from callstatus.dashboard.queries.relations import Relations
 from callstatus.dashboard.text import plain
@@ -57,9 +57,13 @@ def render() -> None:
         rates = comparison.overlay(overview.rates_over_time, rel, f)
     else:
         rates = overview.rates_over_time(rel, f)
+    span = f.wall_clock(ceil_minute(datetime.now(UTC)))
     widgets.chart(
-        rates, charts.rates_with_volume(rates.frame, RATE_NAMES[lead], f.tz), "answer-rates"
+        rates,
+        charts.rates_with_volume(rates.frame, RATE_NAMES[lead], f.tz, span),
+        "answer-rates",
     )
+    partial_note(rates.frame, span)
 
     left, right = st.columns([3, 2])
     with left:
@@ -100,6 +104,21 @@ def todays_peak(rel: Relations, f: Filters) -> None:
     )
     if reached:
         note.caption(f"Today's peak was first reached {reached} ({plain(f.tz)}).")
+
+
+def partial_note(frame: pd.DataFrame, span: tuple[datetime, datetime]) -> None:
+    """Say why some volume bars are paler: the range cuts their buckets, so they hold fewer
+    calls and their rates can swing (the start of today's bucket may hold a handful)."""
+    if frame.empty or "bucket" not in frame:
+        return
+    current = frame[frame["period"] != "previous range"] if "period" in frame else frame
+    if not charts.partial_buckets(current, span).any():
+        return
+    start, end = (f"{moment:%Y-%m-%d %H:%M}" for moment in span)
+    st.caption(
+        f"Paler bars: buckets the range covers only in part (it covers {start} to {end}). "
+        "They hold fewer calls, so their rates can swing."
+    )
 
 
 def records_only_notice(kpis: pd.Series) -> str | None:
