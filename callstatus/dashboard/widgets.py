@@ -51,11 +51,32 @@ def table(result: Result, name: str, **kwargs: Any) -> Any:
     """A table of a query's rows, with CSV and SQL; returns st.dataframe's value."""
     kwargs.setdefault("placeholder", MISSING)
     frame, config = one_decimal_percent(result.frame, kwargs.pop("column_config", None))
-    if config is not None:
-        kwargs["column_config"] = config
+    labels: dict[str, Any] = {column: readable(str(column)) for column in frame.columns}
+    for column, c in (config or {}).items():
+        unlabelled = isinstance(c, dict) and not c.get("label") and column in labels
+        labels[column] = {**c, "label": labels[column]} if unlabelled else c
+    kwargs["column_config"] = labels
     value = st.dataframe(frame, hide_index=True, width="stretch", **kwargs)
     provenance(result, name)
     return value
+
+
+# Words of column names written as a reader writes them ("call_uuid" -> "call UUID").
+WORDS = {"uuid": "UUID", "sip": "SIP", "acd": "ACD", "pdd": "PDD", "cdr": "CDR", "id": "ID"}
+
+
+def readable(column: str) -> str:
+    """A query's column name as a table's header: words apart, A and B legs and acronyms in
+    capitals, a trailing unit in brackets ("b_leg_duration_s" -> "B leg duration (s)"). The
+    CSV keeps the names the SQL page and the views use."""
+    words = column.split("_")
+    shown = [WORDS.get(word, word) for word in words]
+    for i, word in enumerate(words[:-1]):
+        if word in ("a", "b") and words[i + 1] in ("leg", "legs"):
+            shown[i] = word.upper()
+    if len(words) > 1 and words[-1] in ("s", "ms"):
+        shown[-1] = f"({words[-1]})"
+    return " ".join(shown)
 
 
 def one_decimal_percent(

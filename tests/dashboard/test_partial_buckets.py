@@ -121,3 +121,21 @@ def test_overview_says_which_bars_are_paler(seeded: Path) -> None:
     assert not at.exception
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     assert len(_notes(at)) == (1 if _calls_since(seeded, midnight) else 0)
+
+
+def test_overview_says_what_grey_heatmap_cells_mean(seeded: Path) -> None:
+    # 60 calls over 3 days: no weekday-hour cell reaches MIN_CELL Dials.
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["range"] = "Last 7 days"
+    at.run()
+    assert not at.exception
+    grey = [c.value for c in at.caption if c.value.startswith("Grey cells")]
+    assert grey == [
+        f"Grey cells: fewer than {charts.MIN_CELL} Dials in that hour, too few for a rate."
+    ]
+    at.segmented_control(key="heat").set_value("call").run()
+    assert not at.exception
+    grey = [c.value for c in at.caption if c.value.startswith("Grey cells")]
+    assert grey == [
+        f"Grey cells: fewer than {charts.MIN_CELL} calls in that hour, too few for a rate."
+    ]

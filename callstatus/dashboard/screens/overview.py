@@ -86,6 +86,12 @@ def render() -> None:
         )
         heat = overview.answer_heatmap(rel, f, metric or lead)
         widgets.chart(heat, charts.heatmap(heat.frame, RATE_NAMES[metric or lead]), "heatmap")
+        if not heat.frame.empty and bool((heat.frame["total"] < charts.MIN_CELL).any()):
+            st.caption(
+                f"Grey cells: fewer than {charts.MIN_CELL} "
+                f"{'Dials' if (metric or lead) == 'dial' else 'calls'} in that hour, "
+                "too few for a rate."
+            )
 
 
 def todays_peak(rel: Relations, f: Filters) -> None:
