@@ -150,9 +150,10 @@ def _named_for_its_page(body: Callable[[], None]) -> Callable[[], None]:
     """`body` under a name of its page's own.
 
     Streamlit runs every page file as a module named `__main__`, and names a fragment after its
-    function's module, name and place on the page: every page's `render` would be one fragment.
-    A live timer's tick sent from the page just left then ran as the page just opened, whose
-    elements sat elsewhere, and Chromium dropped the whole page ("Bad delta path index")."""
+    function's module, name and place on the page: every page's `render` was one fragment, so a
+    rerun asked for by the page just left could be taken for the page just opened. In live mode,
+    going from one page to Calls and searching at once, Chromium once dropped the whole page
+    ("Bad delta path index"); one name per page removes that ambiguity."""
     page = Path(inspect.getfile(body)).stem
 
     def run() -> None:
