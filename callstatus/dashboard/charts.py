@@ -89,6 +89,25 @@ def partial_buckets(frame: pd.DataFrame, span: tuple[datetime, datetime]) -> pd.
     return (frame["bucket"] < start) | (frame["bucket_end"] > end)
 
 
+def _covered(frame: pd.DataFrame, span: tuple[datetime, datetime]) -> pd.DataFrame:
+    """The rows with `covered`: how much of their bucket the range covers."""
+    partial = partial_buckets(frame, span)
+    return frame.assign(covered=partial.map({True: PART_OF_BUCKET, False: WHOLE_BUCKET}))
+
+
+def _paler_when_partial(bars: alt.Chart) -> alt.Chart:
+    """Bars of rows `_covered` as partial drawn paler."""
+    paler: alt.Chart = bars.encode(
+        opacity=alt.condition(
+            f"datum.covered == '{PART_OF_BUCKET}'", alt.value(0.4), alt.value(1.0)
+        )
+    )
+    return paler
+
+
+COVERED_TIP = alt.Tooltip("covered:N", title="range covers")
+
+
 def rates_with_volume(
     frame: pd.DataFrame, lead: str, tz: str, span: tuple[datetime, datetime] | None = None
 ) -> Figure:
@@ -144,9 +163,8 @@ def rates_with_volume(
     frame = _periods(frame)[0]
     tooltip = [alt.Tooltip("bucket:T", title="from"), alt.Tooltip("calls:Q")]
     if span is not None:
-        partial = partial_buckets(frame, span)
-        frame = frame.assign(covered=partial.map({True: PART_OF_BUCKET, False: WHOLE_BUCKET}))
-        tooltip.append(alt.Tooltip("covered:N", title="range covers"))
+        frame = _covered(frame, span)
+        tooltip.append(COVERED_TIP)
     bars = (
         alt.Chart(frame)
         .mark_bar(color="#9aa5b1", stroke="white", strokeWidth=0.5, orient="vertical")
@@ -154,11 +172,7 @@ def rates_with_volume(
         .properties(height=90)
     )
     if span is not None:
-        bars = bars.encode(
-            opacity=alt.condition(
-                f"datum.covered == '{PART_OF_BUCKET}'", alt.value(0.4), alt.value(1.0)
-            )
-        )
+        bars = _paler_when_partial(bars)
     stacked: alt.VConcatChart = alt.vconcat(lines, bars, spacing=6).resolve_scale(x="shared")
     return stacked
 
@@ -257,20 +271,30 @@ def _with_previous_total(
     return alt.LayerChart(layer=[bars, line])
 
 
-def outcomes_stacked(frame: pd.DataFrame, tz: str, value: str = "calls") -> Figure:
+def outcomes_stacked(
+    frame: pd.DataFrame,
+    tz: str,
+    value: str = "calls",
+    span: tuple[datetime, datetime] | None = None,
+) -> Figure:
     """Stacked outcome bars per bucket; when compared (a `period` column), the previous
-    range's total per bucket as a dashed line over them."""
+    range's total per bucket as a dashed line over them. With the range's `span`, the bars of
+    buckets it covers only in part are paler, as in rates_with_volume."""
     current, previous = _periods(frame)
     if current.empty and previous.empty:
         return empty()
+    tooltip: list[Any] = ["outcome:N", f"{value}:Q"]
+    if span is not None and not current.empty:
+        current = _covered(current, span)
+        tooltip.append(COVERED_TIP)
     bars = (
-        _stacked_over_time(
-            current, f"time ({tz})", value, _outcome_color(current), ["outcome:N", f"{value}:Q"]
-        )
+        _stacked_over_time(current, f"time ({tz})", value, _outcome_color(current), tooltip)
         .encode(order=alt.Order("outcome_rank:Q"))
         .transform_calculate(outcome_rank=f"indexof({OUTCOMES!r}, datum.outcome)")
         .properties(height=280)
     )
+    if span is not None and not current.empty:
+        bars = _paler_when_partial(bars)
     return _with_previous_total(bars, previous, value)
 
 

@@ -74,6 +74,16 @@ def test_the_chart_draws_partial_buckets_paler() -> None:
     assert "opacity" not in plain["vconcat"][1]["encoding"]
 
 
+def test_how_calls_ended_draws_partial_buckets_paler_too() -> None:
+    frame = _days("2026-10-25", "2026-10-26").assign(outcome=["answered", "busy"])
+    span = (datetime(2026, 10, 25, 0, 30), datetime(2026, 10, 27))
+    spec = charts.outcomes_stacked(frame, BERLIN, span=span).to_dict()
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert [row["covered"] for row in rows] == [charts.PART_OF_BUCKET, charts.WHOLE_BUCKET]
+    assert spec["encoding"]["opacity"]["condition"]["value"] == 0.4
+    assert "opacity" not in charts.outcomes_stacked(frame, BERLIN).to_dict()["encoding"]
+
+
 @pytest.fixture
 def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "seeded.duckdb"

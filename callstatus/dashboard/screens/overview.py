@@ -72,7 +72,9 @@ def render() -> None:
             outcomes = comparison.overlay(overview.outcomes_over_time, rel, f)
         else:
             outcomes = overview.outcomes_over_time(rel, f)
-        widgets.chart(outcomes, charts.outcomes_stacked(outcomes.frame, f.tz), "outcomes")
+        widgets.chart(
+            outcomes, charts.outcomes_stacked(outcomes.frame, f.tz, span=span), "outcomes"
+        )
     with right:
         st.subheader("When calls get answered")
         metric = st.segmented_control(
