@@ -564,8 +564,8 @@ def test_planted_markup_shows_as_text(tmp_path: Path, pixel: str, page: Any) -> 
         assert_no_planted_links(page, planted)
 
         page.goto(f"{server.url}/calls?range=Last+24+hours", timeout=LOAD_MS)
+        shows(page, "Call call-")
         heading = page.locator("h2").filter(has_text="Call call-")
-        heading.wait_for(timeout=LOAD_MS)
         assert_clean(page, "Calls with a planted call")
         assert visible(heading.inner_text()).strip() == f"Call {call_uuid}"
         direction_tile = page.locator('[data-testid="stMetric"]').filter(has_text="Direction")
